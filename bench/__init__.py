@@ -1,0 +1,1 @@
+"""Latency profiling, FLOP models and retrieval evaluation."""

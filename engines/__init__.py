@@ -1,0 +1,1 @@
+"""TensorRT engine building and inspection from the exported ONNX graphs."""

@@ -1,0 +1,238 @@
+"""AMES: pair-wise transformer re-ranker over local descriptors (reference/models.md §2).
+
+State-dict compatible with the released checkpoints (`dinov2_ames.pt`, `cvnet_ames_dist.pt`, …).
+
+Why not `nn.MultiheadAttention` with the published dense masks: the sequence is
+`[mtc ; query locals (Q) ; database locals (T)]` and both masks are block-structured. Intra-image
+attention only needs the (1+Q)² and (1+T)² blocks and inter-image attention the 2·Q·T cross blocks, so
+each block is computed on its own instead of two dense (1+Q+T)² matrices that are mostly masked out.
+Only the matching token's output reaches the classifier, so the last layer's inter-image attention
+and feed-forward run on that token alone. The masks are never materialised: padding enters as an
+additive fp32 bias on the keys, finite, and every row can see the always-valid matching token, so no
+row is fully masked.
+
+Defined behaviour for an image whose descriptors are all padding: its tokens are invisible, the
+matching token sees only itself and the other image, and the model returns a finite logit (the same
+logit for every pair in which both images are all padding). This is what the published code computes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rerankrt.errors import InputError
+
+from .checks import check_float, check_mask, check_nonempty, tracing
+from .configs import AmesConfig
+
+#: additive bias for padded keys; fp32-finite so that no −inf − (−inf) can appear.
+_MASKED = torch.finfo(torch.float32).min
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """`F.normalize` computed in fp32 (an FP32 island): in fp16 the eps underflows and 0/0 gives NaN."""
+    xf = x.float()
+    return (xf / xf.norm(dim=-1, keepdim=True).clamp_min(eps)).to(x.dtype)
+
+
+class BinarizationLayer(nn.Module):
+    """`sign(L2N(x) @ W)`: the 128-bit code of `ames-dist`; W is fine-tuned and read from the checkpoint."""
+
+    def __init__(self, local_dim: int, bits: int) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.empty(local_dim, bits))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sign(l2_normalize(x) @ self.W.to(x.dtype))
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Softmax attention with an additive fp32 key bias [B, Lk]; the softmax is an FP32 island."""
+    scores = (q @ k.transpose(-1, -2)).float() + bias[:, None, None, :]
+    return scores.softmax(dim=-1).to(v.dtype) @ v
+
+
+class BlockAttention(nn.Module):
+    """Multi-head self-attention over `[mtc ; s ; t]` restricted to intra- or inter-image blocks.
+
+    Parameters carry `nn.MultiheadAttention`'s names (`in_proj_weight`, `in_proj_bias`, `out_proj`).
+    """
+
+    def __init__(self, dim: int, num_heads: int, inter: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.inter = inter
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, e = x.shape
+        return x.reshape(b, n, self.num_heads, e // self.num_heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, q_len: int, bias: torch.Tensor, mtc_only: bool = False) -> torch.Tensor:
+        """x [B, 1+Q+T, E], bias [B, 1+Q+T] → [B, 1+Q+T, E] (or [B, 1, E] for the matching token only)."""
+        b, n, e = x.shape
+        w_q, w_kv = self.in_proj_weight.split([e, 2 * e])
+        b_q, b_kv = self.in_proj_bias.split([e, 2 * e])
+        rows = x[:, :1] if mtc_only else x
+        q = self._heads(F.linear(rows, w_q, b_q)) * (e // self.num_heads) ** -0.5
+        k, v = (self._heads(t) for t in F.linear(x, w_kv, b_kv).chunk(2, dim=-1))
+        out = _attend(q[:, :, :1], k, v, bias)  # the matching token sees both images
+        if not mtc_only:
+            s, t = slice(1, 1 + q_len), slice(1 + q_len, None)
+            # keys [mtc ; query] and [mtc ; database]
+            k_ms, v_ms, bias_ms = k[:, :, : 1 + q_len], v[:, :, : 1 + q_len], bias[:, : 1 + q_len]
+            k_mt = torch.cat([k[:, :, :1], k[:, :, t]], dim=2)
+            v_mt = torch.cat([v[:, :, :1], v[:, :, t]], dim=2)
+            bias_mt = torch.cat([bias[:, :1], bias[:, t]], dim=1)
+            if self.inter:
+                out_s, out_t = _attend(q[:, :, s], k_mt, v_mt, bias_mt), _attend(q[:, :, t], k_ms, v_ms, bias_ms)
+            else:
+                out_s, out_t = _attend(q[:, :, s], k_ms, v_ms, bias_ms), _attend(q[:, :, t], k_mt, v_mt, bias_mt)
+            out = torch.cat([out, out_s, out_t], dim=2)
+        return self.out_proj(out.transpose(1, 2).reshape(b, out.shape[2], e))
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm as an FP32 island: input, weight and bias in fp32 (ONNX binds them to one type)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+
+
+class AmesLayer(nn.Module):
+    """Post-LN block: intra-image attention, inter-image attention, ReLU feed-forward."""
+
+    def __init__(self, cfg: AmesConfig) -> None:
+        super().__init__()
+        d = cfg.model_dim
+        self.self_attn = BlockAttention(d, cfg.num_heads, inter=False)
+        self.cross_attn = BlockAttention(d, cfg.num_heads, inter=True)
+        self.linear1 = nn.Linear(d, cfg.dim_feedforward)
+        self.linear2 = nn.Linear(cfg.dim_feedforward, d)
+        self.norm1 = LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.norm2 = LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.norm3 = LayerNorm(d, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, q_len: int, bias: torch.Tensor, last: bool) -> torch.Tensor:
+        x = self.norm1(x + self.self_attn(x, q_len, bias))
+        if last:  # only the matching token is read after the last layer
+            x = x[:, :1] + self.cross_attn(x, q_len, bias, mtc_only=True)
+        else:
+            x = x + self.cross_attn(x, q_len, bias)
+        x = self.norm2(x)
+        return self.norm3(x + self.linear2(F.relu(self.linear1(x))))
+
+
+class AmesDecoder(nn.Module):
+    """Holds `layers` so that keys read `decoder.layers.{i}.…` as in the released checkpoints."""
+
+    def __init__(self, cfg: AmesConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(AmesLayer(cfg) for _ in range(cfg.num_layers))
+
+
+class Ames(nn.Module):
+    """`model(q_desc [B,Q,D], q_mask [B,Q], db_desc [B,T,D], db_mask [B,T]) → logits [B]`.
+
+    Masks are bool, True = padding (column 3 of the official HDF5 files). The logit is raw: fuse it
+    with the global similarity as λ·g + (1−λ)·sigmoid(γ·logit).
+    """
+
+    def __init__(self, cfg: AmesConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        d = cfg.model_dim
+        self.mtc_token = nn.Parameter(torch.empty(d))
+        if cfg.binarized:
+            self.remap_local = nn.Sequential(
+                BinarizationLayer(cfg.local_dim, d), nn.Linear(d, d), LayerNorm(d, eps=cfg.layer_norm_eps)
+            )
+        else:
+            self.remap_local = nn.Sequential(nn.Linear(cfg.local_dim, d), LayerNorm(d, eps=cfg.layer_norm_eps))
+        self.decoder = AmesDecoder(cfg)
+        self.classifier = nn.Linear(d, 1)
+
+    def check_inputs(self, q_desc, q_mask, db_desc, db_mask) -> None:
+        """Shape, dtype and finiteness of the four inputs; raises InputError naming the culprit."""
+        dim = self.config.local_dim
+        check_float("q_desc", q_desc, ("B", "Q", dim))
+        check_float("db_desc", db_desc, ("B", "T", dim))
+        if db_desc.shape[0] != q_desc.shape[0]:
+            raise InputError(f"db_desc: expected {q_desc.shape[0]} pairs (q_desc's B), got {db_desc.shape[0]}")
+        check_nonempty("q_desc", q_desc.shape[1], "query descriptor (Q ≥ 1)")
+        check_nonempty("db_desc", db_desc.shape[1], "database descriptor (T ≥ 1)")
+        check_mask("q_mask", q_mask, q_desc.shape[:2])
+        check_mask("db_mask", db_mask, db_desc.shape[:2])
+
+    def forward(
+        self, q_desc: torch.Tensor, q_mask: torch.Tensor, db_desc: torch.Tensor, db_mask: torch.Tensor
+    ) -> torch.Tensor:
+        if not tracing():
+            self.check_inputs(q_desc, q_mask, db_desc, db_mask)
+        s = self.remap_local(l2_normalize(q_desc))
+        t = self.remap_local(l2_normalize(db_desc))
+        if not self.config.binarized:
+            t = t.to(torch.float16).to(t.dtype)  # the database side is stored as fp16 (§2.3 step 3)
+        b = s.shape[0]
+        x = torch.cat([self.mtc_token.to(s.dtype).expand(b, 1, -1), s, t], dim=1)
+        valid = torch.cat([torch.ones_like(q_mask[:, :1]), ~q_mask, ~db_mask], dim=1)
+        bias = torch.where(valid, 0.0, _MASKED)
+        q_len = q_desc.shape[1]
+        last = len(self.decoder.layers) - 1
+        for i, layer in enumerate(self.decoder.layers):
+            x = layer(x, q_len, bias, last=i == last)
+        return self.classifier(x[:, 0]).squeeze(-1)
+
+
+# --- registry hooks (see registry.ModelInfo.implementation) -------------------------------------
+
+BACKBONES = {768: "DINOv2", 1024: "CVNet"}
+
+
+def build(cfg: AmesConfig) -> Ames:
+    return Ames(cfg)
+
+
+def init_weights(model: Ames) -> None:
+    """The training-time initialisation (§2.1): trunc-normal(0.02) Linears and matching token;
+    an orthogonal projection stands in for the ITQ initialisation of the binariser's W."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, BlockAttention):
+            nn.init.trunc_normal_(m.in_proj_weight, std=0.02)
+            nn.init.zeros_(m.in_proj_bias)
+        elif isinstance(m, BinarizationLayer):
+            nn.init.orthogonal_(m.W)
+    nn.init.trunc_normal_(model.mtc_token, std=0.02)
+
+
+def config_from_state_dict(sd: dict) -> dict:
+    """The configuration fields a checkpoint fixes: descriptor dimension, width, depth, FFN size."""
+    if "remap_local.0.W" in sd:
+        local_dim = sd["remap_local.0.W"].shape[0]
+    else:
+        local_dim = sd["remap_local.0.weight"].shape[1]
+    num_layers = sum(1 for k in sd if k.startswith("decoder.layers.") and k.endswith(".norm1.weight"))
+    return {
+        "local_dim": int(local_dim),
+        "model_dim": int(sd["mtc_token"].shape[0]),
+        "num_layers": num_layers,
+        "dim_feedforward": int(sd["decoder.layers.0.linear1.weight"].shape[0]),
+    }
+
+
+def identify(sd: dict) -> str | None:
+    """'ames-dist (CVNet descriptors, local_dim 1024)' when `sd` is an AMES state_dict, else None."""
+    if "mtc_token" not in sd or not any(k.startswith("remap_local.0.") for k in sd):
+        return None
+    name = "ames-dist" if "remap_local.0.W" in sd else "ames"
+    dim = config_from_state_dict(sd)["local_dim"] if "decoder.layers.0.linear1.weight" in sd else None
+    return f"{name} ({BACKBONES.get(dim, 'unknown')} descriptors, local_dim {dim})"

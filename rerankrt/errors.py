@@ -1,0 +1,17 @@
+"""Exceptions raised by rerankrt.
+
+Every error names the input at fault, what was expected and what was found; callers can catch the
+specific class or plain ``ValueError``.
+"""
+
+
+class InputError(ValueError):
+    """A tensor or array handed to a model, backend or re-ranker has the wrong shape, dtype or values."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read, or does not fit the model it was given for."""
+
+
+class DescriptorFileError(ValueError):
+    """A descriptor, kNN or ground-truth file does not follow the official layout."""

@@ -1,0 +1,147 @@
+"""AMES: released key/shape tables, parity with the literal reference, fp16, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import unit_descriptors
+from literal.ames import PublishedStyle, per_pair
+
+from rerankrt.errors import InputError
+from rerankrt.models import load_model
+
+
+def ames_keys(dist: bool) -> dict[str, tuple]:
+    """§2.2's table for DINOv2 (local_dim 768)."""
+    keys: dict[str, tuple] = {"mtc_token": (128,)}
+    if dist:
+        keys |= {"remap_local.0.W": (768, 128), "remap_local.1.weight": (128, 128), "remap_local.1.bias": (128,),
+                 "remap_local.2.weight": (128,), "remap_local.2.bias": (128,)}
+    else:
+        keys |= {"remap_local.0.weight": (128, 768), "remap_local.0.bias": (128,),
+                 "remap_local.1.weight": (128,), "remap_local.1.bias": (128,)}
+    for i in range(5):
+        p = f"decoder.layers.{i}."
+        for attn in ("self_attn", "cross_attn"):
+            keys |= {p + attn + ".in_proj_weight": (384, 128), p + attn + ".in_proj_bias": (384,),
+                     p + attn + ".out_proj.weight": (128, 128), p + attn + ".out_proj.bias": (128,)}
+        keys |= {p + "linear1.weight": (1024, 128), p + "linear1.bias": (1024,),
+                 p + "linear2.weight": (128, 1024), p + "linear2.bias": (128,)}
+        for n in (1, 2, 3):
+            keys |= {p + f"norm{n}.weight": (128,), p + f"norm{n}.bias": (128,)}
+    return keys | {"classifier.weight": (1, 128), "classifier.bias": (1,)}
+
+
+@pytest.mark.parametrize(("name", "local_dim", "params"), [
+    ("ames", 768, 2_079_745), ("ames", 1024, 2_112_513),
+    ("ames-dist", 768, 2_096_129), ("ames-dist", 1024, 2_128_897),
+])
+def test_state_dict_matches_release(name, local_dim, params):
+    model = load_model(name, local_dim=local_dim)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected = ames_keys(name == "ames-dist")
+    if local_dim == 1024:
+        key = "remap_local.0.W" if name == "ames-dist" else "remap_local.0.weight"
+        expected[key] = (1024, 128) if name == "ames-dist" else (128, 1024)
+    assert shapes == expected
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+def randomised(name: str, **config) -> torch.nn.Module:
+    """The model with every parameter drawn at a scale that makes the logits depend on the inputs."""
+    model = load_model(name, **config)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if p.dim() == 1 else 1.0 / p.shape[-1] ** 0.5))
+    return model
+
+
+def pairs(rng, b: int, q: int, t: int, dim: int = 768):
+    qd, qm = unit_descriptors(rng, (b, q, dim), rng.integers(1, q + 1, b))
+    dd, dm = unit_descriptors(rng, (b, t, dim), rng.integers(1, t + 1, b))
+    return [torch.from_numpy(a) for a in (qd, qm, dd, dm)]
+
+
+@pytest.mark.parametrize("name", ["ames", "ames-dist"])
+@pytest.mark.parametrize(("b", "q", "t"), [(3, 17, 5), (2, 4, 23), (1, 1, 1), (4, 30, 30)])
+def test_matches_literal_reference(name, b, q, t, rng):
+    model = randomised(name)
+    inputs = pairs(rng, b, q, t)
+    with torch.no_grad():
+        ours = model(*inputs)
+        literal = per_pair(model.state_dict(), *inputs, binarized=name == "ames-dist")
+        published = PublishedStyle(model.state_dict(), binarized=name == "ames-dist")(*inputs)
+    assert ours.shape == (b,)
+    assert literal.abs().max() > 0.1  # the comparison is not between two near-zero vectors
+    torch.testing.assert_close(ours, literal, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours, published, atol=1e-5, rtol=0)
+
+
+def test_cvnet_dimension(rng):
+    model = randomised("ames", local_dim=1024)
+    inputs = pairs(rng, 2, 9, 4, dim=1024)
+    with torch.no_grad():
+        torch.testing.assert_close(model(*inputs), per_pair(model.state_dict(), *inputs, binarized=False),
+                                   atol=1e-5, rtol=0)
+
+
+def test_padding_content_is_ignored(rng):
+    """Whatever sits in padded rows (zeros in the files) does not change the logit."""
+    model = randomised("ames")
+    qd, qm, dd, dm = pairs(rng, 3, 12, 6)
+    with torch.no_grad():
+        ref = model(qd, qm, dd, dm)
+        qd2, dd2 = qd.clone(), dd.clone()
+        qd2[qm] = 5.0
+        dd2[dm] = -3.0
+        torch.testing.assert_close(model(qd2, qm, dd2, dm), ref, atol=1e-5, rtol=0)
+
+
+def test_all_padding_image_gives_one_finite_logit(rng):
+    """Documented behaviour: both images all padding → the same finite logit whatever the descriptors."""
+    model = randomised("ames")
+    qd, qm, dd, dm = pairs(rng, 4, 8, 5)
+    qm[:] = True
+    dm[:] = True
+    with torch.no_grad():
+        out = model(qd, qm, dd, dm)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, out[:1].expand(4), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["ames", "ames-dist"])
+def test_float16_padded_rows_stay_finite(name, rng):
+    model = randomised(name)
+    inputs = pairs(rng, 4, 40, 12)
+    with torch.no_grad():
+        ref = model(*inputs)
+        half = model.half()(inputs[0].half(), inputs[1], inputs[2].half(), inputs[3])
+    assert half.dtype == torch.float16
+    assert torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), ref, atol=0.05 * ref.abs().max().item(), rtol=0)
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda a: (a[0][..., :700], *a[1:]), "q_desc: expected shape [B, Q, 768], got [2, 5, 700]"),
+    (lambda a: (a[0], a[1].float(), *a[2:]), "q_mask: expected dtype torch.bool (True = padding), got torch.float32"),
+    (lambda a: (*a[:3], a[3][:, :2]), "db_mask: expected shape [2, 3], got [2, 2]"),
+    (lambda a: (a[0].int(), *a[1:]), "q_desc: expected a floating dtype (float32, float16 or bfloat16), got torch.int32"),
+    (lambda a: (a[0][:, :0], a[1][:, :0], *a[2:]), "q_desc: needs at least one query descriptor (Q ≥ 1), got 0"),
+    (lambda a: (*a[:2], a[2][:, :0], a[3][:, :0]), "db_desc: needs at least one database descriptor (T ≥ 1), got 0"),
+    (lambda a: (*a[:2], a[2][:1], a[3][:1]), "db_desc: expected 2 pairs (q_desc's B), got 1"),
+])
+def test_bad_input(mutate, message, rng):
+    model = load_model("ames")
+    with pytest.raises(InputError) as err:
+        model(*mutate(pairs(rng, 2, 5, 3)))
+    assert str(err.value) == message
+
+
+def test_nan_descriptor_is_named(rng):
+    model = load_model("ames")
+    qd, qm, dd, dm = pairs(rng, 2, 5, 3)
+    dd[1, 0, 3] = float("nan")
+    with pytest.raises(InputError, match=r"^db_desc: contains 1 NaN or infinite values$"):
+        model(qd, qm, dd, dm)
