@@ -6,7 +6,6 @@ import dataclasses
 import importlib
 import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -37,12 +36,12 @@ def read_state_dict(path: str | os.PathLike, weights_only: bool = True) -> tuple
     with path.open("rb") as f:
         head = f.read(16)
     if len(head) >= 9 and head[8:9] == b"{":
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             sd = load_file(str(path))
-        except (SafetensorsError, OSError, ValueError) as e:
+        except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"checkpoint {path}: not a readable safetensors file (truncated?): {e}") from e
         return sd, sd
     try:
@@ -54,7 +53,7 @@ def read_state_dict(path: str | os.PathLike, weights_only: bool = True) -> tuple
                 f"if you trust the file, load it with weights_only=False ({e})"
             ) from e
         raise CheckpointError(f"checkpoint {path}: not a torch checkpoint ({e})") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # torch.load raises many kinds on a foreign or cut file (KeyError, EOFError, …)
         raise CheckpointError(
             f"checkpoint {path}: not a readable torch or safetensors file (truncated or corrupt?): {e}"
         ) from e
@@ -107,7 +106,7 @@ def _check_keys(name: str, model: nn.Module, sd: dict, path: Path) -> None:
             lines.append(f"  {title} ({len(items)}): {shown}")
     looks_like = identify(sd)
     if looks_like:
-        lines.append(f"  the file looks like a {looks_like} checkpoint")
+        lines.append(f"  the file looks like a checkpoint of {looks_like}")
     raise CheckpointError("\n".join(lines))
 
 
@@ -138,9 +137,10 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, *, weight
     info = get_info(name)
     impl = _implementation(info)
     if checkpoint is None:
-        model = impl.build(_config(info, config, None, None))
-        with torch.random.fork_rng(devices=[]):
+        cfg = _config(info, config, None, None)
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left untouched
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = impl.build(cfg)
             impl.init_weights(model)
         return model.eval()
     path = Path(checkpoint)
@@ -150,7 +150,7 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, *, weight
         raise CheckpointError(
             f"checkpoint {path}: model {name!r} expects its state_dict under {info.container_key!r}, "
             f"the file has keys {sorted(container)}"
-            + (f"; it looks like a {looks_like} checkpoint" if looks_like else "")
+            + (f"; it looks like a checkpoint of {looks_like}" if looks_like else "")
         )
     if impl.identify(sd) is None:
         _check_keys(name, impl.build(info.config), sd, path)  # raises, naming what the file is
