@@ -49,7 +49,13 @@ class BinarizationLayer(nn.Module):
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Softmax attention with an additive fp32 key bias [B, Lk]; the softmax is an FP32 island."""
+    """Softmax attention of pre-scaled queries with an additive fp32 key bias [B, Lk].
+
+    In fp32 this is PyTorch's fused SDPA (exports as plain MatMul/Softmax ops). In reduced precision
+    the scores, the masked addition and the softmax are an explicit FP32 island.
+    """
+    if q.dtype == torch.float32:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, None, None, :], scale=1.0)
     scores = (q @ k.transpose(-1, -2)).float() + bias[:, None, None, :]
     return scores.softmax(dim=-1).to(v.dtype) @ v
 
@@ -126,7 +132,7 @@ class AmesLayer(nn.Module):
         else:
             x = x + self.cross_attn(x, q_len, bias)
         x = self.norm2(x)
-        return self.norm3(x + self.linear2(F.relu(self.linear1(x))))
+        return self.norm3(x + self.linear2(F.relu(self.linear1(x), inplace=True)))
 
 
 class AmesDecoder(nn.Module):
@@ -143,6 +149,10 @@ class Ames(nn.Module):
     Masks are bool, True = padding (column 3 of the official HDF5 files). The logit is raw: fuse it
     with the global similarity as λ·g + (1−λ)·sigmoid(γ·logit).
     """
+
+    #: eager CPU forwards run this many pairs at a time: a chunk's activations stay in cache, which
+    #: measured 1.5–1.8× faster at Q 600 / T 50 on a 2-core CPU than one batch of 100 pairs.
+    cpu_chunk_pairs = 8
 
     def __init__(self, cfg: AmesConfig) -> None:
         super().__init__()
@@ -175,6 +185,15 @@ class Ames(nn.Module):
     ) -> torch.Tensor:
         if not tracing():
             self.check_inputs(q_desc, q_mask, db_desc, db_mask)
+            c = self.cpu_chunk_pairs
+            if q_desc.device.type == "cpu" and q_desc.shape[0] > c:
+                parts = zip(q_desc.split(c), q_mask.split(c), db_desc.split(c), db_mask.split(c), strict=True)
+                return torch.cat([self._logits(*part) for part in parts])
+        return self._logits(q_desc, q_mask, db_desc, db_mask)
+
+    def _logits(
+        self, q_desc: torch.Tensor, q_mask: torch.Tensor, db_desc: torch.Tensor, db_mask: torch.Tensor
+    ) -> torch.Tensor:
         s = self.remap_local(l2_normalize(q_desc))
         t = self.remap_local(l2_normalize(db_desc))
         if not self.config.binarized:
@@ -234,5 +253,7 @@ def identify(sd: dict) -> str | None:
     if "mtc_token" not in sd or not any(k.startswith("remap_local.0.") for k in sd):
         return None
     name = "ames-dist" if "remap_local.0.W" in sd else "ames"
-    dim = config_from_state_dict(sd)["local_dim"] if "decoder.layers.0.linear1.weight" in sd else None
+    if "decoder.layers.0.linear1.weight" not in sd:
+        return name
+    dim = config_from_state_dict(sd)["local_dim"]
     return f"{name} ({BACKBONES.get(dim, 'unknown')} descriptors, local_dim {dim})"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from conftest import unit_descriptors
 from literal.ames import PublishedStyle, per_pair
+from rerankrt.models import load_model
 
 from rerankrt.errors import InputError
-from rerankrt.models import load_model
 
 
 def ames_keys(dist: bool) -> dict[str, tuple]:
@@ -70,7 +69,7 @@ def pairs(rng, b: int, q: int, t: int, dim: int = 768):
 
 
 @pytest.mark.parametrize("name", ["ames", "ames-dist"])
-@pytest.mark.parametrize(("b", "q", "t"), [(3, 17, 5), (2, 4, 23), (1, 1, 1), (4, 30, 30)])
+@pytest.mark.parametrize(("b", "q", "t"), [(3, 17, 5), (2, 4, 23), (1, 1, 1), (4, 30, 30), (11, 9, 6)])
 def test_matches_literal_reference(name, b, q, t, rng):
     model = randomised(name)
     inputs = pairs(rng, b, q, t)
@@ -83,6 +82,14 @@ def test_matches_literal_reference(name, b, q, t, rng):
         assert literal.std() > 0.05
     torch.testing.assert_close(ours, literal, atol=1e-5, rtol=0)
     torch.testing.assert_close(ours, published, atol=1e-5, rtol=0)
+
+
+def test_cpu_chunking_is_exact(rng):
+    """Eager CPU forwards run `cpu_chunk_pairs` pairs at a time; the result is the one-batch result."""
+    model = randomised("ames")
+    inputs = pairs(rng, 2 * model.cpu_chunk_pairs + 3, 10, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(model(*inputs), model._logits(*inputs), atol=1e-6, rtol=0)
 
 
 def test_cvnet_dimension(rng):
@@ -133,7 +140,8 @@ def test_float16_padded_rows_stay_finite(name, rng):
     (lambda a: (a[0][..., :700], *a[1:]), "q_desc: expected shape [B, Q, 768], got [2, 5, 700]"),
     (lambda a: (a[0], a[1].float(), *a[2:]), "q_mask: expected dtype torch.bool (True = padding), got torch.float32"),
     (lambda a: (*a[:3], a[3][:, :2]), "db_mask: expected shape [2, 3], got [2, 2]"),
-    (lambda a: (a[0].int(), *a[1:]), "q_desc: expected a floating dtype (float32, float16 or bfloat16), got torch.int32"),
+    (lambda a: (a[0].int(), *a[1:]),
+     "q_desc: expected a floating dtype (float32, float16 or bfloat16), got torch.int32"),
     (lambda a: (a[0][:, :0], a[1][:, :0], *a[2:]), "q_desc: needs at least one query descriptor (Q ≥ 1), got 0"),
     (lambda a: (*a[:2], a[2][:, :0], a[3][:, :0]), "db_desc: needs at least one database descriptor (T ≥ 1), got 0"),
     (lambda a: (*a[:2], a[2][:1], a[3][:1]), "db_desc: expected 2 pairs (q_desc's B), got 1"),
