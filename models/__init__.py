@@ -7,7 +7,7 @@ Python; `load_model` (and the other loading helpers) import torch on first use.
 from .configs import AmesConfig, RamlConfig
 from .registry import MODELS, ModelInfo, get_info
 
-_LAZY = {"load_model", "read_state_dict", "identify"}
+_LAZY = {"load_model", "read_state_dict", "identify", "parameter_count"}
 
 __all__ = ["MODELS", "AmesConfig", "ModelInfo", "RamlConfig", "get_info", *sorted(_LAZY)]
 

@@ -161,3 +161,12 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, *, weight
     _check_keys(name, model, sd, path)
     model.load_state_dict(sd, strict=True)
     return model.eval()
+
+
+def parameter_count(name: str, **config) -> int:
+    """Parameters of a registered model in its released configuration, built on the meta device
+    (no memory is allocated, no weights are initialised)."""
+    info = get_info(name)
+    with torch.device("meta"):
+        model = _implementation(info).build(_config(info, config, None, None))
+    return sum(p.numel() for p in model.parameters())

@@ -12,11 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rerankrt.errors import InputError
+from rerankrt.errors import CheckpointError, InputError
 
 from .checks import check_float, tracing
 from .configs import RamlConfig
-from .resnet import resnet50_backbone
+from .resnet import Bottleneck, resnet50_backbone
 
 
 class GeM(nn.Module):
@@ -80,7 +80,7 @@ def init_weights(model: Raml) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     for m in model.backbone.modules():
-        if hasattr(m, "bn3"):
+        if isinstance(m, Bottleneck):
             nn.init.constant_(m.bn3.weight, 0.2)
     nn.init.trunc_normal_(model.whiten.weight, std=0.02)
     nn.init.zeros_(model.whiten.bias)
@@ -98,8 +98,6 @@ def identify(sd: dict) -> str | None:
 
 def check_meta(meta: object, cfg: RamlConfig) -> None:
     """The release's `meta` must describe this architecture: resnet50, gem, whitening 512."""
-    from rerankrt.errors import CheckpointError
-
     if not isinstance(meta, dict):
         raise CheckpointError(f"raml checkpoint: expected a 'meta' dict, got {type(meta).__name__}")
     expected = {"architecture": "resnet50", "pooling": "gem", "whitening": cfg.output_dim}

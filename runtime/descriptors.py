@@ -187,12 +187,13 @@ def write_nn(path: str | os.PathLike, sims: np.ndarray, idx: np.ndarray, *, tens
             f"{list(sims.shape)} and {list(idx.shape)}"
         )
     data = np.stack([sims, idx.astype(np.float32)])
+    payload: object = data
     if tensor:
         import torch
 
-        data = torch.from_numpy(data)
+        payload = torch.from_numpy(data)
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        pickle.dump(data, f)
+        pickle.dump(payload, f)
 
 
 def read_gnd(path: str | os.PathLike) -> dict:
