@@ -24,11 +24,9 @@ from torch import nn
 
 from rerankrt.errors import InputError
 
+from .attention import MASKED, attend
 from .checks import check_float, check_mask, check_nonempty, tracing
 from .configs import AmesConfig
-
-#: additive bias for padded keys; fp32-finite so that no −inf − (−inf) can appear.
-_MASKED = torch.finfo(torch.float32).min
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -46,18 +44,6 @@ class BinarizationLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sign(l2_normalize(x) @ self.W.to(x.dtype))
-
-
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Softmax attention of pre-scaled queries with an additive fp32 key bias [B, Lk].
-
-    In fp32 this is PyTorch's fused SDPA (exports as plain MatMul/Softmax ops). In reduced precision
-    the scores, the masked addition and the softmax are an explicit FP32 island.
-    """
-    if q.dtype == torch.float32:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, None, None, :], scale=1.0)
-    scores = (q @ k.transpose(-1, -2)).float() + bias[:, None, None, :]
-    return scores.softmax(dim=-1).to(v.dtype) @ v
 
 
 class BlockAttention(nn.Module):
@@ -86,18 +72,19 @@ class BlockAttention(nn.Module):
         rows = x[:, :1] if mtc_only else x
         q = self._heads(F.linear(rows, w_q, b_q)) * (e // self.num_heads) ** -0.5
         k, v = (self._heads(t) for t in F.linear(x, w_kv, b_kv).chunk(2, dim=-1))
-        out = _attend(q[:, :, :1], k, v, bias)  # the matching token sees both images
+        bias = bias[:, None, None, :]  # broadcast over heads and query rows
+        out = attend(q[:, :, :1], k, v, bias)  # the matching token sees both images
         if not mtc_only:
             s, t = slice(1, 1 + q_len), slice(1 + q_len, None)
             # keys [mtc ; query] and [mtc ; database]
-            k_ms, v_ms, bias_ms = k[:, :, : 1 + q_len], v[:, :, : 1 + q_len], bias[:, : 1 + q_len]
+            k_ms, v_ms, bias_ms = k[:, :, : 1 + q_len], v[:, :, : 1 + q_len], bias[..., : 1 + q_len]
             k_mt = torch.cat([k[:, :, :1], k[:, :, t]], dim=2)
             v_mt = torch.cat([v[:, :, :1], v[:, :, t]], dim=2)
-            bias_mt = torch.cat([bias[:, :1], bias[:, t]], dim=1)
+            bias_mt = torch.cat([bias[..., :1], bias[..., t]], dim=-1)
             if self.inter:
-                out_s, out_t = _attend(q[:, :, s], k_mt, v_mt, bias_mt), _attend(q[:, :, t], k_ms, v_ms, bias_ms)
+                out_s, out_t = attend(q[:, :, s], k_mt, v_mt, bias_mt), attend(q[:, :, t], k_ms, v_ms, bias_ms)
             else:
-                out_s, out_t = _attend(q[:, :, s], k_ms, v_ms, bias_ms), _attend(q[:, :, t], k_mt, v_mt, bias_mt)
+                out_s, out_t = attend(q[:, :, s], k_ms, v_ms, bias_ms), attend(q[:, :, t], k_mt, v_mt, bias_mt)
             out = torch.cat([out, out_s, out_t], dim=2)
         return self.out_proj(out.transpose(1, 2).reshape(b, out.shape[2], e))
 
@@ -201,7 +188,7 @@ class Ames(nn.Module):
         b = s.shape[0]
         x = torch.cat([self.mtc_token.to(s.dtype).expand(b, 1, -1), s, t], dim=1)
         valid = torch.cat([torch.ones_like(q_mask[:, :1]), ~q_mask, ~db_mask], dim=1)
-        bias = torch.where(valid, 0.0, _MASKED)
+        bias = torch.where(valid, 0.0, MASKED)
         q_len = q_desc.shape[1]
         last = len(self.decoder.layers) - 1
         for i, layer in enumerate(self.decoder.layers):
