@@ -28,6 +28,43 @@ class AmesConfig:
     fusion_gamma: float = 0.2
 
 
+@dataclass(frozen=True)
+class LocoreConfig:
+    """LOCORE (reference §3): Longformer-base without word embeddings over 50-token image blocks.
+
+    Hidden size, depth, FFN size, position table and descriptor dimensions are read off a checkpoint;
+    `attention_window` and `num_heads` are not in a checkpoint and can be overridden.
+    """
+
+    hidden_size: int = 768
+    num_layers: int = 12  # read off a checkpoint (after `keep_layers`)
+    keep_layers: int | None = None  # use only the first N layers of a deeper checkpoint (LOCORE-small: 6)
+    num_heads: int | None = None  # None: hidden_size // 64, as every Longformer-base
+    intermediate_size: int = 3072
+    attention_window: int = 512  # two-sided: each local token sees ±256 tokens (HF's convention)
+    max_positions: int = 5122  # positions 2 … L+1 for L ≤ 5120 tokens
+    num_scales: int = 3
+    layer_norm_eps: float = 1e-5
+    local_dim: int = 768  # DINOv2; ≠ hidden_size adds the `local_to_lm` projection
+    global_dim: int = 768  # ≠ hidden_size adds the `global_to_lm` projection
+    # The released evaluation (§3.3, §3.6): 48 locals per image, windows of 100 gallery images slid
+    # end-to-start over a shortlist of 400 with stride 50; fusion α·g + (1−α)·sigmoid(t·raw).
+    local_descriptors: int = 48
+    window: int = 100
+    shortlist: int = 400
+    stride: int = 50
+    order: str = "end-to-start"
+    fusion_alpha: float = 0.5
+    fusion_temperature: float = 0.1
+
+    @property
+    def heads(self) -> int:
+        return self.num_heads if self.num_heads is not None else self.hidden_size // 64
+
+    @property
+    def block_tokens(self) -> int:
+        """Tokens per image: [GLOBAL, L1 … Ln, SEP]."""
+        return self.local_descriptors + 2
 
 
 @dataclass(frozen=True)
@@ -46,3 +83,5 @@ class RamlConfig:
 AMES = AmesConfig()
 AMES_DIST = AmesConfig(binarized=True, fusion_lambda=0.35, fusion_gamma=0.1)  # DINOv2 dist fusion, §2.6
 RAML = RamlConfig()
+LOCORE = LocoreConfig()
+LOCORE_SMALL = LocoreConfig(num_layers=6, keep_layers=6)  # the first 6 layers of the base checkpoint (§3.1)

@@ -60,9 +60,13 @@ def read_state_dict(path: str | os.PathLike, weights_only: bool = True) -> tuple
     return _find_state_dict(path, container), container
 
 
+def _container_keys() -> list[str]:
+    return sorted({info.container_key for info in MODELS.values() if info.container_key})
+
+
 def _find_state_dict(path: Path, container: object) -> dict:
     if isinstance(container, dict):
-        for key in {info.container_key for info in MODELS.values()}:
+        for key in _container_keys():
             inner = container.get(key)
             if isinstance(inner, dict):
                 return inner
@@ -71,7 +75,7 @@ def _find_state_dict(path: Path, container: object) -> dict:
     keys = list(container)[:8] if isinstance(container, dict) else []
     raise CheckpointError(
         f"checkpoint {path}: expected a state_dict, or a dict holding one under "
-        f"{sorted({i.container_key for i in MODELS.values()})}; got {type(container).__name__} with keys {keys}"
+        f"{_container_keys()}; got {type(container).__name__} with keys {keys}"
     )
 
 
@@ -145,6 +149,12 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, *, weight
         return model.eval()
     path = Path(checkpoint)
     sd, container = read_state_dict(path, weights_only=weights_only)
+    if container is not sd and info.container_key is None:
+        raise CheckpointError(
+            f"checkpoint {path}: model {name!r} expects a plain state_dict ({info.checkpoint_format}), "
+            f"the file is a container with keys {sorted(container) if isinstance(container, dict) else []}"
+            + (f"; it looks like a checkpoint of {identify(sd)}" if identify(sd) else "")
+        )
     if isinstance(container, dict) and info.container_key not in container and container is not sd:
         looks_like = identify(sd)
         raise CheckpointError(
@@ -153,7 +163,11 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, *, weight
             + (f"; it looks like a checkpoint of {looks_like}" if looks_like else "")
         )
     if impl.identify(sd) is None:
-        _check_keys(name, impl.build(info.config), sd, path)  # raises, naming what the file is
+        with torch.device("meta"):
+            reference = impl.build(info.config)
+        _check_keys(name, reference, sd, path)  # raises, naming what the file is
+    if hasattr(impl, "prepare_state_dict"):  # e.g. LOCORE-small keeps the first 6 layers
+        sd = impl.prepare_state_dict(sd, _config(info, config, None, None), path)
     cfg = _config(info, config, impl.config_from_state_dict(sd), path)
     if hasattr(impl, "check_meta") and isinstance(container, dict) and container is not sd:
         impl.check_meta(container.get("meta"), cfg)

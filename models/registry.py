@@ -18,8 +18,10 @@ class ModelInfo:
     summary: str
     config: Any  #: the released configuration (a frozen dataclass from `configs`)
     checkpoint_format: str  #: the official release's container, as `rerankrt models` shows it
-    container_key: str  #: where the state_dict sits in the container
-    implementation: str  #: module with `build`, `init_weights`, `config_from_state_dict`, `identify`
+    container_key: str | None  #: where the state_dict sits in the container (None: the file is the state_dict)
+    #: module with `build`, `init_weights`, `config_from_state_dict`, `identify` (and optionally
+    #: `prepare_state_dict(sd, cfg)` and `check_meta(meta, cfg)`)
+    implementation: str
 
 
 MODELS: dict[str, ModelInfo] = {
@@ -49,6 +51,22 @@ MODELS: dict[str, ModelInfo] = {
             "{cub,cars,sop}-S224r-T448r-resnet50-512-gem-w.pth",
             "state_dict",
             "rerankrt.models.raml",
+        ),
+        ModelInfo(
+            "locore",
+            "LOCORE list-wise re-ranker: Longformer-base (12 layers) over a query and K gallery images",
+            configs.LOCORE,
+            "safetensors state_dict: model.safetensors (vislang/locore_dinov2_base)",
+            None,
+            "rerankrt.models.locore",
+        ),
+        ModelInfo(
+            "locore-small",
+            "LOCORE-small: the first 6 layers of the base checkpoint",
+            configs.LOCORE_SMALL,
+            "safetensors state_dict: the base model.safetensors (layers 6–11 dropped)",
+            None,
+            "rerankrt.models.locore",
         ),
     )
 }

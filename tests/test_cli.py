@@ -61,13 +61,16 @@ def test_cuda_bindings_error_means_no_device(monkeypatch):
 def test_models_lists_released_configurations(capsys):
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert list(rows) == ["ames", "ames-dist", "raml"]
+    assert list(rows) == ["ames", "ames-dist", "raml", "locore", "locore-small"]
     assert rows["ames"]["parameters"] == "2,079,745"
     assert rows["ames-dist"]["parameters"] == "2,096,129"
     assert rows["raml"]["parameters"] == "24,557,121"
+    assert rows["locore"]["parameters"] == "110,257,154"
+    assert rows["locore-small"]["parameters"] == "57,099,266"
     assert rows["ames"]["released_config"]["local_dim"] == 768
     assert rows["raml"]["released_config"]["output_dim"] == 512
     assert "{'state': state_dict}" in rows["ames"]["checkpoint"]
+    assert rows["locore-small"]["released_config"]["keep_layers"] == 6
 
 
 def test_unknown_command_fails_with_usage():
