@@ -122,7 +122,7 @@ class SelfAttention(nn.Module):
         # Local rows, tile by tile: one softmax over [G global keys ; the tile's band of c + 2r keys].
         # Tiles go to the batch axis ([B·T, h, c, d]) so that SDPA runs its fused CPU kernel.
         c, r = self.tile, self.one_sided
-        tiles = -(-length // c)
+        tiles = (length + c - 1) // c  # not -(-a // b): ONNX Div truncates negative integers
         pad = tiles * c - length
         qt = F.pad(q, (0, 0, 0, pad)).unflatten(1, (tiles, c))  # [B, T, c, E]
         keys, values = (

@@ -49,6 +49,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rerankrt.export.onnx_export import export_model, onnx_name, parse_profile
+    from rerankrt.export.validate import validate
+
+    profiles = dict(parse_profile(p) for p in args.profile)
+    meta = export_model(args.name, args.checkpoint, args.out, args.precision, args.opset, profiles, log=_log)
+    first = "fp16" if args.precision == "fp16" else "fp32"
+    report = validate(meta.with_name(onnx_name(args.name, first)), args.checkpoint)
+    print(report.table())
+    return 0 if report.ok else 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from rerankrt.export.validate import validate
+
+    report = validate(args.path, args.checkpoint)
+    print(report.table())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rerankrt import __version__
 
@@ -61,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="registered models: parameters, released configuration, checkpoint format")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_models)
+
+    p = sub.add_parser("export", help="export a model to FP32 and FP16 ONNX with its sidecar, then validate")
+    p.add_argument("name", choices=list(MODELS), metavar="NAME", help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--checkpoint", help="the official checkpoint (default: random weights)")
+    p.add_argument("--out", default="exported", help="output folder (default: exported)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "both"], default="both")
+    p.add_argument("--opset", type=int, default=20, help="ONNX opset, 17–20 (default 20)")
+    p.add_argument("--profile", action="append", default=[], metavar="DIM:MIN,OPT,MAX",
+                   help="override a TensorRT optimisation profile, e.g. pairs:1,100,400 (repeatable)")
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("validate", help="run the validation ladder on an exported NAME.onnx")
+    p.add_argument("path", help="DIR/NAME.onnx or DIR/NAME.fp16.onnx (with DIR/NAME.json beside it)")
+    p.add_argument("--checkpoint", help="the checkpoint, when not at the path the sidecar records")
+    p.set_defaults(run=cmd_validate)
     return parser
 
 
@@ -71,3 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `rerankrt models | head`
         sys.stderr.close()
         return 0
+    except (ValueError, OSError) as e:  # bad input: the message names it; no traceback
+        print(f"rerankrt {args.command}: error: {e}", file=sys.stderr)
+        return 2

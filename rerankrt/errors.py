@@ -15,3 +15,7 @@ class CheckpointError(ValueError):
 
 class DescriptorFileError(ValueError):
     """A descriptor, kNN or ground-truth file does not follow the official layout."""
+
+
+class ModelFileError(ValueError):
+    """An ONNX graph, engine or sidecar file is unreadable, corrupt or does not match its sidecar."""

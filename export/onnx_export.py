@@ -1,0 +1,214 @@
+"""`rerankrt export`: a registered model → `NAME.onnx` (FP32), `NAME.fp16.onnx` (strongly typed FP16)
+and the `NAME.json` sidecar.
+
+The exporter is torch's dynamo exporter (`dynamo=True`, `dynamic_shapes` from the spec, weights inside
+the file). The FP16 graph is exported from a half-precision copy of the model whose FP32 islands
+(LayerNorm, masked softmax, L2 normalisation, GeM) are written in the modules themselves, so every
+floating tensor is FP16 except those islands: no converter pass, nothing patched afterwards.
+
+I/O dtype policy: the FP32 graph takes and returns float32; the FP16 graph takes and returns float16
+for every floating input and output. Masks are bool in both. There are no int64 graph inputs.
+
+Files are written all-or-nothing: every file goes to a temporary name in the output folder first and
+is renamed into place only when all of them were written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import datetime
+import hashlib
+import io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from rerankrt import environment
+
+from .specs import ExportSpec, Profile, spec_for
+
+SIDECAR_FORMAT = "rerankrt-onnx/1"
+DEFAULT_OPSET = 20
+#: TensorRT 10's ONNX parser reads opsets 9–20; 17 is the first with LayerNormalization.
+OPSETS = range(17, 21)
+#: opset 23 emits ONNX `Attention`, which ONNX Runtime's CPU kernel runs wrongly with padding masks.
+OPSET_ATTENTION = 23
+PRECISIONS = ("fp32", "fp16")
+IO_DTYPE_POLICY = ("FP32 graph: float32 in and out. FP16 graph: float16 for every floating input and output, "
+                   "FP32 islands inside. Masks are bool (True = padding) in both; no int64 inputs.")
+
+
+def onnx_name(model: str, precision: str) -> str:
+    return f"{model}.onnx" if precision == "fp32" else f"{model}.{precision}.onnx"
+
+
+def sidecar_path(onnx_path: str | os.PathLike) -> Path:
+    """`DIR/NAME.json` for `DIR/NAME.onnx` and `DIR/NAME.fp16.onnx`."""
+    path = Path(onnx_path)
+    stem = path.name.removesuffix(".onnx")
+    for precision in PRECISIONS[1:]:
+        stem = stem.removesuffix(f".{precision}")
+    return path.with_name(f"{stem}.json")
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_opset(opset: int) -> None:
+    if opset == OPSET_ATTENTION:
+        warnings.warn(
+            "opset 23 exports attention as ONNX Attention, which ONNX Runtime 1.31/1.32 CPU runs wrongly with a "
+            "key-padding mask, and TensorRT 10's parser does not read opset 23; opset 20 is the default",
+            stacklevel=3,
+        )
+        return
+    if opset not in OPSETS:
+        raise ValueError(f"opset: expected {OPSETS.start}–{OPSETS.stop - 1} (or 23), got {opset}")
+
+
+def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out}: is a file, expected a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: the folder is not writable")
+    return out
+
+
+def parse_profile(text: str) -> tuple[str, Profile]:
+    """`NAME:min,opt,max` → (NAME, Profile)."""
+    try:
+        dim, sizes = text.split(":")
+        lo, opt, hi = (int(s) for s in sizes.split(","))
+    except ValueError:
+        raise ValueError(f"profile {text!r}: expected NAME:min,opt,max, e.g. pairs:1,100,400") from None
+    return dim, Profile(lo, opt, hi)
+
+
+def _torch_inputs(spec: ExportSpec, feeds: dict, half: bool) -> tuple:
+    import torch
+
+    tensors = []
+    for t in spec.inputs:
+        x = torch.from_numpy(feeds[t.name])
+        tensors.append(x.half() if half and t.dtype == "float" else x)
+    return tuple(tensors)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The dynamo exporter prints its progress and warns per op; rerankrt reports its own progress."""
+    loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def export_onnx(model, spec: ExportSpec, path: Path, precision: str, opset: int) -> None:
+    """Trace `model` (FP32, eval mode) at the spec's dummy shape and save one graph to `path`."""
+    import torch
+
+    half = precision == "fp16"
+    module = copy.deepcopy(model).half() if half else model
+    args = _torch_inputs(spec, spec.feeds(spec.trace), half)
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            dynamic_shapes=spec.dims(),
+            opset_version=opset,
+            input_names=[t.name for t in spec.inputs],
+            output_names=[t.name for t in spec.outputs],
+            optimize=True,
+        )
+        if program is None:
+            raise RuntimeError(f"{spec.model}: torch.onnx.export returned no program")
+        program.save(str(path), external_data=False)
+
+
+def sidecar(spec: ExportSpec, config, checkpoint: Path | None, precisions: list[str], opset: int) -> dict:
+    dtypes = {"float": {"fp32": "float32", "fp16": "float16"}, "bool": {"fp32": "bool", "fp16": "bool"}}
+    tensors = lambda ts: [  # noqa: E731
+        {"name": t.name, "dtype": {p: dtypes[t.dtype][p] for p in precisions}, "shape": list(t.shape)} for t in ts
+    ]
+    return {
+        "format": SIDECAR_FORMAT,
+        "model": spec.model,
+        "config": dataclasses.asdict(config),
+        "checkpoint": {"path": str(checkpoint.resolve()), "sha256": sha256(checkpoint)} if checkpoint else None,
+        "files": {p: onnx_name(spec.model, p) for p in precisions},
+        "precisions": precisions,
+        "opset": opset,
+        "inputs": tensors(spec.inputs),
+        "outputs": tensors(spec.outputs),
+        "symbolic_dims": sorted(spec.profiles),
+        "profiles": {d: dataclasses.asdict(p) for d, p in spec.profiles.items()},
+        "tolerances": {"fp32": dataclasses.asdict(spec.fp32), "fp16": dataclasses.asdict(spec.fp16)},
+        "fp32_islands": list(spec.fp32_islands),
+        "io_dtype_policy": IO_DTYPE_POLICY,
+        "versions": {k: environment.package_version(k) for k in ("rerankrt", "torch", "onnx", "onnxruntime")},
+        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def export_model(
+    name: str,
+    checkpoint: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike = "exported",
+    precision: str = "both",
+    opset: int = DEFAULT_OPSET,
+    profiles: dict[str, Profile] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    **config,
+) -> Path:
+    """Export registered model `name` and write its sidecar; returns the sidecar's path.
+
+    `config` overrides the released configuration (as `load_model`); `profiles` overrides the spec's
+    default TensorRT optimisation profiles by dimension name.
+    """
+    from rerankrt.models import load_model
+
+    precisions = list(PRECISIONS) if precision == "both" else [precision]
+    if any(p not in PRECISIONS for p in precisions):
+        raise ValueError(f"precision: expected fp32, fp16 or both, got {precision!r}")
+    check_opset(opset)
+    out = prepare_out_dir(out_dir)
+    model = load_model(name, checkpoint, **config)
+    spec = spec_for(name, model.config)
+    if profiles:
+        spec = spec.with_profiles(profiles)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    targets = {p: out / onnx_name(name, p) for p in precisions}
+    targets["sidecar"] = out / f"{name}.json"
+    temps = {k: out / f".{v.name}.partial" for k, v in targets.items()}
+    try:
+        for p in precisions:
+            log(f"exporting {name} {p} (opset {opset}) → {targets[p]}")
+            export_onnx(model, spec, temps[p], p, opset)
+        temps["sidecar"].write_text(json.dumps(sidecar(spec, model.config, ckpt, precisions, opset), indent=2) + "\n")
+        for key, tmp in temps.items():
+            os.replace(tmp, targets[key])
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+    log(f"wrote {', '.join(str(t) for t in targets.values())}")
+    return targets["sidecar"]

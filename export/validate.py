@@ -1,0 +1,339 @@
+"""`rerankrt validate NAME.onnx`: the validation ladder of an exported model.
+
+(a) onnx checker and strict shape inference; (b) ONNX Runtime FP32 vs PyTorch FP32 at the spec's
+validation shapes; (c) the FP16 graph vs the FP32 graph; (d) a PyTorch `.half()` overflow check on
+realistic padded inputs; (e) a TensorRT parser lint; and for re-rankers, the FP16-vs-FP32 ranking
+agreement of one shortlist. The comparisons run through Polygraphy's `Comparator`, so a TensorRT
+engine (`TrtRunner`) is compared against ONNX Runtime by the same code where TensorRT is installed.
+
+The ladder reads everything it needs from the sidecar `NAME.json`: the model, its configuration, the
+checkpoint (path and sha256), profiles and tolerances.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from rerankrt.models.registry import get_info
+
+from rerankrt.errors import ModelFileError
+
+from .onnx_export import SIDECAR_FORMAT, sha256, sidecar_path
+from .specs import ExportSpec, Profile, spec_for
+
+#: ops TensorRT's parser rejects or handles only in restricted forms that these models never need.
+FORBIDDEN_OPS = {"NonZero", "Loop", "If", "Scan"}
+SEQUENCE_PREFIX = "Sequence"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  #: "pass", "fail" or "skip"
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    path: Path
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    def add(self, name: str, passed: bool | None, detail: str = "") -> None:
+        self.checks.append(Check(name, "skip" if passed is None else "pass" if passed else "fail", detail))
+
+    def table(self) -> str:
+        width = max(len(c.name) for c in self.checks)
+        lines = [f"validation of {self.path}", f"{'check':<{width}}  result  detail"]
+        lines += [f"{c.name:<{width}}  {c.status.upper():<6}  {c.detail}" for c in self.checks]
+        failed = sum(c.status == "fail" for c in self.checks)
+        lines.append("all checks passed" if not failed else f"{failed} check(s) FAILED")
+        return "\n".join(lines)
+
+
+def read_sidecar(onnx_path: Path) -> dict:
+    path = sidecar_path(onnx_path)
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelFileError(f"{onnx_path}: its sidecar {path} is missing (written by `rerankrt export`)") from None
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{path}: not valid JSON ({e})") from None
+    if meta.get("format") != SIDECAR_FORMAT:
+        raise ModelFileError(f"{path}: expected format {SIDECAR_FORMAT!r}, got {meta.get('format')!r}")
+    return meta
+
+
+def load_onnx(path: Path):
+    import onnx
+
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # protobuf raises DecodeError, onnx ValueError/OSError on a cut file
+        raise ModelFileError(f"{path}: not a readable ONNX model (truncated or corrupt?): {e}") from None
+
+
+def spec_from_sidecar(meta: dict) -> tuple[ExportSpec, object]:
+    info = get_info(meta["model"])
+    config = type(info.config)(**meta["config"])
+    spec = spec_for(meta["model"], config)
+    return spec.with_profiles({d: Profile(**p) for d, p in meta["profiles"].items()}), config
+
+
+# --- (e) TensorRT parser lint -------------------------------------------------------------------------
+
+def trt_operator_matrix() -> dict:
+    return json.loads(resources.files("rerankrt.export").joinpath("trt_onnx_ops.json").read_text())
+
+
+def lint(model, spec: ExportSpec) -> list[str]:
+    """Problems TensorRT's ONNX parser would have with `model`; empty when none."""
+    import onnx
+
+    matrix = trt_operator_matrix()
+    problems = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    low, high = matrix["opset_range"]
+    if opset is None or opset > high:
+        problems.append(f"opset {opset}: TensorRT 10.x parses opsets {low}–{high}")
+    nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
+    unsupported, forbidden = set(), set()
+    for node in nodes:
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx") or not matrix["ops"].get(op, {}).get("supported", False):
+            unsupported.add(f"{node.domain + '::' if node.domain else ''}{op}")
+        if op in FORBIDDEN_OPS or op.startswith(SEQUENCE_PREFIX):
+            forbidden.add(op)
+        if op == "ScatterND" and any(a.name == "reduction" and a.s not in (b"", b"none") for a in node.attribute):
+            forbidden.add("ScatterND with reduction")
+    if unsupported:
+        problems.append(f"ops not in TensorRT's ONNX operator matrix: {', '.join(sorted(unsupported))}")
+    if forbidden:
+        problems.append(f"ops TensorRT parses badly or not at all: {', '.join(sorted(forbidden))}")
+    symbolic = set(spec.profiles)
+    for value in list(model.graph.input) + list(model.graph.output):
+        t = value.type.tensor_type
+        if t.elem_type == onnx.TensorProto.INT64 and value in model.graph.input:
+            problems.append(f"input {value.name}: int64 (TensorRT wants float/bool graph inputs)")
+        for dim in t.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param not in symbolic:
+                problems.append(f"{value.name}: symbolic dim {dim.dim_param!r} is not one of {sorted(symbolic)}")
+    return problems
+
+
+# --- comparisons through Polygraphy ------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _quiet_polygraphy():
+    from polygraphy.logger import G_LOGGER
+
+    severity = G_LOGGER.module_severity
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+    try:
+        yield
+    finally:
+        G_LOGGER.module_severity = severity
+
+
+def _torch_runner(model, spec: ExportSpec, half: bool = False):
+    """A Polygraphy runner over the PyTorch model on the CPU (Polygraphy's own PytRunner moves to CUDA)."""
+    import torch
+    from polygraphy.backend.base import BaseRunner
+
+    class TorchRunner(BaseRunner):
+        def __init__(self) -> None:
+            super().__init__(name="torch-fp16" if half else "torch-fp32", prefix="torch-runner")
+
+        def activate_impl(self) -> None:
+            pass
+
+        def deactivate_impl(self) -> None:
+            pass
+
+        def get_input_metadata_impl(self):
+            from polygraphy.common import TensorMetadata
+
+            meta = TensorMetadata()
+            for t in spec.inputs:
+                meta.add(t.name, np.float32 if t.dtype == "float" else np.bool_, t.shape)
+            return meta
+
+        def infer_impl(self, feed_dict):
+            args = [torch.from_numpy(feed_dict[t.name]) for t in spec.inputs]
+            if half:
+                args = [a.half() if a.is_floating_point() else a for a in args]
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = model(*args)
+            self.inference_time = time.perf_counter() - start
+            return OrderedDict([(spec.outputs[0].name, out.float().numpy())])
+
+    return TorchRunner()
+
+
+def _ort_runner(path: Path, precision: str):
+    """ONNX Runtime on the CPU; float feeds are cast to the graph's input precision."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    class Runner(OnnxrtRunner):
+        def infer_impl(self, feed_dict):
+            if precision == "fp16":
+                feed_dict = OrderedDict((k, v.astype(np.float16) if v.dtype == np.float32 else v)
+                                        for k, v in feed_dict.items())
+            out = super().infer_impl(feed_dict)
+            return OrderedDict((k, v.astype(np.float32)) for k, v in out.items())
+
+    return Runner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]), name=f"onnxrt-{precision}")
+
+
+def compare(runners: list, feeds: list[dict], atol: float, rtol: float) -> tuple[bool, float]:
+    """Polygraphy Comparator over `feeds`: (within tolerance everywhere, max |difference|)."""
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
+
+    with _quiet_polygraphy():
+        results = Comparator.run(runners, data_loader=[OrderedDict(f) for f in feeds], warm_up=0)
+        accuracy = Comparator.compare_accuracy(
+            results, compare_func=SimpleCompareFunc(atol=atol, rtol=rtol, check_error_stat="max")
+        )
+    (_, first), (_, second) = results.items()
+    worst = max(float(np.abs(a[k] - b[k]).max(initial=0.0)) for a, b in zip(first, second, strict=True) for k in a)
+    return bool(accuracy), worst
+
+
+def _shape_text(shape: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in shape.items())
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b of two score vectors (O(n²); shortlists are ~100)."""
+    da = np.sign(a[:, None] - a[None, :])
+    db = np.sign(b[:, None] - b[None, :])
+    concordant = (da * db)[np.triu_indices(len(a), 1)].sum()
+    ties_a = (da[np.triu_indices(len(a), 1)] != 0).sum()
+    ties_b = (db[np.triu_indices(len(b), 1)] != 0).sum()
+    return float(concordant / np.sqrt(ties_a * ties_b)) if ties_a and ties_b else 1.0
+
+
+def top_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    k = min(k, len(a))
+    return len(set(np.argsort(-a)[:k]) & set(np.argsort(-b)[:k])) / k
+
+
+def validate(onnx_path: str | Path, checkpoint: str | Path | None = None) -> Report:
+    """Run the ladder on the graphs next to `onnx_path` (both precisions when both were exported)."""
+    path = Path(onnx_path)
+    report = Report(path)
+    model_proto = load_onnx(path)
+    meta = read_sidecar(path)
+    spec, config = spec_from_sidecar(meta)
+    graphs = {p: path.with_name(f) for p, f in meta["files"].items() if path.with_name(f).is_file()}
+    protos = {p: (model_proto if g.resolve() == path.resolve() else load_onnx(g)) for p, g in graphs.items()}
+
+    import onnx
+
+    for p, proto in protos.items():
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+            report.add(f"(a) onnx checker + shape inference [{p}]", True, f"{len(proto.graph.node)} nodes")
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+            report.add(f"(a) onnx checker + shape inference [{p}]", False, str(e).splitlines()[0])
+        problems = lint(proto, spec)
+        report.add(f"(e) TensorRT parser lint [{p}]", not problems, "; ".join(problems) or
+                   f"opset {meta['opset']}, {len({n.op_type for n in proto.graph.node})} op types, all supported")
+
+    model = _torch_model(meta, config, checkpoint, report)
+    feeds = [spec.feeds(s, seed=i) for i, s in enumerate(spec.checks)]
+    shapes = "; ".join(_shape_text(s) for s in spec.checks)
+    if "fp32" in graphs:
+        if model is not None:
+            ok, worst = compare([_torch_runner(model, spec), _ort_runner(graphs["fp32"], "fp32")], feeds,
+                                spec.fp32.atol, spec.fp32.rtol)
+            report.add("(b) ONNX Runtime FP32 vs PyTorch FP32", ok,
+                       f"max |Δ| {worst:.2e} (atol {spec.fp32.atol:g}) at {shapes}")
+        if "fp16" in graphs:
+            ok, worst = compare([_ort_runner(graphs["fp32"], "fp32"), _ort_runner(graphs["fp16"], "fp16")], feeds,
+                                spec.fp16.atol, spec.fp16.rtol)
+            report.add("(c) FP16 graph vs FP32 graph (ONNX Runtime)", ok,
+                       f"max |Δ| {worst:.2e} (atol {spec.fp16.atol:g}) at {shapes}")
+    if model is not None:
+        _overflow_check(model, spec, report)
+    if spec.ranking is not None and {"fp32", "fp16"} <= set(graphs):
+        _ranking_agreement(spec, graphs, report)
+    return report
+
+
+def _torch_model(meta: dict, config, checkpoint: str | Path | None, report: Report):
+    """The PyTorch model the graphs were exported from, or None (with the reason recorded)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        report.add("(b) PyTorch model", None, "torch is not installed (pip install rerankrt[export])")
+        return None
+    from rerankrt.models import load_model
+
+    recorded = meta["checkpoint"]
+    if recorded is None:
+        return load_model(meta["model"], **_overrides(meta["model"], config))
+    path = Path(checkpoint or recorded["path"])
+    if not path.is_file():
+        report.add("(b) PyTorch model", None, f"checkpoint {path} not found (pass --checkpoint)")
+        return None
+    if sha256(path) != recorded["sha256"]:
+        report.add("(b) PyTorch model", False, f"checkpoint {path} is not the exported one (sha256 differs)")
+        return None
+    return load_model(meta["model"], path, **_overrides(meta["model"], config))
+
+
+def _overrides(name: str, config) -> dict:
+    """Config fields that differ from the released configuration. Fields a checkpoint fixes are equal
+    to the checkpoint's (the sidecar recorded them from it), so passing them is consistent."""
+    released = get_info(name).config
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if getattr(config, f.name) != getattr(released, f.name)}
+
+
+def _overflow_check(model, spec: ExportSpec, report: Report) -> None:
+    import copy
+
+    import torch
+
+    half = copy.deepcopy(model).half()
+    bad = []
+    for i, shape in enumerate(spec.overflow_checks):
+        feeds = spec.feeds(shape, seed=100 + i)
+        args = [torch.from_numpy(feeds[t.name]) for t in spec.inputs]
+        with torch.no_grad():
+            out = half(*[a.half() if a.is_floating_point() else a for a in args])
+        if not torch.isfinite(out).all():
+            bad.append(f"{int((~torch.isfinite(out)).sum())} non-finite outputs at {_shape_text(shape)}")
+    report.add("(d) PyTorch .half() overflow check", not bad, "; ".join(bad) or
+               "outputs finite at " + "; ".join(_shape_text(s) for s in spec.overflow_checks))
+
+
+def _ranking_agreement(spec: ExportSpec, graphs: dict, report: Report) -> None:
+    import onnxruntime as ort
+
+    assert spec.ranking is not None
+    feeds = spec.feeds(spec.ranking, seed=7, one_query=True)
+    scores = {}
+    for p in ("fp32", "fp16"):
+        session = ort.InferenceSession(str(graphs[p]), providers=["CPUExecutionProvider"])
+        cast = {k: v.astype(np.float16) if p == "fp16" and v.dtype == np.float32 else v for k, v in feeds.items()}
+        out = session.run(None, cast)[0].astype(np.float64)
+        scores[p] = np.moveaxis(out, spec.ranking_axis, -1).reshape(-1, out.shape[spec.ranking_axis])[0]
+    tau, overlap = kendall_tau(scores["fp32"], scores["fp16"]), top_overlap(scores["fp32"], scores["fp16"])
+    report.add("(5) FP16 vs FP32 ranking agreement", tau >= 0.9 and overlap >= 0.8,
+               f"Kendall tau {tau:.3f}, top-10 overlap {overlap:.0%} over a shortlist of {len(scores['fp32'])}")
