@@ -8,9 +8,7 @@ Prints medians, the ratios and the largest logit difference. Not a test: run it 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import unit_descriptors  # noqa: E402
 from literal.ames import PublishedStyle, per_pair  # noqa: E402
 from models.test_ames import randomised  # noqa: E402
-
-
-def median_ms(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        fn()
-        times.append((time.perf_counter_ns() - start) / 1e6)
-    return statistics.median(times)
+from rerankrt.bench.timing import median_ms  # noqa: E402
 
 
 def main() -> None:

@@ -10,9 +10,7 @@ and the largest score differences. Not a test: run it by hand,
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from literal.locore import HFLocore  # noqa: E402
 from models.test_locore import inputs  # noqa: E402
+from rerankrt.bench.timing import median_ms
 from rerankrt.models import load_model  # noqa: E402
-
-
-def median_ms(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        fn()
-        times.append((time.perf_counter_ns() - start) / 1e6)
-    return statistics.median(times)
 
 
 def main() -> None:

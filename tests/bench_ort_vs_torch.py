@@ -8,14 +8,12 @@ Runtime is faster). Not a test: run it by hand, `python tests/bench_ort_vs_torch
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import onnxruntime as ort
 import torch
-
+from rerankrt.bench.timing import median_ms
 from rerankrt.export.onnx_export import export_model
 from rerankrt.export.specs import spec_for
 from rerankrt.models import load_model
@@ -26,16 +24,6 @@ CASES = [
     ("raml", {"batch": 32, "height": 224, "width": 224}),
     ("locore-small", {"batch": 1, "images": 100}),
 ]
-
-
-def median_ms(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        fn()
-        times.append((time.perf_counter_ns() - start) / 1e6)
-    return statistics.median(times)
 
 
 def main() -> None:
