@@ -29,31 +29,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rerankrt import environment
+from rerankrt.runtime.sidecar import FORMAT as SIDECAR_FORMAT
+from rerankrt.runtime.sidecar import PRECISIONS
 
 from .specs import ExportSpec, Profile, spec_for
 
-SIDECAR_FORMAT = "rerankrt-onnx/1"
 DEFAULT_OPSET = 20
 #: TensorRT 10's ONNX parser reads opsets 9–20; 17 is the first with LayerNormalization.
 OPSETS = range(17, 21)
 #: opset 23 emits ONNX `Attention`, which ONNX Runtime's CPU kernel runs wrongly with padding masks.
 OPSET_ATTENTION = 23
-PRECISIONS = ("fp32", "fp16")
 IO_DTYPE_POLICY = ("FP32 graph: float32 in and out. FP16 graph: float16 for every floating input and output, "
                    "FP32 islands inside. Masks are bool (True = padding) in both; no int64 inputs.")
 
 
 def onnx_name(model: str, precision: str) -> str:
     return f"{model}.onnx" if precision == "fp32" else f"{model}.{precision}.onnx"
-
-
-def sidecar_path(onnx_path: str | os.PathLike) -> Path:
-    """`DIR/NAME.json` for `DIR/NAME.onnx` and `DIR/NAME.fp16.onnx`."""
-    path = Path(onnx_path)
-    stem = path.name.removesuffix(".onnx")
-    for precision in PRECISIONS[1:]:
-        stem = stem.removesuffix(f".{precision}")
-    return path.with_name(f"{stem}.json")
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -146,10 +137,6 @@ def export_onnx(model, spec: ExportSpec, path: Path, precision: str, opset: int)
 
 
 def sidecar(spec: ExportSpec, config, checkpoint: Path | None, precisions: list[str], opset: int) -> dict:
-    dtypes = {"float": {"fp32": "float32", "fp16": "float16"}, "bool": {"fp32": "bool", "fp16": "bool"}}
-    tensors = lambda ts: [  # noqa: E731
-        {"name": t.name, "dtype": {p: dtypes[t.dtype][p] for p in precisions}, "shape": list(t.shape)} for t in ts
-    ]
     return {
         "format": SIDECAR_FORMAT,
         "model": spec.model,
@@ -158,10 +145,8 @@ def sidecar(spec: ExportSpec, config, checkpoint: Path | None, precisions: list[
         "files": {p: onnx_name(spec.model, p) for p in precisions},
         "precisions": precisions,
         "opset": opset,
-        "inputs": tensors(spec.inputs),
-        "outputs": tensors(spec.outputs),
+        **spec.io_meta(precisions),
         "symbolic_dims": sorted(spec.profiles),
-        "profiles": {d: dataclasses.asdict(p) for d, p in spec.profiles.items()},
         "tolerances": {"fp32": dataclasses.asdict(spec.fp32), "fp16": dataclasses.asdict(spec.fp16)},
         "fp32_islands": list(spec.fp32_islands),
         "io_dtype_policy": IO_DTYPE_POLICY,

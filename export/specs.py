@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from rerankrt.models.configs import AmesConfig, LocoreConfig, RamlConfig
 from rerankrt.models.registry import get_info
 
@@ -89,6 +90,17 @@ class ExportSpec:
                     f"profile {dim}: {profile.min}/{profile.opt}/{profile.max} does not cover the traced size "
                     f"{self.trace[dim]}"
                 )
+
+    def io_meta(self, precisions: list[str]) -> dict:
+        """Inputs, outputs and profiles as the sidecar records them (dtype per precision)."""
+        dtypes = {"float": {"fp32": "float32", "fp16": "float16"}, "bool": {"fp32": "bool", "fp16": "bool"}}
+
+        def tensors(ts: tuple[TensorSpec, ...]) -> list[dict]:
+            return [{"name": t.name, "dtype": {p: dtypes[t.dtype][p] for p in precisions}, "shape": list(t.shape)}
+                    for t in ts]
+
+        return {"inputs": tensors(self.inputs), "outputs": tensors(self.outputs),
+                "profiles": {d: dataclasses.asdict(p) for d, p in self.profiles.items()}}
 
     def dims(self) -> dict[str, dict[int, str]]:
         """`dynamic_shapes` for torch.onnx.export: input name → {axis: symbolic name}."""

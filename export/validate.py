@@ -22,11 +22,12 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from rerankrt.models.registry import get_info
 
 from rerankrt.errors import ModelFileError
+from rerankrt.models.registry import get_info
+from rerankrt.runtime.sidecar import read_sidecar
 
-from .onnx_export import SIDECAR_FORMAT, sha256, sidecar_path
+from .onnx_export import sha256
 from .specs import ExportSpec, Profile, spec_for
 
 #: ops TensorRT's parser rejects or handles only in restricted forms that these models never need.
@@ -60,19 +61,6 @@ class Report:
         failed = sum(c.status == "fail" for c in self.checks)
         lines.append("all checks passed" if not failed else f"{failed} check(s) FAILED")
         return "\n".join(lines)
-
-
-def read_sidecar(onnx_path: Path) -> dict:
-    path = sidecar_path(onnx_path)
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelFileError(f"{onnx_path}: its sidecar {path} is missing (written by `rerankrt export`)") from None
-    except json.JSONDecodeError as e:
-        raise ModelFileError(f"{path}: not valid JSON ({e})") from None
-    if meta.get("format") != SIDECAR_FORMAT:
-        raise ModelFileError(f"{path}: expected format {SIDECAR_FORMAT!r}, got {meta.get('format')!r}")
-    return meta
 
 
 def load_onnx(path: Path):

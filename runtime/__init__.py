@@ -1,9 +1,10 @@
-"""The thin runtime: descriptor files, score fusion, LOCORE's sliding windows; backends and
-re-rankers as they land.
+"""The thin runtime: backends (ONNX Runtime, torch) behind one contract, re-rankers, LOCORE's sliding
+windows, score fusion and the official descriptor files. TensorRT engines join with `engines`.
 
 No torch at import time: the runtime serves TensorRT and ONNX Runtime processes without PyTorch.
 """
 
+from .backends import IOSpec, OrtBackend, TorchBackend, open_backend
 from .descriptors import (
     LocalDescriptorFile,
     LocalDescriptors,
@@ -15,7 +16,9 @@ from .descriptors import (
     write_nn,
 )
 from .fusion import fuse
+from .rerankers import AmesReranker, LocoreReranker, Reranked
 from .sliding import ORDERS, SlidingResult, sliding_rerank, window_starts
 
-__all__ = ["ORDERS", "LocalDescriptorFile", "LocalDescriptors", "SlidingResult", "fuse", "read_global", "read_gnd",
-           "read_nn", "sliding_rerank", "window_starts", "write_global", "write_local", "write_nn"]
+__all__ = ["ORDERS", "AmesReranker", "IOSpec", "LocalDescriptorFile", "LocalDescriptors", "LocoreReranker",
+           "OrtBackend", "Reranked", "SlidingResult", "TorchBackend", "fuse", "open_backend", "read_global",
+           "read_gnd", "read_nn", "sliding_rerank", "window_starts", "write_global", "write_local", "write_nn"]

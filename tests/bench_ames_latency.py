@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import unit_descriptors  # noqa: E402
 from literal.ames import PublishedStyle, per_pair  # noqa: E402
 from models.test_ames import randomised  # noqa: E402
+
 from rerankrt.bench.timing import median_ms  # noqa: E402
 
 

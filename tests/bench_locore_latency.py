@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from literal.locore import HFLocore  # noqa: E402
 from models.test_locore import inputs  # noqa: E402
+
 from rerankrt.bench.timing import median_ms
 from rerankrt.models import load_model  # noqa: E402
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 import torch
+
 from rerankrt.bench.timing import median_ms
 from rerankrt.export.onnx_export import export_model
 from rerankrt.export.specs import spec_for

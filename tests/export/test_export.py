@@ -9,12 +9,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
-from rerankrt.export.onnx_export import export_model, parse_profile, sidecar_path
-from rerankrt.export.specs import Profile, spec_for
-from rerankrt.export.validate import kendall_tau, lint, top_overlap, validate
 
 from rerankrt.cli import main
 from rerankrt.errors import CheckpointError, ModelFileError
+from rerankrt.export.onnx_export import export_model, parse_profile
+from rerankrt.export.specs import Profile, spec_for
+from rerankrt.export.validate import kendall_tau, lint, top_overlap, validate
+from rerankrt.runtime.sidecar import sidecar_path
 
 pytest.importorskip("torch")
 
@@ -89,6 +90,7 @@ def test_validation_shapes_are_distinct_and_inside_the_profiles(exported):
 def test_fp32_graph_matches_torch_at_an_untraced_shape(exported):
     """Independent of Polygraphy: ORT on a shape away from the trace, against the eager model."""
     import torch
+
     from rerankrt.models import load_model
 
     name, out, _ = exported
@@ -204,6 +206,7 @@ def test_out_dir_that_is_a_file(tmp_path):
 
 def test_checkpoint_of_another_model(tmp_path):
     import torch
+
     from rerankrt.models import load_model
 
     path = tmp_path / "ames.pt"

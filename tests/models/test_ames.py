@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import unit_descriptors
 from literal.ames import PublishedStyle, per_pair
-from rerankrt.models import load_model
 
 from rerankrt.errors import InputError
+from rerankrt.models import load_model
 
 
 def ames_keys(dist: bool) -> dict[str, tuple]:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import unit_descriptors
-from rerankrt.models import load_model, parameter_count
 from safetensors.torch import save_file
 
 from rerankrt.errors import CheckpointError, InputError
+from rerankrt.models import load_model, parameter_count
 
 HF = pytest.importorskip("literal.locore", reason="the HF parity reference needs `transformers` (dev extra)")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from literal.raml import published
-from rerankrt.models import load_model
 
 from rerankrt.errors import InputError
+from rerankrt.models import load_model
 
 
 def resnet50_keys() -> dict[str, tuple]:

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import unit_descriptors
+
+from rerankrt.errors import DescriptorFileError
 from rerankrt.runtime import (
     LocalDescriptorFile,
     read_global,
@@ -19,8 +21,6 @@ from rerankrt.runtime import (
     write_local,
     write_nn,
 )
-
-from rerankrt.errors import DescriptorFileError
 
 
 @pytest.fixture

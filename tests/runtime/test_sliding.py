@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rerankrt.runtime import ORDERS, fuse, sliding_rerank, window_starts
 
 from rerankrt.errors import InputError
+from rerankrt.runtime import ORDERS, fuse, sliding_rerank, window_starts
 
 
 def literal_starts(s: int, w: int, stride: int, order: str) -> list[int]:

@@ -1,0 +1,102 @@
+"""Re-rankers over any backend (numpy only): a query, its shortlist and the first-stage similarities in,
+the new order and fused scores out.
+
+`AmesReranker` scores the shortlist pair by pair (the query's descriptors repeated per pair) in batches
+that fit the backend's `pairs` profile; `LocoreReranker` runs LOCORE's sliding windows
+(`runtime.sliding`) with one backend call per window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rerankrt.errors import InputError
+
+from .fusion import fuse
+from .sliding import SlidingResult, sliding_rerank
+
+
+@dataclass
+class Reranked:
+    order: np.ndarray  #: [S] shortlist positions, best first
+    scores: np.ndarray  #: [S] fused scores, aligned with `order`
+    logits: np.ndarray  #: [S] raw re-ranker logits, in shortlist order
+
+
+def check_fusion(weight: float, temperature: float, names: tuple[str, str]) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"{names[0]}: expected a weight in [0, 1], got {weight}")
+    if not temperature > 0.0:
+        raise ValueError(f"{names[1]}: expected a positive temperature, got {temperature}")
+
+
+def _profile_max(backend, dim: str) -> int:
+    return int(backend.check.profiles[dim]["max"])
+
+
+def _float_dtype(backend) -> np.dtype:
+    return next(s.dtype for s in backend.input_specs() if s.dtype != np.bool_)
+
+
+class AmesReranker:
+    """`AmesReranker(backend, lam, gamma).rerank(q_desc [Q,D], q_mask [Q], db_desc [S,T,D], db_mask [S,T],
+    global_sim [S])`. Released fusion defaults per variant: reference §2.6 (`rerankrt.models.configs`)."""
+
+    def __init__(self, backend, lam: float, gamma: float, batch: int | None = None) -> None:
+        check_fusion(lam, gamma, ("lambda", "gamma"))
+        self.backend, self.lam, self.gamma = backend, lam, gamma
+        limit = _profile_max(backend, "pairs")
+        self.batch = min(batch or limit, limit)
+
+    def logits(self, q_desc, q_mask, db_desc, db_mask) -> np.ndarray:
+        s = len(db_desc)
+        dtype = _float_dtype(self.backend)
+        out = []
+        for start in range(0, s, self.batch):
+            n = min(self.batch, s - start)
+            feeds = {"q_desc": np.broadcast_to(q_desc, (n, *q_desc.shape)).astype(dtype),
+                     "q_mask": np.broadcast_to(q_mask, (n, *q_mask.shape)).copy(),
+                     "db_desc": db_desc[start:start + n].astype(dtype), "db_mask": db_mask[start:start + n]}
+            out.append(self.backend.infer(feeds)["logits"].astype(np.float64))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def rerank(self, q_desc, q_mask, db_desc, db_mask, global_sim) -> Reranked:
+        global_sim = np.asarray(global_sim, dtype=np.float64)
+        if global_sim.shape != (len(db_desc),):
+            raise InputError(f"global_sim: expected shape [{len(db_desc)}] (one per shortlist image), "
+                             f"got {list(global_sim.shape)}")
+        raw = self.logits(q_desc, q_mask, db_desc, db_mask)
+        fused = fuse(global_sim, raw, self.lam, self.gamma)
+        order = np.argsort(-fused, kind="stable")
+        return Reranked(order, fused[order], raw)
+
+
+class LocoreReranker:
+    """`LocoreReranker(backend, …).rerank(q_global [D], q_local [n,D], q_mask [n], g_global [N,D],
+    g_local [N,n,D], g_mask [N,n], global_sim [N])` → the sliding-window result; defaults are the
+    released setting (S 400, W 100, stride 50, end-to-start, α 0.5, t 0.1)."""
+
+    def __init__(self, backend, shortlist: int = 400, window: int = 100, stride: int = 50,
+                 order: str = "end-to-start", alpha: float = 0.5, temperature: float = 0.1) -> None:
+        check_fusion(alpha, temperature, ("alpha", "temperature"))
+        limit = _profile_max(backend, "images")
+        if window > limit:
+            raise ValueError(f"window: {window} images exceed the backend's profile (images ≤ {limit})")
+        self.backend = backend
+        self.shortlist, self.window, self.stride, self.order = shortlist, window, stride, order
+        self.alpha, self.temperature = alpha, temperature
+
+    def rerank(self, q_global, q_local, q_mask, g_global, g_local, g_mask, global_sim) -> SlidingResult:
+        dtype = _float_dtype(self.backend)
+
+        def score_window(positions: np.ndarray) -> np.ndarray:
+            feeds = {"q_global": q_global[None].astype(dtype), "q_local": q_local[None].astype(dtype),
+                     "q_mask": q_mask[None], "g_global": g_global[positions][None].astype(dtype),
+                     "g_local": g_local[positions][None].astype(dtype), "g_mask": g_mask[positions][None]}
+            return self.backend.infer(feeds)["scores"][0].astype(np.float64)
+
+        return sliding_rerank(score_window, np.asarray(global_sim, dtype=np.float64), shortlist=self.shortlist,
+                              window=self.window, stride=self.stride, order=self.order, alpha=self.alpha,
+                              temperature=self.temperature)

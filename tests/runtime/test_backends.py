@@ -1,0 +1,153 @@
+"""Backends (ONNX Runtime, torch) behind one contract, and the re-rankers over them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rerankrt.errors import InputError, ModelFileError
+from rerankrt.runtime.backends import OrtBackend, TorchBackend, open_backend
+from rerankrt.runtime.rerankers import AmesReranker, LocoreReranker
+from rerankrt.runtime.sliding import sliding_rerank
+
+pytest.importorskip("torch")
+
+LOCORE_TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "attention_window": 8,
+               "max_positions": 130, "local_dim": 32, "global_dim": 32, "local_descriptors": 5}
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    from rerankrt.export.onnx_export import export_model
+
+    out = tmp_path_factory.mktemp("artifacts")
+    export_model("ames", out_dir=out, precision="fp32")
+    export_model("locore", out_dir=out, precision="fp32", **LOCORE_TINY)
+    return out
+
+
+def ames_query(rng, s=23, q=40, t=12, d=768):
+    from conftest import unit_descriptors
+
+    q_desc, q_mask = unit_descriptors(rng, (q, d), np.array(q - 5))
+    db_desc, db_mask = unit_descriptors(rng, (s, t, d), rng.integers(1, t + 1, s))
+    return q_desc, q_mask, db_desc, db_mask, np.sort(rng.uniform(0.3, 0.9, s))[::-1]
+
+
+def test_ames_reranker_ort_equals_torch(artifacts, rng):
+    args = ames_query(rng)
+    with OrtBackend(artifacts / "ames.onnx") as ort_backend, TorchBackend(artifacts / "ames.onnx") as torch_backend:
+        ours = AmesReranker(ort_backend, 0.5, 0.2, batch=7).rerank(*args)  # 23 pairs in batches of 7
+        ref = AmesReranker(torch_backend, 0.5, 0.2).rerank(*args)
+    assert ours.order.tolist() == ref.order.tolist()
+    np.testing.assert_allclose(ours.scores, ref.scores, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ours.logits, ref.logits, atol=1e-4, rtol=0)
+    assert ref.logits.std() > 0 and sorted(ours.order.tolist()) == list(range(23))
+    np.testing.assert_allclose(ours.scores, np.sort(ours.scores)[::-1])
+
+
+def test_locore_reranker_ort_equals_torch_sliding_reference(artifacts, rng):
+    import torch
+    from conftest import unit_descriptors
+
+    from rerankrt.models import load_model
+
+    n, d, total = 5, 32, 60
+    q_local, q_mask = unit_descriptors(rng, (n, d), np.array(4))
+    g_local, g_mask = unit_descriptors(rng, (total, n, d), rng.integers(1, n + 1, total))
+    q_global, g_global = unit_descriptors(rng, (1, d), np.array(1))[0][0], rng.standard_normal((total, d), np.float32)
+    sims = np.sort(rng.uniform(0.2, 0.9, total))[::-1].copy()
+    settings = {"shortlist": 40, "window": 17, "stride": 8, "alpha": 0.5, "temperature": 0.1}
+    with OrtBackend(artifacts / "locore.onnx") as backend:
+        ours = LocoreReranker(backend, **settings).rerank(q_global, q_local, q_mask, g_global, g_local, g_mask, sims)
+
+    model = load_model("locore", **LOCORE_TINY)
+
+    def torch_window(pos):
+        args = [torch.from_numpy(np.ascontiguousarray(a))[None]
+                for a in (q_global, q_local, q_mask, g_global[pos], g_local[pos], g_mask[pos])]
+        with torch.no_grad():
+            return model(*args)[0].numpy()
+
+    ref = sliding_rerank(torch_window, sims, **settings)
+    assert ours.starts == ref.starts == [23, 15, 7, 0]
+    assert ours.order.tolist() == ref.order.tolist()
+    np.testing.assert_allclose(ours.scores[:40], ref.scores[:40], atol=1e-4, rtol=0)
+
+
+def ames_feeds(b=2, q=3, t=4):
+    return {"q_desc": np.zeros((b, q, 768), np.float32), "q_mask": np.zeros((b, q), bool),
+            "db_desc": np.zeros((b, t, 768), np.float32), "db_mask": np.zeros((b, t), bool)}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda f: f.pop("db_mask"), "feeds: expected inputs ['q_desc', 'q_mask', 'db_desc', 'db_mask']; "
+                                 "missing ['db_mask'], unexpected []"),
+    (lambda f: f.update(extra=np.zeros(1)), "feeds: expected inputs ['q_desc', 'q_mask', 'db_desc', 'db_mask']; "
+                                            "missing [], unexpected ['extra']"),
+    (lambda f: f.update(q_desc=f["q_desc"].astype(np.float64)), "q_desc: expected dtype float32, got float64"),
+    (lambda f: f.update(q_mask=f["q_mask"].astype(np.int64)), "q_mask: expected dtype bool, got int64"),
+    (lambda f: f.update(db_desc=np.zeros((2, 4, 512), np.float32)),
+     "db_desc: expected size 768 on axis 2, got shape [2, 4, 512]"),
+    (lambda f: f.update(db_mask=np.zeros((2, 5), bool)),
+     "db_mask: dimension db_descriptors is 5 here but 4 in an earlier input"),
+    (lambda f: f.update(ames_feeds(b=401)), "q_desc: pairs=401 is outside the optimisation profile 1…400 (opt 100)"),
+    (lambda f: f.update(q_desc=np.zeros((2, 3), np.float32)),
+     "q_desc: expected 3 dimensions ['pairs', 'query_descriptors', 768], got shape [2, 3]"),
+])
+def test_bad_feeds(artifacts, change, message):
+    feeds = ames_feeds()
+    change(feeds)
+    with OrtBackend(artifacts / "ames.onnx") as backend, pytest.raises(InputError) as e:
+        backend.infer(feeds)
+    assert str(e.value) == message
+
+
+def test_same_feeds_same_outputs_on_every_backend(artifacts):
+    feeds = ames_feeds()
+    feeds["q_desc"][:] = 0.03
+    feeds["db_desc"][:] = -0.02
+    with OrtBackend(artifacts / "ames.onnx") as a, TorchBackend("ames") as b:
+        assert [s.name for s in a.input_specs()] == [s.name for s in b.input_specs()]
+        np.testing.assert_allclose(a.infer(feeds)["logits"], b.infer(feeds)["logits"], atol=1e-4)
+
+
+def test_provider_must_really_be_active(artifacts):
+    with pytest.raises(RuntimeError, match=r"ONNX Runtime provider CUDAExecutionProvider is not available here"):
+        with OrtBackend(artifacts / "ames.onnx", provider="cuda"):
+            pass
+    with pytest.raises(ValueError, match=r"provider: expected one of trt, cuda, cpu, got 'rocm'"):
+        OrtBackend(artifacts / "ames.onnx", provider="rocm")
+
+
+def test_unentered_backend_and_missing_sidecar(artifacts, tmp_path):
+    with pytest.raises(RuntimeError, match=r"ort-cpu: use the backend inside a `with` block"):
+        OrtBackend(artifacts / "ames.onnx").infer(ames_feeds())
+    (tmp_path / "lonely.onnx").write_bytes((artifacts / "ames.onnx").read_bytes())
+    with pytest.raises(ModelFileError, match=r"lonely.onnx: its sidecar .*lonely.json is missing"):
+        OrtBackend(tmp_path / "lonely.onnx")
+
+
+def test_open_backend_says_what_it_chose(artifacts):
+    said = []
+    backend = open_backend(artifacts / "ames.onnx", log=said.append)
+    assert isinstance(backend, OrtBackend) and backend.name == "ort-cpu"
+    assert said == [f"backend auto: ONNX Runtime with CPUExecutionProvider for {artifacts / 'ames.onnx'}"]
+    with pytest.raises(ValueError, match=r"backend: expected auto, ort or torch, got 'tvm'"):
+        open_backend(artifacts / "ames.onnx", backend="tvm")
+
+
+def test_reranker_settings_are_checked(artifacts):
+    with OrtBackend(artifacts / "ames.onnx") as backend:
+        with pytest.raises(ValueError, match=r"lambda: expected a weight in \[0, 1\], got 1.5"):
+            AmesReranker(backend, 1.5, 0.2)
+        with pytest.raises(ValueError, match=r"gamma: expected a positive temperature, got 0"):
+            AmesReranker(backend, 0.5, 0)
+        message = r"global_sim: expected shape \[2\] \(one per shortlist image\), got \[3\]"
+        with pytest.raises(InputError, match=message):
+            AmesReranker(backend, 0.5, 0.2).rerank(np.zeros((3, 768), np.float32), np.zeros(3, bool),
+                                                   np.zeros((2, 4, 768), np.float32), np.zeros((2, 4), bool),
+                                                   np.zeros(3))
+    with OrtBackend(artifacts / "locore.onnx") as backend:
+        with pytest.raises(ValueError, match=r"window: 100 images exceed the backend's profile \(images ≤ 17\)"):
+            LocoreReranker(backend)
