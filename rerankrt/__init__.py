@@ -11,7 +11,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-from rerankrt.errors import CheckpointError, DescriptorFileError, InputError  # noqa: E402
+from rerankrt.errors import (  # noqa: E402
+    CheckpointError,
+    DescriptorFileError,
+    InputError,
+    ModelFileError,
+    UnavailableError,
+)
 from rerankrt.models import MODELS, get_info  # noqa: E402
 
 
@@ -23,5 +29,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["MODELS", "CheckpointError", "DescriptorFileError", "InputError", "__version__", "get_info",
-           "load_model"]
+__all__ = ["MODELS", "CheckpointError", "DescriptorFileError", "InputError", "ModelFileError", "UnavailableError",
+           "__version__", "get_info", "load_model"]

@@ -8,6 +8,7 @@ import json
 import sys
 
 from rerankrt import environment
+from rerankrt.errors import UnavailableError
 from rerankrt.models import MODELS
 
 
@@ -73,6 +74,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from rerankrt.export.onnx_export import parse_profile
+
+    try:
+        from rerankrt.engines.build import build_engine
+    except ImportError as e:
+        raise UnavailableError(f"TensorRT is not installed here ({e}); install rerankrt[trt] on a GPU machine") \
+            from None
+    profiles = {d: (p.min, p.opt, p.max) for d, p in (parse_profile(t) for t in args.profile)}
+    build_engine(args.onnx, args.out, profiles, args.workspace, args.opt_level, args.timing_cache, log=_log)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rerankrt import __version__
 
@@ -96,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a TensorRT optimisation profile, e.g. pairs:1,100,400 (repeatable)")
     p.set_defaults(run=cmd_export)
 
+    p = sub.add_parser("build", help="build a strongly typed TensorRT engine from an exported graph")
+    p.add_argument("onnx", help="DIR/NAME.fp16.onnx (or NAME.onnx) with its sidecar DIR/NAME.json")
+    p.add_argument("--out", help="the plan (default: the graph's path with .plan)")
+    p.add_argument("--profile", action="append", default=[], metavar="DIM:MIN,OPT,MAX",
+                   help="override the sidecar's optimisation profile of a dimension (repeatable)")
+    p.add_argument("--workspace", type=float, default=4.0, metavar="GB", help="workspace pool limit (default 4)")
+    p.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="0-5",
+                   help="builder optimisation level (default 3)")
+    p.add_argument("--timing-cache", help="timing cache file, loaded when present and saved after the build")
+    p.set_defaults(run=cmd_build)
+
     p = sub.add_parser("validate", help="run the validation ladder on an exported NAME.onnx")
     p.add_argument("path", help="DIR/NAME.onnx or DIR/NAME.fp16.onnx (with DIR/NAME.json beside it)")
     p.add_argument("--checkpoint", help="the checkpoint, when not at the path the sidecar records")
@@ -110,6 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `rerankrt models | head`
         sys.stderr.close()
         return 0
-    except (ValueError, OSError) as e:  # bad input: the message names it; no traceback
+    except (ValueError, OSError, UnavailableError) as e:  # bad input or environment: the message says it all
         print(f"rerankrt {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -19,3 +19,7 @@ class DescriptorFileError(ValueError):
 
 class ModelFileError(ValueError):
     """An ONNX graph, engine or sidecar file is unreadable, corrupt or does not match its sidecar."""
+
+
+class UnavailableError(RuntimeError):
+    """A library, provider or device the caller asked for is not available on this machine."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerankrt.errors import InputError
+from rerankrt.errors import InputError, UnavailableError
 
 from .sidecar import precision_of, read_sidecar
 
@@ -94,12 +94,12 @@ class OrtBackend:
 
         available = ort.get_available_providers()
         if self.provider not in available:
-            raise RuntimeError(f"ONNX Runtime provider {self.provider} is not available here "
+            raise UnavailableError(f"ONNX Runtime provider {self.provider} is not available here "
                                f"(available: {', '.join(available)})")
         session = ort.InferenceSession(str(self.path), providers=[self.provider])
         active = session.get_providers()
         if active[0] != self.provider:  # ONNX Runtime falls back to the CPU without raising
-            raise RuntimeError(f"ONNX Runtime did not start {self.provider}; active providers: {', '.join(active)}")
+            raise UnavailableError(f"ONNX Runtime did not start {self.provider}; active providers: {', '.join(active)}")
         self.session = session
         return self
 

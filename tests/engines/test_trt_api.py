@@ -1,0 +1,115 @@
+"""TensorRT code against the real bindings of 10.3, the newest 10.x and 11.x (stub libraries, no GPU),
+and the profile logic that needs no TensorRT."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rerankrt.cli import main
+from rerankrt.engines.profiles import profile_shapes
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("trt_conformance", ROOT / "scripts" / "trt_conformance.py")
+assert _spec and _spec.loader
+conformance = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(conformance)
+
+META = {
+    "format": "rerankrt-onnx/1", "model": "ames", "checkpoint": None,
+    "files": {"fp32": "ames.onnx", "fp16": "ames.fp16.onnx"},
+    "inputs": [
+        {"name": "q_desc", "dtype": {"fp16": "float16"}, "shape": ["pairs", "query_descriptors", 768]},
+        {"name": "q_mask", "dtype": {"fp16": "bool"}, "shape": ["pairs", "query_descriptors"]},
+    ],
+    "outputs": [{"name": "logits", "dtype": {"fp16": "float16"}, "shape": ["pairs"]}],
+    "profiles": {"pairs": {"min": 1, "opt": 100, "max": 400}, "query_descriptors": {"min": 1, "opt": 600, "max": 1024}},
+}
+
+
+def test_profile_shapes_from_the_sidecar_and_overrides():
+    assert profile_shapes(META) == {
+        "q_desc": ((1, 1, 768), (100, 600, 768), (400, 1024, 768)),
+        "q_mask": ((1, 1), (100, 600), (400, 1024)),
+    }
+    shapes = profile_shapes(META, {"pairs": (8, 8, 8)})
+    assert shapes["q_mask"] == ((8, 1), (8, 600), (8, 1024))
+    with pytest.raises(ValueError, match=r"profile: unknown dimension 'batch'; the graph's symbolic dims are "
+                                         r"\['pairs', 'query_descriptors'\]"):
+        profile_shapes(META, {"batch": (1, 1, 1)})
+    with pytest.raises(ValueError, match=r"profile pairs: expected 1 ≤ min ≤ opt ≤ max, got 9/8/8"):
+        profile_shapes(META, {"pairs": (9, 8, 8)})
+
+
+@pytest.fixture(scope="module", params=conformance.RELEASES, ids=[v for v, _ in conformance.RELEASES])
+def release(request, tmp_path_factory):
+    version, flavour = request.param
+    try:
+        conformance.prepare(version, flavour)
+    except RuntimeError as e:  # no route to PyPI or no C compiler
+        pytest.skip(f"TensorRT {version} bindings could not be prepared: {str(e).splitlines()[0]}")
+    return version
+
+
+PROBE = """
+import json, sys
+from rerankrt.engines import trt_api
+from rerankrt.errors import UnavailableError
+out = {"version": trt_api.version(), "weak": trt_api.has_weak_typing(), "flags": trt_api.network_flags()}
+import tensorrt as trt
+out["strongly_typed_bit"] = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+try:
+    trt_api.builder(trt_api.logger())
+except UnavailableError as e:
+    out["builder"] = str(e)
+if len(sys.argv) > 1:
+    from rerankrt.engines.build import build_engine
+    try:
+        build_engine(sys.argv[1])
+    except UnavailableError as e:
+        out["build"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def probe(version: str, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                            env=conformance.env(version))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_feature_detection_on_real_bindings(release):
+    out = probe(release)
+    assert out["version"] == release
+    if release.startswith("10."):
+        assert out["weak"] is True and out["flags"] == out["strongly_typed_bit"]  # the flag is set on 10.x
+    else:
+        assert out["weak"] is False and out["flags"] == 0  # 11.x: strongly typed always, no flag
+    assert out["builder"].startswith(f"TensorRT {release} could not create a Builder: no usable CUDA device")
+
+
+def test_build_fails_clearly_without_a_gpu_and_writes_nothing(release, tmp_path):
+    (tmp_path / "ames.json").write_text(json.dumps(META))
+    (tmp_path / "ames.fp16.onnx").write_bytes(b"")
+    out = probe(release, str(tmp_path / "ames.fp16.onnx"))
+    assert out["build"].startswith(f"TensorRT {release} could not create a Builder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ames.fp16.onnx", "ames.json"]
+
+
+def test_type_check_against_each_release(release):
+    """The conformance check itself: mypy over the TensorRT-facing modules with this release's stubs."""
+    flavour = dict(conformance.RELEASES)[release]
+    ok, output = conformance.check(release, flavour, conformance.DEFAULT_CACHE)
+    assert ok, output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_cli_without_tensorrt(capsys, tmp_path):
+    assert main(["build", str(tmp_path / "ames.fp16.onnx")]) == 2
+    assert "rerankrt build: error: TensorRT is not installed here" in capsys.readouterr().err
