@@ -21,12 +21,11 @@ import tensorrt as trt
 
 from rerankrt import environment
 from rerankrt.runtime.atomic import atomic_output
+from rerankrt.runtime.plan import PLAN_FORMAT
 from rerankrt.runtime.sidecar import precision_of, read_sidecar
 
 from . import trt_api
 from .profiles import profile_shapes
-
-PLAN_FORMAT = "rerankrt-plan/1"
 
 
 def build_engine(

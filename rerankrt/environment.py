@@ -40,21 +40,22 @@ def onnxruntime_providers() -> list[str]:
 def cuda_device() -> dict | None:
     """{'name', 'compute_capability'} of CUDA device 0, via cuda.bindings or else torch; None if none."""
     try:
-        from cuda.bindings import driver
+        from cuda.bindings import runtime
     except ImportError:
-        driver = None
-    if driver is not None:
-        (err,) = driver.cuInit(0)
-        if err != driver.CUresult.CUDA_SUCCESS:
+        runtime = None
+    if runtime is not None:
+        success = runtime.cudaError_t.cudaSuccess
+        try:
+            err, count = runtime.cudaGetDeviceCount()
+            if err != success or not count:
+                return None
+            err, props = runtime.cudaGetDeviceProperties(0)
+        except Exception:  # cuda.bindings raises, rather than returns, when the driver library is missing
             return None
-        err, dev = driver.cuDeviceGet(0)
-        if err != driver.CUresult.CUDA_SUCCESS:
+        if err != success:
             return None
-        _, name = driver.cuDeviceGetName(128, dev)
-        attr = driver.CUdevice_attribute
-        _, major = driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev)
-        _, minor = driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev)
-        return {"name": name.split(b"\0", 1)[0].decode(), "compute_capability": f"{major}.{minor}"}
+        name = props.name if isinstance(props.name, bytes) else bytes(props.name)
+        return {"name": name.split(b"\0", 1)[0].decode(), "compute_capability": f"{props.major}.{props.minor}"}
     if package_version("torch") is None:
         return None
     import torch

@@ -167,11 +167,19 @@ class TorchBackend:
 
 
 def open_backend(source: str | os.PathLike, backend: str = "auto", device: str = "cpu", log=print):
-    """A backend for `source` (an exported `.onnx` with its sidecar, or a registered model name for
-    torch). "auto" prefers ONNX Runtime with CUDA, then ONNX Runtime on the CPU, and says which it chose.
-    TensorRT engines join with the engines module."""
+    """A backend for `source`: a TensorRT engine `.plan`, an exported `.onnx` with its sidecar, or a
+    registered model name for torch. For a graph, "auto" prefers ONNX Runtime with CUDA, then on the CPU,
+    and says which it chose."""
     if backend == "torch":
         return TorchBackend(source, device=device)
+    if Path(source).suffix == ".plan" and backend in ("auto", "trt"):
+        try:
+            from .trt_backend import TrtBackend
+        except ImportError as e:
+            raise UnavailableError(f"{source}: TensorRT is not installed here ({e}); pip install rerankrt[trt]") \
+                from None
+        log(f"backend {backend}: TensorRT engine {source}")
+        return TrtBackend(source)
     if Path(source).suffix != ".onnx":
         raise ValueError(f"{source}: backend {backend!r} needs an exported .onnx file (or use backend='torch')")
     if backend == "ort":

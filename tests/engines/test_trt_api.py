@@ -102,6 +102,39 @@ def test_build_fails_clearly_without_a_gpu_and_writes_nothing(release, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ames.fp16.onnx", "ames.json"]
 
 
+BACKEND_PROBE = """
+import json, sys
+from rerankrt.errors import ModelFileError, UnavailableError
+from rerankrt.runtime.backends import open_backend
+out = {}
+for plan in sys.argv[1:]:
+    try:
+        with open_backend(plan, log=lambda m: None):
+            pass
+    except (ModelFileError, UnavailableError) as e:
+        out[plan] = f"{type(e).__name__}: {e}"
+print(json.dumps(out))
+"""
+
+
+def test_trt_backend_refuses_foreign_engines_and_needs_a_gpu(release, tmp_path):
+    plans = []
+    for built_by in ("9.9.9", release):
+        plan = tmp_path / f"built-by-{built_by}.plan"
+        plan.write_bytes(b"not an engine")
+        sidecar = {"format": "rerankrt-plan/1", "tensorrt": built_by, "precision": "fp16",
+                   "gpu": {"name": "H100", "compute_capability": "9.0"}, "onnx": {"sidecar": META}}
+        plan.with_name(plan.name + ".json").write_text(json.dumps(sidecar))
+        plans.append(str(plan))
+    result = subprocess.run([sys.executable, "-c", BACKEND_PROBE, *plans], capture_output=True, text=True,
+                            env=conformance.env(release))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out[plans[0]] == (f"ModelFileError: {plans[0]}: built by TensorRT 9.9.9, this is TensorRT {release}; "
+                             f"rebuild it here with `rerankrt build`")
+    assert out[plans[1]] == f"UnavailableError: {plans[1]}: no CUDA device to run the engine on"
+
+
 def test_type_check_against_each_release(release):
     """The conformance check itself: mypy over the TensorRT-facing modules with this release's stubs."""
     flavour = dict(conformance.RELEASES)[release]

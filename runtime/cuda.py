@@ -1,0 +1,121 @@
+"""CUDA device memory, pinned host memory and streams through `cuda.bindings` (TensorRT's own samples'
+pattern, `common_runtime.py`): small RAII wrappers, every call checked.
+
+`cuda.bindings` imports without a GPU and answers each call with an error code; `check` turns the
+"no driver / no device" codes into one `UnavailableError("no CUDA device …")` and any other code into
+a `RuntimeError` naming it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from rerankrt.errors import UnavailableError
+
+#: error names that mean "there is no usable GPU here" rather than "this call went wrong"
+NO_DEVICE = {"cudaErrorInsufficientDriver", "cudaErrorNoDevice", "cudaErrorInitializationError",
+             "cudaErrorCompatNotSupportedOnDevice"}
+
+
+def cudart():
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        raise UnavailableError("cuda-python is not installed: pip install rerankrt[gpu]") from None
+    return runtime
+
+
+def check(result: tuple):
+    """`(err, *values)` from a cuda.bindings call → values (one value unwrapped), or an error."""
+    rt = cudart()
+    err, *values = result
+    if err != rt.cudaError_t.cudaSuccess:
+        name = rt.cudaGetErrorName(err)[1].decode()
+        text = rt.cudaGetErrorString(err)[1].decode()
+        if name in NO_DEVICE:
+            raise UnavailableError(f"no CUDA device: {name} ({text})")
+        raise RuntimeError(f"CUDA call failed: {name} ({text})")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def device_count() -> int:
+    return int(check(cudart().cudaGetDeviceCount()))
+
+
+class Stream:
+    """A non-default CUDA stream (TensorRT's enqueue must not use stream 0)."""
+
+    def __init__(self) -> None:
+        self.handle = check(cudart().cudaStreamCreate())
+
+    def synchronize(self) -> None:
+        check(cudart().cudaStreamSynchronize(self.handle))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            check(cudart().cudaStreamDestroy(self.handle))
+            self.handle = None
+
+    def __int__(self) -> int:
+        return int(self.handle)
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class DeviceBuffer:
+    """`nbytes` of device memory, freed on close (or when collected)."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.ptr = int(check(cudart().cudaMalloc(max(nbytes, 1))))
+
+    def close(self) -> None:
+        if self.ptr:
+            check(cudart().cudaFree(self.ptr))
+            self.ptr = 0
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the context may be gone already
+            pass
+
+    def upload(self, host: np.ndarray, stream: Stream) -> None:
+        check(cudart().cudaMemcpyAsync(self.ptr, host.ctypes.data, host.nbytes,
+                                       cudart().cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle))
+
+    def download(self, host: np.ndarray, stream: Stream) -> None:
+        check(cudart().cudaMemcpyAsync(host.ctypes.data, self.ptr, host.nbytes,
+                                       cudart().cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle))
+
+
+class PinnedBuffer:
+    """Page-locked host memory viewed as a numpy array of any dtype (fp16 included), for async copies."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.ptr = int(check(cudart().cudaMallocHost(max(nbytes, 1))))
+
+    def array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        count = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if count > self.nbytes:
+            raise ValueError(f"pinned buffer of {self.nbytes} bytes cannot hold {count}")
+        raw = np.ctypeslib.as_array((ctypes.c_byte * max(count, 1)).from_address(self.ptr))
+        return raw[:count].view(dtype).reshape(shape)
+
+    def close(self) -> None:
+        if self.ptr:
+            check(cudart().cudaFreeHost(self.ptr))
+            self.ptr = 0
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

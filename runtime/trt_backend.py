@@ -1,0 +1,144 @@
+"""`TrtBackend`: a TensorRT engine behind the backend contract, with no PyTorch in the process.
+
+Named tensors, `set_input_shape` per call, device and pinned host buffers and a non-default stream
+through `runtime.cuda`, `execute_async_v3`, and optionally one CUDA graph per input shape. Feeds may be
+numpy arrays or CUDA tensors (anything with `__cuda_array_interface__`, e.g. torch): device tensors are
+used in place, without a copy. An engine is refused before it is deserialised when its sidecar says it
+was built by another TensorRT version or for another compute capability (TensorRT would fail obscurely).
+
+`import tensorrt` sits at the top for the type checker (`scripts/trt_conformance.py`); the runtime
+imports this module lazily.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorrt as trt
+
+from rerankrt import environment
+from rerankrt.errors import InputError, ModelFileError, UnavailableError
+
+from . import cuda
+from .backends import FeedChecker, IOSpec
+from .plan import check_compatible, read_plan_sidecar
+
+
+class TrtBackend:
+    def __init__(self, plan_path: str | os.PathLike, cuda_graphs: bool = False) -> None:
+        self.path = Path(plan_path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: no such file")
+        self.meta = read_plan_sidecar(self.path)
+        self.check = FeedChecker(self.meta["onnx"]["sidecar"], self.meta["precision"])
+        self.cuda_graphs = cuda_graphs
+        self.name = f"trt-{self.meta['precision']}"
+        self.context: trt.IExecutionContext | None = None
+
+    def __enter__(self) -> TrtBackend:
+        check_compatible(self.path, self.meta, trt.__version__, environment.cuda_device())
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        try:
+            runtime = trt.Runtime(self.logger)
+        except TypeError as e:  # pybind11: the factory returned null
+            raise UnavailableError(f"TensorRT {trt.__version__} could not create a Runtime ({e})") from None
+        engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise ModelFileError(f"{self.path}: TensorRT could not deserialise the engine (truncated or corrupt?)")
+        self.engine, self.runtime = engine, runtime
+        self.context = engine.create_execution_context()
+        self.stream = cuda.Stream()
+        self.device: dict[str, cuda.DeviceBuffer] = {}
+        self.pinned: dict[str, cuda.PinnedBuffer] = {}
+        self.graphs: dict[tuple, object] = {}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for graph in self.graphs.values():
+            cuda.check(cuda.cudart().cudaGraphExecDestroy(graph))
+        for device in self.device.values():
+            device.close()
+        for pinned in self.pinned.values():
+            pinned.close()
+        self.stream.close()
+        self.context = None
+
+    def input_specs(self) -> list[IOSpec]:
+        return list(self.check.inputs)
+
+    def _buffers(self, name: str, nbytes: int) -> tuple[cuda.DeviceBuffer, cuda.PinnedBuffer]:
+        """Per-tensor buffers that grow to the largest shape seen."""
+        if name not in self.device or self.device[name].nbytes < nbytes:
+            for pool in (self.device, self.pinned):
+                if name in pool:
+                    pool[name].close()
+            self.device[name], self.pinned[name] = cuda.DeviceBuffer(nbytes), cuda.PinnedBuffer(nbytes)
+        return self.device[name], self.pinned[name]
+
+    def infer(self, feeds: dict) -> dict[str, np.ndarray]:
+        context = self.context
+        if context is None:
+            raise RuntimeError(f"{self.name}: use the backend inside a `with` block")
+        self.check({k: _describe(v) for k, v in feeds.items()})
+        for spec in self.check.inputs:
+            x = feeds[spec.name]
+            if not context.set_input_shape(spec.name, trt.Dims(list(x.shape))):
+                raise InputError(f"{spec.name}: shape {list(x.shape)} is outside the engine's optimisation profile")
+            if hasattr(x, "__cuda_array_interface__"):  # zero copy: the caller's device memory
+                context.set_tensor_address(spec.name, int(x.__cuda_array_interface__["data"][0]))
+                continue
+            device, pinned = self._buffers(spec.name, x.nbytes)
+            staged = pinned.array(x.shape, x.dtype)
+            staged[...] = x
+            device.upload(staged, self.stream)
+            context.set_tensor_address(spec.name, device.ptr)
+        outputs = {}
+        for spec in self.check.outputs:
+            dims = context.get_tensor_shape(spec.name)
+            shape = tuple(int(dims[i]) for i in range(len(dims)))
+            device, pinned = self._buffers(spec.name, int(np.prod(shape)) * spec.dtype.itemsize)
+            context.set_tensor_address(spec.name, device.ptr)
+            outputs[spec.name] = (device, pinned.array(shape, spec.dtype))
+        self._execute(tuple(tuple(feeds[s.name].shape) for s in self.check.inputs))
+        for device, host in outputs.values():
+            device.download(host, self.stream)
+        self.stream.synchronize()
+        return {name: host.copy() for name, (_, host) in outputs.items()}
+
+    def _execute(self, shapes: tuple) -> None:
+        """execute_async_v3, or a CUDA graph per input shape (captured after one plain run, as trtexec does;
+        an engine that cannot be captured falls back to plain enqueues)."""
+        context = self.context
+        assert context is not None
+        rt = cuda.cudart()
+        if not self.cuda_graphs:
+            if not context.execute_async_v3(self.stream.handle):
+                raise RuntimeError(f"{self.name}: execute_async_v3 failed (see the TensorRT log)")
+            return
+        graph = self.graphs.get(shapes)
+        if graph is None:
+            context.execute_async_v3(self.stream.handle)  # flushes lazy initialisation and shape updates
+            cuda.check(rt.cudaStreamBeginCapture(self.stream.handle,
+                                                 rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+            ok = context.execute_async_v3(self.stream.handle)
+            captured = cuda.check(rt.cudaStreamEndCapture(self.stream.handle))
+            if not ok:
+                rt.cudaGetLastError()
+                self.cuda_graphs = False
+                self._execute(shapes)
+                return
+            graph = cuda.check(rt.cudaGraphInstantiate(captured, 0))
+            cuda.check(rt.cudaGraphDestroy(captured))
+            self.graphs[shapes] = graph
+        cuda.check(rt.cudaGraphLaunch(graph, self.stream.handle))
+
+
+def _describe(x) -> np.ndarray:
+    """A zero-size stand-in with the shape and dtype of a device tensor, for the feed checks."""
+    if not hasattr(x, "__cuda_array_interface__"):
+        return x
+    iface = x.__cuda_array_interface__
+    shape = tuple(iface["shape"])
+    return np.lib.stride_tricks.as_strided(np.zeros(1, np.dtype(iface["typestr"])), shape, (0,) * len(shape))

@@ -1,0 +1,67 @@
+"""CUDA wrappers without a GPU (one clear error), and the engine-compatibility rule of plan sidecars."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rerankrt import environment
+from rerankrt.errors import ModelFileError, UnavailableError
+from rerankrt.runtime import cuda
+from rerankrt.runtime.plan import check_compatible, read_plan_sidecar
+
+HAS_GPU = environment.cuda_device() is not None
+
+
+@pytest.mark.skipif(HAS_GPU, reason="a CUDA device is present: the round trip test covers it")
+def test_no_gpu_is_one_clear_error():
+    pytest.importorskip("cuda.bindings", reason="cuda-bindings (dev extra) is not installed")
+    for make in (cuda.device_count, lambda: cuda.DeviceBuffer(16), cuda.Stream, lambda: cuda.PinnedBuffer(16)):
+        with pytest.raises(UnavailableError, match=r"^no CUDA device: cudaError\w+ \(.+\)$"):
+            make()
+
+
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA device")
+def test_host_device_round_trip():
+    x = np.arange(1000, dtype=np.float16).reshape(10, 100)
+    with cuda.Stream() as stream:
+        device, pinned = cuda.DeviceBuffer(x.nbytes), cuda.PinnedBuffer(x.nbytes)
+        staged = pinned.array(x.shape, x.dtype)
+        staged[...] = x
+        device.upload(staged, stream)
+        back = np.empty_like(x)
+        device.download(back, stream)
+        stream.synchronize()
+    np.testing.assert_array_equal(back, x)
+
+
+PLAN = {"format": "rerankrt-plan/1", "tensorrt": "10.3.0", "gpu": {"name": "Orin", "compute_capability": "8.7"}}
+ORIN = {"name": "Orin", "compute_capability": "8.7"}
+
+
+def test_engine_runs_only_where_it_was_built(tmp_path):
+    plan = tmp_path / "ames.plan"
+    check_compatible(plan, PLAN, "10.3.0", ORIN)
+    with pytest.raises(ModelFileError, match=r"ames.plan: built by TensorRT 10.3.0, this is TensorRT 11.4.0.106; "
+                                             r"rebuild it here with `rerankrt build`"):
+        check_compatible(plan, PLAN, "11.4.0.106", ORIN)
+    with pytest.raises(ModelFileError, match=r"ames.plan: built for compute capability 8.7, this GPU \(H100\) is 9.0"):
+        check_compatible(plan, PLAN, "10.3.0", {"name": "H100", "compute_capability": "9.0"})
+    with pytest.raises(UnavailableError, match=r"ames.plan: no CUDA device to run the engine on"):
+        check_compatible(plan, PLAN, "10.3.0", None)
+
+
+def test_plan_sidecar_errors(tmp_path):
+    plan = tmp_path / "ames.plan"
+    with pytest.raises(ModelFileError, match=r"ames.plan: its sidecar .*ames.plan.json is missing"):
+        read_plan_sidecar(plan)
+    (tmp_path / "ames.plan.json").write_text("{")
+    with pytest.raises(ModelFileError, match=r"ames.plan.json: not valid JSON"):
+        read_plan_sidecar(plan)
+    (tmp_path / "ames.plan.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ModelFileError, match=r"expected format 'rerankrt-plan/1', got 'other'"):
+        read_plan_sidecar(plan)
+    (tmp_path / "ames.plan.json").write_text(json.dumps(PLAN))
+    assert read_plan_sidecar(plan) == PLAN
