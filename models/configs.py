@@ -78,6 +78,10 @@ class RamlConfig:
     l2n_eps: float = 1e-6  # L2N's *additive* eps
     student_size: int = 224  # the query encoder's input
     teacher_size: int = 448  # the database encoder's input
+    # Evaluation preprocessing (§4.2): shorter side to size·8/7 (Lanczos), centre crop, ImageNet mean/std.
+    resize_ratio: float = 8 / 7
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 AMES = AmesConfig()

@@ -16,9 +16,12 @@ from .descriptors import (
     write_nn,
 )
 from .fusion import fuse
+from .images import RamlEncoder, preprocess
 from .rerankers import AmesReranker, LocoreReranker, Reranked
 from .sliding import ORDERS, SlidingResult, sliding_rerank, window_starts
 
-__all__ = ["ORDERS", "AmesReranker", "IOSpec", "LocalDescriptorFile", "LocalDescriptors", "LocoreReranker",
-           "OrtBackend", "Reranked", "SlidingResult", "TorchBackend", "fuse", "open_backend", "read_global",
-           "read_gnd", "read_nn", "sliding_rerank", "window_starts", "write_global", "write_local", "write_nn"]
+__all__ = [
+    "ORDERS", "AmesReranker", "IOSpec", "LocalDescriptorFile", "LocalDescriptors", "LocoreReranker", "OrtBackend",
+    "RamlEncoder", "Reranked", "SlidingResult", "TorchBackend", "fuse", "open_backend", "preprocess", "read_global",
+    "read_gnd", "read_nn", "sliding_rerank", "window_starts", "write_global", "write_local", "write_nn",
+]
