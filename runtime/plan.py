@@ -5,25 +5,17 @@ needed, so the refusal is tested everywhere.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rerankrt.errors import ModelFileError, UnavailableError
+
+from .sidecar import read_json_sidecar
 
 PLAN_FORMAT = "rerankrt-plan/1"
 
 
 def read_plan_sidecar(plan_path: Path) -> dict:
-    path = plan_path.with_name(plan_path.name + ".json")
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelFileError(f"{plan_path}: its sidecar {path} is missing (written by `rerankrt build`)") from None
-    except json.JSONDecodeError as e:
-        raise ModelFileError(f"{path}: not valid JSON ({e})") from None
-    if meta.get("format") != PLAN_FORMAT:
-        raise ModelFileError(f"{path}: expected format {PLAN_FORMAT!r}, got {meta.get('format')!r}")
-    return meta
+    return read_json_sidecar(plan_path, plan_path.with_name(plan_path.name + ".json"), PLAN_FORMAT, "rerankrt build")
 
 
 def check_compatible(plan_path: Path, meta: dict, version: str, device: dict | None) -> None:

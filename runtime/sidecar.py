@@ -33,14 +33,18 @@ def precision_of(onnx_path: str | os.PathLike, meta: dict) -> str:
     raise ModelFileError(f"{onnx_path}: not one of the graphs its sidecar lists ({', '.join(meta['files'].values())})")
 
 
-def read_sidecar(onnx_path: str | os.PathLike) -> dict:
-    path = sidecar_path(onnx_path)
+def read_json_sidecar(owner: str | os.PathLike, path: Path, fmt: str, writer: str) -> dict:
+    """The JSON sidecar `path` of file `owner`, checked for its format tag."""
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ModelFileError(f"{onnx_path}: its sidecar {path} is missing (written by `rerankrt export`)") from None
+        raise ModelFileError(f"{owner}: its sidecar {path} is missing (written by `{writer}`)") from None
     except json.JSONDecodeError as e:
         raise ModelFileError(f"{path}: not valid JSON ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: expected format {FORMAT!r}, got {meta.get('format')!r}")
+    if meta.get("format") != fmt:
+        raise ModelFileError(f"{path}: expected format {fmt!r}, got {meta.get('format')!r}")
     return meta
+
+
+def read_sidecar(onnx_path: str | os.PathLike) -> dict:
+    return read_json_sidecar(onnx_path, sidecar_path(onnx_path), FORMAT, "rerankrt export")
