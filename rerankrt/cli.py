@@ -87,6 +87,27 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rerankrt.runtime.backends import open_backend
+    from rerankrt.runtime.rerank_dataset import rerank_dataset
+
+    if args.backend == "torch":
+        source: str | Path = args.model
+    else:
+        suffix = ".plan" if args.backend == "trt" else ".onnx"
+        name = args.model if args.precision == "fp32" else f"{args.model}.{args.precision}"
+        source = Path(args.artifacts) / f"{name}{suffix}"
+        if args.backend == "auto" and not source.is_file():
+            source = Path(args.artifacts) / f"{name}.onnx"
+    with open_backend(source, backend=args.backend, device=args.device, log=_log) as backend:
+        out = rerank_dataset(args.model, backend, args.data, args.out, args.shortlist, args.desc, args.nn,
+                             args.lam, args.gamma, log=_log)
+    _log(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rerankrt import __version__
 
@@ -120,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="builder optimisation level (default 3)")
     p.add_argument("--timing-cache", help="timing cache file, loaded when present and saved after the build")
     p.set_defaults(run=cmd_build)
+
+    p = sub.add_parser("rerank", help="re-rank every query of a dataset in the official layout")
+    p.add_argument("--model", required=True, choices=["ames", "ames-dist", "locore", "locore-small"])
+    p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
+    p.add_argument("--artifacts", default="artifacts", help="folder of NAME.onnx / NAME.plan (default artifacts)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
+    p.add_argument("--device", default="cpu", help="torch device, or cuda for ONNX Runtime's CUDA provider")
+    p.add_argument("--data", required=True, help="dataset folder in the official layout")
+    p.add_argument("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
+    p.add_argument("--nn", default="nn_superglobal.pkl", help="first-stage shortlist file in --data")
+    p.add_argument("--shortlist", type=int, help="images re-ranked per query (AMES 100, LOCORE 400)")
+    p.add_argument("--lambda", dest="lam", type=float, help="AMES fusion weight (released per variant)")
+    p.add_argument("--gamma", type=float, help="AMES fusion temperature (released per variant)")
+    p.add_argument("--out", required=True, help="the re-ranked shortlist, nn_*.pkl layout")
+    p.set_defaults(run=cmd_rerank)
 
     p = sub.add_parser("validate", help="run the validation ladder on an exported NAME.onnx")
     p.add_argument("path", help="DIR/NAME.onnx or DIR/NAME.fp16.onnx (with DIR/NAME.json beside it)")

@@ -151,3 +151,78 @@ def test_reranker_settings_are_checked(artifacts):
     with OrtBackend(artifacts / "locore.onnx") as backend:
         with pytest.raises(ValueError, match=r"window: 100 images exceed the backend's profile \(images ≤ 17\)"):
             LocoreReranker(backend)
+
+
+# --- rerankrt rerank over a dataset in the official layout -------------------------------------------
+
+def write_dataset(root, rng, desc: str, dim: int, nq=3, ndb=30, k=20, q_topk=60, db_topk=8):
+    from conftest import unit_descriptors
+
+    from rerankrt.runtime.descriptors import write_global, write_local, write_nn
+
+    for split, count, topk in (("query", nq, q_topk), ("gallery", ndb, db_topk)):
+        d, m = unit_descriptors(rng, (count, topk, dim), rng.integers(1, topk + 1, count))
+        write_local(root / f"{desc}_{split}_local.hdf5", d, m)
+        write_global(root / f"{desc}{split}_global.pt", unit_descriptors(rng, (count, 1, dim), np.ones(count))[0][:, 0])
+    idx = np.stack([rng.permutation(max(ndb, k))[:k] % ndb for _ in range(nq)])
+    sims = np.sort(rng.uniform(0.1, 0.9, (nq, k)), axis=1)[:, ::-1]
+    write_nn(root / "nn_superglobal.pkl", sims, idx)
+    return sims, idx
+
+
+def test_rerank_dataset_with_ames(artifacts, tmp_path, rng):
+    from rerankrt.runtime.descriptors import LocalDescriptorFile, read_nn
+    from rerankrt.runtime.rerank_dataset import rerank_dataset
+
+    sims, idx = write_dataset(tmp_path, rng, "dinov2", 768)
+    with OrtBackend(artifacts / "ames.onnx") as backend:
+        out = rerank_dataset("ames", backend, tmp_path, tmp_path / "out.pkl", shortlist=10)
+        with LocalDescriptorFile(tmp_path / "dinov2_query_local.hdf5") as qf, \
+                LocalDescriptorFile(tmp_path / "dinov2_gallery_local.hdf5") as gf:
+            q, db = qf.read([1], n=60), gf.read(idx[1, :10], n=8)
+            direct = AmesReranker(backend, 0.5, 0.2).rerank(q.desc[0], q.mask[0], db.desc, db.mask, sims[1, :10])
+    new_sims, new_idx = read_nn(out)
+    assert new_idx.shape == idx.shape == (3, 20)
+    for row in range(3):
+        assert sorted(new_idx[row, :10]) == sorted(idx[row, :10])  # the shortlist, re-ordered
+        assert new_idx[row, 10:].tolist() == idx[row, 10:].tolist()  # the rest untouched
+        np.testing.assert_allclose(new_sims[row, 10:], sims[row, 10:], rtol=1e-6)
+    assert new_idx[1, :10].tolist() == idx[1, :10][direct.order].tolist()
+    np.testing.assert_allclose(new_sims[1, :10], direct.scores, atol=1e-6)
+
+
+def test_rerank_cli_with_locore(artifacts, tmp_path, rng, capsys):
+    from rerankrt.cli import main
+    from rerankrt.runtime.descriptors import read_nn
+
+    sims, idx = write_dataset(tmp_path, rng, "tiny", 32, q_topk=5, db_topk=5)
+    out = tmp_path / "locore.pkl"
+    assert main(["rerank", "--model", "locore", "--backend", "ort", "--artifacts", str(artifacts), "--data",
+                 str(tmp_path), "--desc", "tiny", "--shortlist", "12", "--out", str(out)]) == 0
+    assert "re-ranked 3/3 queries" in capsys.readouterr().err
+    new_sims, new_idx = read_nn(out)
+    assert all(sorted(new_idx[r, :12]) == sorted(idx[r, :12]) for r in range(3))
+    assert new_idx[:, 12:].tolist() == idx[:, 12:].tolist()
+    assert not np.allclose(new_sims[:, :12], sims[:, :12])
+
+
+def test_rerank_bad_input(artifacts, tmp_path, rng):
+    from rerankrt.errors import DescriptorFileError
+    from rerankrt.runtime.rerank_dataset import rerank_dataset
+
+    write_dataset(tmp_path, rng, "dinov2", 768)
+    with OrtBackend(artifacts / "ames.onnx") as backend:
+        with pytest.raises(InputError, match=r"--shortlist: expected 1 … 20 \(the neighbours in nn_superglobal.pkl\)"):
+            rerank_dataset("ames", backend, tmp_path, tmp_path / "o.pkl", shortlist=21)
+        with pytest.raises(ValueError, match=r"--model: expected ames, ames-dist, locore or locore-small, got 'rrt'"):
+            rerank_dataset("rrt", backend, tmp_path, tmp_path / "o.pkl")
+    small = tmp_path / "small"
+    small.mkdir()
+    write_dataset(small, rng, "dinov2", 768, ndb=15, k=20)
+    with OrtBackend(artifacts / "ames.onnx") as backend:
+        with pytest.raises(InputError, match=r"--shortlist: 18 is longer than the database \(15 images\)"):
+            rerank_dataset("ames", backend, small, tmp_path / "o.pkl", shortlist=18)
+    with OrtBackend(artifacts / "locore.onnx") as backend:
+        with pytest.raises(DescriptorFileError, match=r"expected descriptors of dimension 32, the file has 768"):
+            rerank_dataset("locore", backend, tmp_path, tmp_path / "o.pkl", shortlist=5)
+    assert not (tmp_path / "o.pkl").exists()

@@ -1,0 +1,107 @@
+"""`rerankrt rerank`: re-rank every query of a dataset in the official layout (reference §1.3–1.4) and
+write the new rankings in the `nn_*.pkl` layout.
+
+The folder holds `{desc}_query_local.hdf5` and `{desc}_gallery_local.hdf5` (local descriptors),
+`{desc}query_global.pt` and `{desc}gallery_global.pt` (raw float32 globals, LOCORE's GLOBAL tokens) and
+the first-stage shortlist `nn_superglobal.pkl` ([2, n_queries, K]: similarities, indices). The output
+has the same layout: for each query the first S neighbours in their re-ranked order with their fused
+scores, then the rest of the first-stage list with its global similarities, untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rerankrt.errors import InputError
+from rerankrt.models.configs import AMES, AMES_DIST, LOCORE
+
+from .descriptors import LocalDescriptorFile, read_global, read_nn, write_nn
+from .rerankers import AmesReranker, LocoreReranker
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    root: Path
+    desc: str = "dinov2"
+    nn: str = "nn_superglobal.pkl"
+
+    def local(self, split: str) -> Path:
+        return self.root / f"{self.desc}_{split}_local.hdf5"
+
+    def global_(self, split: str) -> Path:
+        return self.root / f"{self.desc}{split}_global.pt"
+
+
+def _input_dim(backend, name: str) -> int:
+    return int(next(s.shape[-1] for s in backend.input_specs() if s.name == name))
+
+
+def rerank_dataset(
+    model: str,
+    backend,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    shortlist: int | None = None,
+    desc: str = "dinov2",
+    nn_file: str = "nn_superglobal.pkl",
+    lam: float | None = None,
+    gamma: float | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """Re-rank every query's first-stage shortlist with `model` ("ames" or "locore", any variant)
+    through an entered `backend`; returns the written file. Defaults: the released settings."""
+    layout = DatasetLayout(Path(data), desc, nn_file)
+    family = "locore" if model.startswith("locore") else "ames" if model.startswith("ames") else None
+    if family is None:
+        raise ValueError(f"--model: expected ames, ames-dist, locore or locore-small, got {model!r}")
+    dim = _input_dim(backend, "q_desc" if family == "ames" else "q_local")
+    with LocalDescriptorFile(layout.local("query"), dim=dim) as queries, \
+            LocalDescriptorFile(layout.local("gallery"), dim=dim) as gallery:
+        sims, idx = read_nn(layout.root / nn_file, num_db=gallery.num_images)
+        if len(sims) != queries.num_images:
+            raise InputError(f"{layout.root / nn_file}: {len(sims)} queries, but {layout.local('query')} holds "
+                             f"{queries.num_images}")
+        # AMES: the original evaluation's num_rerank=[100]; LOCORE: the released sliding shortlist of 400.
+        s = (100 if family == "ames" else LOCORE.shortlist) if shortlist is None else shortlist
+        if not 1 <= s <= idx.shape[1]:
+            raise InputError(f"--shortlist: expected 1 … {idx.shape[1]} (the neighbours in {nn_file}), got {s}")
+        if s > gallery.num_images:
+            raise InputError(f"--shortlist: {s} is longer than the database ({gallery.num_images} images)")
+        new_sims, new_idx = sims.copy(), idx.copy()
+        for q in range(len(sims)):
+            top = idx[q, :s]
+            if family == "ames":
+                order, scores = _ames(backend, model, queries, gallery, q, top, sims[q, :s], lam, gamma)
+            else:
+                order, scores = _locore(backend, layout, dim, queries, gallery, q, top, sims[q, :s], s)
+            new_idx[q, :s], new_sims[q, :s] = top[order], scores
+            if (q + 1) % 10 == 0 or q + 1 == len(sims):
+                log(f"re-ranked {q + 1}/{len(sims)} queries")
+    write_nn(out, new_sims, new_idx)
+    return Path(out)
+
+
+def _ames(backend, model, queries, gallery, q, top, sims, lam, gamma) -> tuple[np.ndarray, np.ndarray]:
+    released = AMES_DIST if model == "ames-dist" else AMES
+    query = queries.read([q], n=min(released.query_descriptors, queries.topk))
+    db = gallery.read(top, n=min(released.db_descriptors, gallery.topk))
+    reranker = AmesReranker(backend, released.fusion_lambda if lam is None else lam,
+                            released.fusion_gamma if gamma is None else gamma)
+    result = reranker.rerank(query.desc[0], query.mask[0], db.desc, db.mask, sims)
+    return result.order, result.scores
+
+
+def _locore(backend, layout, dim, queries, gallery, q, top, sims, s) -> tuple[np.ndarray, np.ndarray]:
+    n = int(next(s.shape[1] for s in backend.input_specs() if s.name == "q_local"))  # 48 as released
+    query, db = queries.read([q], n=n), gallery.read(top, n=n)
+    q_global = np.asarray(read_global(layout.global_("query"), dim)[q])
+    g_global = np.asarray(read_global(layout.global_("gallery"), dim)[top])
+    window = min(LOCORE.window, int(backend.check.profiles["images"]["max"]))
+    result = LocoreReranker(backend, shortlist=s, window=window, stride=min(LOCORE.stride, window)).rerank(
+        q_global, query.desc[0], query.mask[0], g_global, db.desc, db.mask, sims)
+    return result.order, result.scores
