@@ -25,7 +25,7 @@ from torch import nn
 from rerankrt.errors import InputError
 
 from .attention import MASKED, attend
-from .checks import check_float, check_mask, check_nonempty, tracing
+from .checks import check_float, check_mask, check_nonempty, checking, tracing
 from .configs import AmesConfig
 
 
@@ -170,8 +170,9 @@ class Ames(nn.Module):
     def forward(
         self, q_desc: torch.Tensor, q_mask: torch.Tensor, db_desc: torch.Tensor, db_mask: torch.Tensor
     ) -> torch.Tensor:
-        if not tracing():
+        if checking():
             self.check_inputs(q_desc, q_mask, db_desc, db_mask)
+        if not tracing():
             c = self.cpu_chunk_pairs
             if q_desc.device.type == "cpu" and q_desc.shape[0] > c:
                 parts = zip(q_desc.split(c), q_mask.split(c), db_desc.split(c), db_mask.split(c), strict=True)

@@ -1,10 +1,15 @@
 """Eager-mode input checks shared by the reference models.
 
-The checks read data (NaN scans), so they are skipped while torch.export traces a model: the exported
-graph stays static and the runtime checks its own feeds.
+The checks read data (NaN scans), so they are skipped while torch.export traces a model (the exported
+graph stays static and the runtime checks its own feeds) and inside `prechecked()` (a backend that
+checked its feeds on the host).
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
 
 import torch
 
@@ -13,9 +18,29 @@ from rerankrt.errors import InputError
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+_PRECHECKED = threading.local()
+
+
 def tracing() -> bool:
-    """True while torch.export / dynamo traces the model (no data-dependent checks then)."""
+    """True while torch.export / dynamo traces the model (no data-dependent code paths then)."""
     return torch.compiler.is_compiling()
+
+
+def checking() -> bool:
+    """Whether a forward validates its inputs: not while tracing, not inside `prechecked()`."""
+    return not tracing() and not getattr(_PRECHECKED, "active", False)
+
+
+@contextlib.contextmanager
+def prechecked() -> Iterator[None]:
+    """Forwards in this block skip their input checks: the caller (a backend) has checked the feeds on
+    the host already, and a NaN scan on the device would synchronise and break CUDA-graph capture."""
+    previous = getattr(_PRECHECKED, "active", False)
+    _PRECHECKED.active = True
+    try:
+        yield
+    finally:
+        _PRECHECKED.active = previous
 
 
 def fmt_shape(shape) -> str:

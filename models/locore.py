@@ -30,7 +30,7 @@ from torch import nn
 from rerankrt.errors import CheckpointError, InputError
 
 from .attention import MASKED, attend
-from .checks import check_float, check_mask, check_nonempty, tracing
+from .checks import check_float, check_mask, check_nonempty, checking
 from .configs import LocoreConfig
 
 
@@ -305,7 +305,7 @@ class Locore(nn.Module):
         g_scale: torch.Tensor | None = None,
         token_logits: bool = False,
     ) -> torch.Tensor:
-        if not tracing():
+        if checking():
             self.check_inputs(q_global, q_local, q_mask, g_global, g_local, g_mask, q_scale, g_scale)
         lm = self.language_model
         b, k, n = g_local.shape[:3]

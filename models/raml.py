@@ -14,7 +14,7 @@ from torch import nn
 
 from rerankrt.errors import CheckpointError, InputError
 
-from .checks import check_float, tracing
+from .checks import check_float, checking
 from .configs import RamlConfig
 from .resnet import Bottleneck, resnet50_backbone
 
@@ -50,7 +50,7 @@ class Raml(nn.Module):
         self.whiten = nn.Linear(cfg.backbone_dim, cfg.output_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if not tracing():
+        if checking():
             check_float("images", images, ("B", 3, "H", "W"))
             if images.shape[-2] < 32 or images.shape[-1] < 32:
                 raise InputError(f"images: expected H, W ≥ 32 (the backbone's stride), "

@@ -119,12 +119,18 @@ class OrtBackend:
 
 class TorchBackend:
     """The PyTorch model, on `device` in `dtype` ("float32" or "float16"): from an exported graph's
-    sidecar (its model, configuration and checkpoint) or from a registered model name."""
+    sidecar (its model, configuration and checkpoint) or from a registered model name.
+
+    Feeds are checked on the host (as every backend does, plus a NaN scan), then the model runs with its
+    own checks off. `cuda_graphs=True` (CUDA only) captures one CUDA graph per input shape and replays it.
+    """
 
     def __init__(self, source: str | os.PathLike, device: str = "cpu", dtype: str = "float32",
-                 checkpoint: str | os.PathLike | None = None, **config) -> None:
+                 checkpoint: str | os.PathLike | None = None, cuda_graphs: bool = False, **config) -> None:
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype: expected float32 or float16, got {dtype!r}")
+        if cuda_graphs and not device.startswith("cuda"):
+            raise ValueError(f"cuda_graphs: CUDA graphs need a CUDA device, got device {device!r}")
         self.model_name, self.checkpoint, self.config = str(source), checkpoint, config
         if Path(source).suffix == ".onnx":
             meta = read_sidecar(source)
@@ -132,9 +138,10 @@ class TorchBackend:
             self.model_name = meta["model"]
             self.checkpoint = checkpoint or (recorded["path"] if recorded else None)
             self.config = meta["config"] | config
-        self.device, self.dtype = device, dtype
-        self.name = f"torch-{device}-{dtype}"
+        self.device, self.dtype, self.cuda_graphs = device, dtype, cuda_graphs
+        self.name = f"torch-{device}-{dtype}" + ("-graphs" if cuda_graphs else "")
         self.model = None
+        self._graphs: dict[tuple, tuple] = {}
 
     def __enter__(self) -> TorchBackend:
         import torch
@@ -150,6 +157,7 @@ class TorchBackend:
 
     def __exit__(self, *exc) -> None:
         self.model = None
+        self._graphs.clear()
 
     def input_specs(self) -> list[IOSpec]:
         return list(self.check.inputs)
@@ -160,10 +168,43 @@ class TorchBackend:
         if self.model is None:
             raise RuntimeError(f"{self.name}: use the backend inside a `with` block")
         self.check(feeds)
+        for spec in self.check.inputs:
+            x = feeds[spec.name]
+            if x.dtype != np.bool_ and not np.isfinite(x).all():
+                raise InputError(f"{spec.name}: contains {int((~np.isfinite(x)).sum())} NaN or infinite values")
         args = [torch.from_numpy(feeds[s.name]).to(self.device) for s in self.check.inputs]
-        with torch.inference_mode():
-            out = self.model(*args)
-        return {self.check.outputs[0].name: out.cpu().numpy()}
+        return {self.check.outputs[0].name: self.run(args).cpu().numpy()}
+
+    def run(self, args: list):
+        """The model on device tensors that are already checked (through a CUDA graph when enabled)."""
+        import torch
+
+        from rerankrt.models.checks import prechecked
+
+        model = self.model
+        if model is None:
+            raise RuntimeError(f"{self.name}: use the backend inside a `with` block")
+        with torch.inference_mode(), prechecked():
+            if not self.cuda_graphs:
+                return model(*args)
+            key = tuple((tuple(a.shape), a.dtype) for a in args)
+            if key not in self._graphs:
+                static = [a.clone() for a in args]
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):  # warm-up outside capture (lazy initialisation, autotuning)
+                        model(*static)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    out = model(*static)
+                self._graphs[key] = (graph, static, out)
+            graph, static, out = self._graphs[key]
+            for dst, src in zip(static, args, strict=True):
+                dst.copy_(src)
+            graph.replay()
+            return out.clone()
 
 
 def open_backend(source: str | os.PathLike, backend: str = "auto", device: str = "cpu", log=print):

@@ -226,3 +226,28 @@ def test_rerank_bad_input(artifacts, tmp_path, rng):
         with pytest.raises(DescriptorFileError, match=r"expected descriptors of dimension 32, the file has 768"):
             rerank_dataset("locore", backend, tmp_path, tmp_path / "o.pkl", shortlist=5)
     assert not (tmp_path / "o.pkl").exists()
+
+
+def test_torch_backend_checks_nan_on_the_host_and_graphs_need_cuda():
+    feeds = ames_feeds()
+    feeds["db_desc"][0, 1, 2] = np.nan
+    with TorchBackend("ames") as backend, pytest.raises(InputError, match=r"^db_desc: contains 1 NaN or infinite"):
+        backend.infer(feeds)
+    with pytest.raises(ValueError, match=r"cuda_graphs: CUDA graphs need a CUDA device, got device 'cpu'"):
+        TorchBackend("ames", cuda_graphs=True)
+
+
+def test_prechecked_skips_the_models_own_checks():
+    import torch
+
+    from rerankrt.models import load_model
+    from rerankrt.models.checks import checking, prechecked
+
+    model = load_model("raml")
+    tiny = torch.zeros(1, 3, 16, 16)  # below the backbone's stride: the model's own check refuses it
+    with pytest.raises(InputError, match=r"images: expected H, W ≥ 32"):
+        model(tiny)
+    with prechecked(), torch.no_grad():
+        assert not checking()
+        assert model(tiny).shape == (1, 512)
+    assert checking()
