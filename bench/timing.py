@@ -1,7 +1,5 @@
-"""Wall-clock timing on the CPU: medians of repeated runs after a warm-up (perf_counter_ns).
-
-The profiler's CUDA-event timers join when it lands; the benchmark scripts in tests/ use this one.
-"""
+"""Latency medians of repeated runs after a warm-up: wall clock on the CPU (perf_counter_ns), CUDA events
+on a GPU (they time the stream, not the host's launch loop)."""
 
 from __future__ import annotations
 
@@ -21,4 +19,24 @@ def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
         start = time.perf_counter_ns()
         fn()
         times.append((time.perf_counter_ns() - start) / 1e6)
+    return statistics.median(times)
+
+
+def cuda_median_ms(fn: Callable[[], object], repeat: int, warmup: int = 3) -> float:
+    """Median milliseconds of `repeat` calls of `fn` on the current CUDA stream, timed by CUDA events."""
+    import torch
+
+    if repeat < 1:
+        raise ValueError(f"repeat: expected at least 1, got {repeat}")
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
     return statistics.median(times)
