@@ -108,6 +108,24 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    try:
+        from rerankrt.engines.inspect import inspect_engine
+    except ImportError as e:
+        raise UnavailableError(f"TensorRT is not installed here ({e}); install rerankrt[trt] on a GPU machine") \
+            from None
+    report = inspect_engine(args.plan)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{report['plan']}: TensorRT {report['tensorrt']}, {report['sidecar']['precision']}")
+    for t in report["io"]:
+        print(f"  {t['mode']:<6} {t['name']:<16} {t['dtype']:<16} {t['shape']}  {' / '.join(t.get('profile', []))}")
+    for layer in report["layers"]:
+        print(f"  {layer['type']:<20} {layer['name']}  {layer['tactic']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rerankrt import __version__
 
@@ -141,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="builder optimisation level (default 3)")
     p.add_argument("--timing-cache", help="timing cache file, loaded when present and saved after the build")
     p.set_defaults(run=cmd_build)
+
+    p = sub.add_parser("inspect", help="a TensorRT engine's I/O and layers (TensorRT and the GPU it was built for)")
+    p.add_argument("plan", help="NAME.plan with its sidecar NAME.plan.json")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_inspect)
 
     p = sub.add_parser("rerank", help="re-rank every query of a dataset in the official layout")
     p.add_argument("--model", required=True, choices=["ames", "ames-dist", "locore", "locore-small"])

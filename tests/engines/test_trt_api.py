@@ -146,3 +146,32 @@ def test_type_check_against_each_release(release):
 def test_cli_without_tensorrt(capsys, tmp_path):
     assert main(["build", str(tmp_path / "ames.fp16.onnx")]) == 2
     assert "rerankrt build: error: TensorRT is not installed here" in capsys.readouterr().err
+
+
+def test_inspector_json_of_both_schemas():
+    from rerankrt.engines.inspector_json import io_names, layer_rows
+
+    fp16, fp32 = "Row major linear FP16", "Row major linear FP32"
+    v10 = {"Layers": [{"Name": "mm", "LayerType": "MatrixMultiply", "TacticName": "sm90_xmma",
+                       "Inputs": [{"Name": "a", "Dimensions": [100, 600, 64], "Format/Datatype": fp16}],
+                       "Outputs": [{"Name": "b", "Dimensions": [100, 600, 600], "Format/Datatype": fp32}]}],
+           "Bindings": ["q_desc", "logits"]}
+    v11 = {"Layers": [{"Name": "mm", "LayerType": "MatrixMultiply", "TacticName": "sm90_xmma",
+                       "Inputs": [{"Name": "a", "Dimensions": [100, 600, 64], "Format": "Row major linear",
+                                   "DataType": "FP16"}],
+                       "Outputs": [{"Name": "b", "Dimensions": [100, 600, 600], "Format": "Row major linear",
+                                    "DataType": "FP32"}]}],
+           "I/O Tensors": ["q_desc", "logits"]}
+    rows10, rows11 = layer_rows(json.dumps(v10)), layer_rows(v11)
+    assert rows10[0]["inputs"] == ["a [100, 600, 64] Row major linear FP16"]
+    assert rows11[0]["inputs"] == ["a [100, 600, 64] FP16 Row major linear"]
+    assert [r["type"] for r in rows10 + rows11] == ["MatrixMultiply"] * 2
+    assert io_names(v10) == io_names(v11) == ["q_desc", "logits"]
+    assert layer_rows({"Layers": ["only", "names"]})[1] == {"name": "names", "type": "", "inputs": [], "outputs": [],
+                                                            "tactic": ""}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_inspect_cli_without_tensorrt(capsys, tmp_path):
+    assert main(["inspect", str(tmp_path / "ames.plan")]) == 2
+    assert "rerankrt inspect: error: TensorRT is not installed here" in capsys.readouterr().err
