@@ -325,3 +325,46 @@ def _ranking_agreement(spec: ExportSpec, graphs: dict, report: Report) -> None:
     tau, overlap = kendall_tau(scores["fp32"], scores["fp16"]), top_overlap(scores["fp32"], scores["fp16"])
     report.add("(5) FP16 vs FP32 ranking agreement", tau >= 0.9 and overlap >= 0.8,
                f"Kendall tau {tau:.3f}, top-10 overlap {overlap:.0%} over a shortlist of {len(scores['fp32'])}")
+
+
+def validate_engine(plan_path: str | Path) -> Report:
+    """A TensorRT engine against ONNX Runtime on the FP32 graph it came from, at the spec's validation
+    shapes, within the engine precision's tolerance, through Polygraphy's TrtRunner (needs TensorRT and
+    the GPU the engine was built for)."""
+    import importlib.util
+
+    from rerankrt import environment
+    from rerankrt.errors import UnavailableError
+    from rerankrt.runtime.plan import check_compatible, read_plan_sidecar
+
+    path = Path(plan_path)
+    meta = read_plan_sidecar(path)
+    if importlib.util.find_spec("tensorrt") is None:
+        raise UnavailableError(f"{path}: TensorRT is not installed here; install rerankrt[trt] on a GPU machine")
+    import tensorrt
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    check_compatible(path, meta, tensorrt.__version__, environment.cuda_device())
+    graph_meta = meta["onnx"]["sidecar"]
+    fp32_graph = path.with_name(graph_meta["files"]["fp32"])
+    if not fp32_graph.is_file():
+        raise ModelFileError(f"{path}: the FP32 graph {fp32_graph} to compare against is missing")
+    spec, _ = spec_from_sidecar(graph_meta)
+    half = meta["precision"] == "fp16"
+
+    class Runner(TrtRunner):
+        def infer_impl(self, feed_dict, copy_outputs_to_host=None, return_raw_buffers=None):
+            if half:
+                feed_dict = OrderedDict((k, v.astype(np.float16) if v.dtype == np.float32 else v)
+                                        for k, v in feed_dict.items())
+            out = super().infer_impl(feed_dict, copy_outputs_to_host=True)
+            return OrderedDict((k, np.asarray(v, dtype=np.float32)) for k, v in out.items())
+
+    report = Report(path)
+    tol = spec.fp16 if half else spec.fp32
+    feeds = [spec.feeds(s, seed=i) for i, s in enumerate(spec.checks)]
+    ok, worst = compare([_ort_runner(fp32_graph, "fp32"), Runner(EngineFromBytes(path.read_bytes()))], feeds,
+                        tol.atol, tol.rtol)
+    report.add(f"TensorRT {meta['precision']} engine vs ONNX Runtime FP32", ok,
+               f"max |Δ| {worst:.2e} (atol {tol.atol:g}) at " + "; ".join(_shape_text(s) for s in spec.checks))
+    return report

@@ -67,9 +67,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from rerankrt.export.validate import validate
+    from rerankrt.export.validate import validate, validate_engine
 
-    report = validate(args.path, args.checkpoint)
+    report = validate_engine(args.path) if args.path.endswith(".plan") else validate(args.path, args.checkpoint)
     print(report.table())
     return 0 if report.ok else 1
 
@@ -180,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the re-ranked shortlist, nn_*.pkl layout")
     p.set_defaults(run=cmd_rerank)
 
-    p = sub.add_parser("validate", help="run the validation ladder on an exported NAME.onnx")
-    p.add_argument("path", help="DIR/NAME.onnx or DIR/NAME.fp16.onnx (with DIR/NAME.json beside it)")
+    p = sub.add_parser("validate", help="the validation ladder of an exported graph, or an engine against ORT")
+    p.add_argument("path", help="DIR/NAME.onnx or DIR/NAME.fp16.onnx (with DIR/NAME.json beside it), or NAME.plan")
     p.add_argument("--checkpoint", help="the checkpoint, when not at the path the sidecar records")
     p.set_defaults(run=cmd_validate)
     return parser

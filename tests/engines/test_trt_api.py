@@ -175,3 +175,12 @@ def test_inspector_json_of_both_schemas():
 def test_inspect_cli_without_tensorrt(capsys, tmp_path):
     assert main(["inspect", str(tmp_path / "ames.plan")]) == 2
     assert "rerankrt inspect: error: TensorRT is not installed here" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_validate_engine_without_tensorrt(capsys, tmp_path):
+    plan = tmp_path / "ames.plan"
+    plan.write_bytes(b"engine")
+    plan.with_name("ames.plan.json").write_text(json.dumps({"format": "rerankrt-plan/1", "tensorrt": "10.3.0"}))
+    assert main(["validate", str(plan)]) == 2
+    assert f"rerankrt validate: error: {plan}: TensorRT is not installed here" in capsys.readouterr().err
