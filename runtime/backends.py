@@ -76,7 +76,7 @@ class FeedChecker:
 class OrtBackend:
     """ONNX Runtime over an exported graph. `provider` is "cpu", "cuda" or "trt" (ONNX Runtime's own
     TensorRT execution provider); a provider that is not available, or that ONNX Runtime silently
-    replaced by the CPU, is an error."""
+    replaced by the CPU, is an error. GPU providers run through IO binding."""
 
     def __init__(self, onnx_path: str | os.PathLike, provider: str = "cpu") -> None:
         self.path = Path(onnx_path)
@@ -113,8 +113,17 @@ class OrtBackend:
         if self.session is None:
             raise RuntimeError(f"{self.name}: use the backend inside a `with` block")
         self.check(feeds)
-        outputs = self.session.run(None, feeds)
-        return {spec.name: out for spec, out in zip(self.check.outputs, outputs, strict=True)}
+        if self.provider == ORT_PROVIDERS["cpu"]:
+            outputs = self.session.run(None, feeds)
+            return {spec.name: out for spec, out in zip(self.check.outputs, outputs, strict=True)}
+        # GPU providers: IO binding, so that outputs stay on the device until one copy back at the end.
+        binding = self.session.io_binding()
+        for name, x in feeds.items():
+            binding.bind_cpu_input(name, x)
+        for spec in self.check.outputs:
+            binding.bind_output(spec.name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return {spec.name: out for spec, out in zip(self.check.outputs, binding.copy_outputs_to_cpu(), strict=True)}
 
 
 class TorchBackend:
