@@ -87,24 +87,63 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rerank(args: argparse.Namespace) -> int:
+def _backend_for(args: argparse.Namespace, precision: str):
+    """The backend for --model: torch from the model name, else the artifact (--engine or
+    ARTIFACTS/NAME[.fp16].{plan,onnx})."""
     from pathlib import Path
 
-    from rerankrt.runtime.backends import open_backend
-    from rerankrt.runtime.rerank_dataset import rerank_dataset
+    from rerankrt.runtime.backends import TorchBackend, open_backend
 
     if args.backend == "torch":
-        source: str | Path = args.model
-    else:
-        suffix = ".plan" if args.backend == "trt" else ".onnx"
-        name = args.model if args.precision == "fp32" else f"{args.model}.{args.precision}"
-        source = Path(args.artifacts) / f"{name}{suffix}"
-        if args.backend == "auto" and not source.is_file():
-            source = Path(args.artifacts) / f"{name}.onnx"
-    with open_backend(source, backend=args.backend, device=args.device, log=_log) as backend:
+        dtype = "float16" if precision == "fp16" else "float32"
+        return TorchBackend(args.model, device=args.device, dtype=dtype, checkpoint=getattr(args, "checkpoint", None))
+    if getattr(args, "engine", None):
+        return open_backend(args.engine, backend=args.backend, device=args.device, log=_log)
+    name = args.model if precision == "fp32" else f"{args.model}.{precision}"
+    source = Path(args.artifacts) / f"{name}{'.plan' if args.backend == 'trt' else '.onnx'}"
+    if args.backend == "auto" and (Path(args.artifacts) / f"{name}.plan").is_file():
+        source = Path(args.artifacts) / f"{name}.plan"
+    return open_backend(source, backend=args.backend, device=args.device, log=_log)
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from rerankrt.runtime.rerank_dataset import rerank_dataset
+
+    with _backend_for(args, args.precision) as backend:
         out = rerank_dataset(args.model, backend, args.data, args.out, args.shortlist, args.desc, args.nn,
                              args.lam, args.gamma, log=_log)
     _log(f"wrote {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rerankrt.bench.eval import agreement, format_table, rankings, score
+    from rerankrt.runtime.atomic import atomic_output
+
+    precisions = args.compare.split(",") if args.compare else [args.precision]
+    if any(p not in ("fp32", "fp16") for p in precisions):
+        raise ValueError(f"--compare: expected fp32 and/or fp16, got {args.compare!r}")
+    results, tables = {}, {}
+    for precision in precisions:
+        with _backend_for(args, precision) as backend:
+            results[precision] = rankings(args.model, backend, args.data, args.dataset, args.shortlist, args.desc,
+                                          args.nn, args.lam, args.gamma, log=_log)
+            tables[f"{args.model} {precision}"] = score(args.dataset, results[precision])
+    print(format_table(args.dataset, tables))
+    report: dict = {"settings": {k: v for k, v in vars(args).items() if k != "run"}, "tables": tables,
+                    "environment": environment.describe()}
+    if len(precisions) == 2:
+        a, b = (results[p] for p in precisions)
+        shortlist = args.shortlist or (100 if args.model.startswith("ames") else 400)
+        report["agreement"] = agreement(a, b, shortlist)
+        first, second = (tables[f"{args.model} {p}"]["reranked"] for p in precisions)
+        report["map_delta"] = {k: second[k]["map"] - first[k]["map"] for k in first if isinstance(first[k], dict)}
+        print(f"{precisions[1]} vs {precisions[0]}: Kendall tau {report['agreement']['kendall_tau']:.3f}, top-10 "
+              f"overlap {100 * report['agreement']['top10_overlap']:.1f} %, mAP delta "
+              + "  ".join(f"{k} {100 * v:+.2f}" for k, v in report["map_delta"].items()))
+    if args.out:
+        with atomic_output(args.out) as tmp:
+            tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return 0
 
 
@@ -123,6 +162,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  {t['mode']:<6} {t['name']:<16} {t['dtype']:<16} {t['shape']}  {' / '.join(t.get('profile', []))}")
     for layer in report["layers"]:
         print(f"  {layer['type']:<20} {layer['name']}  {layer['tactic']}")
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from rerankrt.bench.synth import synthesize
+
+    root = synthesize(args.out, queries=args.queries, database=args.database, dim=args.dim, seed=args.seed)
+    _log(f"wrote a synthetic dataset to {root} (evaluate with --dataset synth)")
     return 0
 
 
@@ -164,6 +211,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan", help="NAME.plan with its sidecar NAME.plan.json")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_inspect)
+
+    p = sub.add_parser("eval", help="retrieval accuracy of a re-ranker on a dataset in the official layout")
+    p.add_argument("--data", required=True, help="dataset folder (gnd_DATASET.pkl, nn file, descriptor files)")
+    p.add_argument("--dataset", required=True, help="roxford5k, rparis6k, gldv2 or synth")
+    p.add_argument("--model", required=True, choices=["ames", "ames-dist", "locore", "locore-small"])
+    p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
+    p.add_argument("--artifacts", default="artifacts", help="folder of NAME.onnx / NAME.plan (default artifacts)")
+    p.add_argument("--engine", help="an explicit .plan or .onnx instead of --artifacts")
+    p.add_argument("--checkpoint", help="the official checkpoint (torch backend)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    p.add_argument("--compare", help="fp32,fp16: run both, report mAP deltas, Kendall tau, top-10 overlap")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--desc", default="dinov2")
+    p.add_argument("--nn", default="nn_superglobal.pkl")
+    p.add_argument("--shortlist", type=int)
+    p.add_argument("--lambda", dest="lam", type=float)
+    p.add_argument("--gamma", type=float)
+    p.add_argument("--out", help="write the tables and every setting as JSON")
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("data", help="datasets: `data synth DIR` writes a small synthetic one")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    q = data.add_parser("synth", help="a synthetic dataset in the official layout with planted matches")
+    q.add_argument("out", help="folder to write")
+    q.add_argument("--queries", type=int, default=6)
+    q.add_argument("--database", type=int, default=120)
+    q.add_argument("--dim", type=int, default=768)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(run=cmd_data_synth)
 
     p = sub.add_parser("rerank", help="re-rank every query of a dataset in the official layout")
     p.add_argument("--model", required=True, choices=["ames", "ames-dist", "locore", "locore-small"])

@@ -54,36 +54,63 @@ def rerank_dataset(
     log: Callable[[str], None] = lambda message: None,
 ) -> Path:
     """Re-rank every query's first-stage shortlist with `model` ("ames" or "locore", any variant)
-    through an entered `backend`; returns the written file. Defaults: the released settings."""
+    through an entered `backend` and write the result; defaults are the released settings."""
     layout = DatasetLayout(Path(data), desc, nn_file)
-    family = "locore" if model.startswith("locore") else "ames" if model.startswith("ames") else None
-    if family is None:
-        raise ValueError(f"--model: expected ames, ames-dist, locore or locore-small, got {model!r}")
-    dim = _input_dim(backend, "q_desc" if family == "ames" else "q_local")
-    with LocalDescriptorFile(layout.local("query"), dim=dim) as queries, \
-            LocalDescriptorFile(layout.local("gallery"), dim=dim) as gallery:
-        sims, idx = read_nn(layout.root / nn_file, num_db=gallery.num_images)
-        if len(sims) != queries.num_images:
-            raise InputError(f"{layout.root / nn_file}: {len(sims)} queries, but {layout.local('query')} holds "
-                             f"{queries.num_images}")
+    with DatasetFiles(layout, model, backend) as files:
+        sims, idx = read_nn(layout.root / nn_file, num_db=files.gallery.num_images)
+        new_sims, new_idx = files.rerank(sims, idx, shortlist, lam, gamma, log)
+    write_nn(out, new_sims, new_idx)
+    return Path(out)
+
+
+class DatasetFiles:
+    """The open descriptor files of a dataset, checked against the backend's descriptor dimension."""
+
+    def __init__(self, layout: DatasetLayout, model: str, backend) -> None:
+        self.family = "locore" if model.startswith("locore") else "ames" if model.startswith("ames") else None
+        if self.family is None:
+            raise ValueError(f"--model: expected ames, ames-dist, locore or locore-small, got {model!r}")
+        self.layout, self.model, self.backend = layout, model, backend
+        self.dim = _input_dim(backend, "q_desc" if self.family == "ames" else "q_local")
+
+    def __enter__(self) -> DatasetFiles:
+        self.queries = LocalDescriptorFile(self.layout.local("query"), dim=self.dim)
+        try:
+            self.gallery = LocalDescriptorFile(self.layout.local("gallery"), dim=self.dim)
+        except Exception:
+            self.queries.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.queries.close()
+        self.gallery.close()
+
+    def rerank(self, sims: np.ndarray, idx: np.ndarray, shortlist: int | None, lam: float | None,
+               gamma: float | None, log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's first `shortlist` (AMES 100, LOCORE 400 by default) re-ranked, the rest as given."""
+        if len(sims) != self.queries.num_images:
+            raise InputError(f"{self.layout.nn}: {len(sims)} queries, but {self.layout.local('query')} holds "
+                             f"{self.queries.num_images}")
         # AMES: the original evaluation's num_rerank=[100]; LOCORE: the released sliding shortlist of 400.
-        s = (100 if family == "ames" else LOCORE.shortlist) if shortlist is None else shortlist
+        s = (100 if self.family == "ames" else LOCORE.shortlist) if shortlist is None else shortlist
         if not 1 <= s <= idx.shape[1]:
-            raise InputError(f"--shortlist: expected 1 … {idx.shape[1]} (the neighbours in {nn_file}), got {s}")
-        if s > gallery.num_images:
-            raise InputError(f"--shortlist: {s} is longer than the database ({gallery.num_images} images)")
+            raise InputError(f"--shortlist: expected 1 … {idx.shape[1]} (the neighbours in {self.layout.nn}), got {s}")
+        if s > self.gallery.num_images:
+            raise InputError(f"--shortlist: {s} is longer than the database ({self.gallery.num_images} images)")
         new_sims, new_idx = sims.copy(), idx.copy()
         for q in range(len(sims)):
             top = idx[q, :s]
-            if family == "ames":
-                order, scores = _ames(backend, model, queries, gallery, q, top, sims[q, :s], lam, gamma)
+            if self.family == "ames":
+                order, scores = _ames(self.backend, self.model, self.queries, self.gallery, q, top, sims[q, :s],
+                                      lam, gamma)
             else:
-                order, scores = _locore(backend, layout, dim, queries, gallery, q, top, sims[q, :s], s)
+                order, scores = _locore(self.backend, self.layout, self.dim, self.queries, self.gallery, q, top,
+                                        sims[q, :s], s)
             new_idx[q, :s], new_sims[q, :s] = top[order], scores
             if (q + 1) % 10 == 0 or q + 1 == len(sims):
                 log(f"re-ranked {q + 1}/{len(sims)} queries")
-    write_nn(out, new_sims, new_idx)
-    return Path(out)
+        return new_sims, new_idx
 
 
 def _ames(backend, model, queries, gallery, q, top, sims, lam, gamma) -> tuple[np.ndarray, np.ndarray]:
