@@ -127,7 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for precision in precisions:
         with _backend_for(args, precision) as backend:
             results[precision] = rankings(args.model, backend, args.data, args.dataset, args.shortlist, args.desc,
-                                          args.nn, args.lam, args.gamma, log=_log)
+                                          args.nn, args.lam, args.gamma, args.plus1m, log=_log)
             tables[f"{args.model} {precision}"] = score(args.dataset, results[precision])
     print(format_table(args.dataset, tables))
     report: dict = {"settings": {k: v for k, v in vars(args).items() if k != "run"}, "tables": tables,
@@ -226,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--desc", default="dinov2")
     p.add_argument("--nn", default="nn_superglobal.pkl")
     p.add_argument("--shortlist", type=int)
-    p.add_argument("--lambda", dest="lam", type=float)
-    p.add_argument("--gamma", type=float)
+    p.add_argument("--plus1m", action="store_true",
+                   help="the folder holds the +1M files (virtual gallery + R1M HDF5 and its shortlist)")
+    p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ, LOCORE α); default: released")
+    p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
     p.add_argument("--out", help="write the tables and every setting as JSON")
     p.set_defaults(run=cmd_eval)
 
@@ -251,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
     p.add_argument("--nn", default="nn_superglobal.pkl", help="first-stage shortlist file in --data")
     p.add_argument("--shortlist", type=int, help="images re-ranked per query (AMES 100, LOCORE 400)")
-    p.add_argument("--lambda", dest="lam", type=float, help="AMES fusion weight (released per variant)")
-    p.add_argument("--gamma", type=float, help="AMES fusion temperature (released per variant)")
+    p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ, LOCORE α); default: released")
+    p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
     p.add_argument("--out", required=True, help="the re-ranked shortlist, nn_*.pkl layout")
     p.set_defaults(run=cmd_rerank)
 

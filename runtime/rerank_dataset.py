@@ -88,7 +88,8 @@ class DatasetFiles:
 
     def rerank(self, sims: np.ndarray, idx: np.ndarray, shortlist: int | None, lam: float | None,
                gamma: float | None, log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
-        """Each query's first `shortlist` (AMES 100, LOCORE 400 by default) re-ranked, the rest as given."""
+        """Each query's first `shortlist` (AMES 100, LOCORE 400 by default) re-ranked, the rest as given.
+        `lam`, `gamma` are the fusion weight and temperature (LOCORE's α, t); None: the released ones."""
         if len(sims) != self.queries.num_images:
             raise InputError(f"{self.layout.nn}: {len(sims)} queries, but {self.layout.local('query')} holds "
                              f"{self.queries.num_images}")
@@ -106,7 +107,7 @@ class DatasetFiles:
                                       lam, gamma)
             else:
                 order, scores = _locore(self.backend, self.layout, self.dim, self.queries, self.gallery, q, top,
-                                        sims[q, :s], s)
+                                        sims[q, :s], s, lam, gamma)
             new_idx[q, :s], new_sims[q, :s] = top[order], scores
             if (q + 1) % 10 == 0 or q + 1 == len(sims):
                 log(f"re-ranked {q + 1}/{len(sims)} queries")
@@ -123,12 +124,15 @@ def _ames(backend, model, queries, gallery, q, top, sims, lam, gamma) -> tuple[n
     return result.order, result.scores
 
 
-def _locore(backend, layout, dim, queries, gallery, q, top, sims, s) -> tuple[np.ndarray, np.ndarray]:
-    n = int(next(s.shape[1] for s in backend.input_specs() if s.name == "q_local"))  # 48 as released
+def _locore(backend, layout, dim, queries, gallery, q, top, sims, s, alpha, temperature
+            ) -> tuple[np.ndarray, np.ndarray]:
+    n = int(next(spec.shape[1] for spec in backend.input_specs() if spec.name == "q_local"))  # 48 as released
     query, db = queries.read([q], n=n), gallery.read(top, n=n)
     q_global = np.asarray(read_global(layout.global_("query"), dim)[q])
     g_global = np.asarray(read_global(layout.global_("gallery"), dim)[top])
     window = min(LOCORE.window, int(backend.check.profiles["images"]["max"]))
-    result = LocoreReranker(backend, shortlist=s, window=window, stride=min(LOCORE.stride, window)).rerank(
-        q_global, query.desc[0], query.mask[0], g_global, db.desc, db.mask, sims)
+    reranker = LocoreReranker(backend, shortlist=s, window=window, stride=min(LOCORE.stride, window),
+                              alpha=LOCORE.fusion_alpha if alpha is None else alpha,
+                              temperature=LOCORE.fusion_temperature if temperature is None else temperature)
+    result = reranker.rerank(q_global, query.desc[0], query.mask[0], g_global, db.desc, db.mask, sims)
     return result.order, result.scores

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up on a fresh machine and run the main job on the built-in default (released configurations
 # with random weights): the environment, the registered models, and every model exported to FP32 and
-# FP16 ONNX in artifacts/ with its validation ladder. Profiling joins when the profiler lands.
+# FP16 ONNX in artifacts/ with its validation ladder, then evaluated on a synthetic dataset through
+# ONNX Runtime. Profiling joins when the profiler lands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,3 +11,8 @@ bash scripts/setup.sh
 for model in raml ames ames-dist locore-small locore; do
   .venv/bin/rerankrt export "$model" --out artifacts
 done
+.venv/bin/rerankrt data synth artifacts/synth
+.venv/bin/rerankrt eval --data artifacts/synth --dataset synth --model ames --backend ort --shortlist 50 \
+  --compare fp32,fp16 --out artifacts/eval_ames.json
+.venv/bin/rerankrt eval --data artifacts/synth --dataset synth --model locore-small --backend ort --shortlist 100 \
+  --out artifacts/eval_locore_small.json

@@ -85,3 +85,39 @@ def test_eval_bad_input(synth, tmp_path, capsys):
     assert main(["eval", "--data", str(broken), "--dataset", "synth", "--model", "ames", "--backend", "torch",
                  "--shortlist", "20"]) == 2
     assert "gnd_synth.pkl has 3 queries, nn_superglobal.pkl has 4" in capsys.readouterr().err
+
+
+def test_eval_gldv2_layout(synth, tmp_path, capsys):
+    """GLDv2's ground truth lists positives under 'ok'; one run, mAP@100 public/private."""
+    gldv2 = tmp_path / "gldv2"
+    gldv2.mkdir()
+    for f in synth.iterdir():
+        (gldv2 / f.name).write_bytes(f.read_bytes())
+    data = read_gnd(synth / "gnd_synth.pkl")
+    ok = [{"ok": list(g["easy"]) + list(g["hard"])} for g in data["gnd"]]
+    (gldv2 / "gnd_gldv2.pkl").write_bytes(pickle.dumps({"gnd": ok, "imlist": data["imlist"],
+                                                        "qimlist": data["qimlist"]}))
+    assert main(["eval", "--data", str(gldv2), "--dataset", "gldv2", "--model", "ames", "--backend", "torch",
+                 "--shortlist", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "gldv2      ames fp32      reranked     mAP  public nan  private " in out  # 4 queries: all private
+
+
+def test_plus1m_needs_distractors(synth, capsys):
+    assert main(["eval", "--data", str(synth), "--dataset", "synth", "--model", "ames", "--backend", "torch",
+                 "--shortlist", "20", "--plus1m"]) == 2
+    assert "--plus1m: " in capsys.readouterr().err
+
+
+def test_plus1m_with_distractor_rows(tmp_path, capsys):
+    """A +1M folder: the gallery file has rows beyond the ground truth's imlist (the R1M part)."""
+    root = synthesize(tmp_path / "plus1m", queries=3, database=80)
+    data = read_gnd(root / "gnd_synth.pkl")
+    data["imlist"] = data["imlist"][:70]  # images 70–79 play the distractors (none is a positive or junk)
+    for g in data["gnd"]:
+        for k in ("easy", "hard", "junk"):
+            g[k] = g[k][g[k] < 70]
+    (root / "gnd_synth.pkl").write_bytes(pickle.dumps(data))
+    assert main(["eval", "--data", str(root), "--dataset", "synth", "--model", "ames", "--backend", "torch",
+                 "--shortlist", "20", "--plus1m"]) == 0
+    assert "reranked" in capsys.readouterr().out
