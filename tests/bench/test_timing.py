@@ -24,3 +24,13 @@ def test_median_of_timed_calls_after_warmup():
 def test_repeat_must_be_positive():
     with pytest.raises(ValueError, match="repeat: expected at least 1, got 0"):
         median_ms(lambda: None, repeat=0)
+
+
+def test_summary_statistics():
+    from rerankrt.bench.timing import summarize
+
+    stats = summarize([float(i) for i in range(1, 101)])  # 1 … 100 ms
+    assert stats == {"median": 50.5, "p90": pytest.approx(90.1), "p99": pytest.approx(99.01), "mean": 50.5,
+                     "std": pytest.approx(28.866, abs=1e-3), "n": 100}
+    with pytest.raises(ValueError, match="summarize: no timings"):
+        summarize([])
