@@ -173,6 +173,33 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rerankrt.bench.profile import preset_settings, run_bench
+
+    settings = preset_settings(args.preset)
+    split = lambda text: [t for t in text.split(",") if t]  # noqa: E731
+    if args.models:
+        settings["models"] = split(args.models)
+    if args.backends:
+        settings["backends"] = split(args.backends)
+    if args.precision:
+        settings["precisions"] = split(args.precision)
+    if args.shortlist:
+        settings["shortlists"] = [int(s) for s in split(args.shortlist)]
+    if args.repeat:
+        settings["repeat"] = args.repeat
+    unknown = [m for m in settings["models"] if m not in MODELS]
+    if unknown:
+        raise ValueError(f"--models: unknown {unknown}; registered: {', '.join(MODELS)}")
+    results = run_bench(settings["models"], settings["backends"], settings["precisions"], settings["shortlists"],
+                        settings["repeat"], Path(args.out), Path(args.artifacts) if args.artifacts else None,
+                        args.device, args.preset, log=_log)
+    print((Path(args.out) / "results.md").read_text(), end="")
+    return 0 if results["results"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rerankrt import __version__
 
@@ -211,6 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan", help="NAME.plan with its sidecar NAME.plan.json")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_inspect)
+
+    p = sub.add_parser("bench", help="per-query re-ranking latency across models, backends and precisions")
+    p.add_argument("--preset", default="quick", help="quick (under 3 min on a 2-core CPU), paper or edge")
+    p.add_argument("--models", help="comma-separated, e.g. ames,locore-small,raml")
+    p.add_argument("--backends", help="comma-separated from torch,ort,trt")
+    p.add_argument("--precision", help="comma-separated from fp32,fp16")
+    p.add_argument("--shortlist", help="comma-separated shortlist sizes, e.g. 100,400,1600")
+    p.add_argument("--repeat", type=int, help="timed repeats per case")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--artifacts", help="folder of exported graphs / engines (default OUT/artifacts)")
+    p.add_argument("--out", default="bench-results", help="results.json, results.csv, results.md, plots")
+    p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("eval", help="retrieval accuracy of a re-ranker on a dataset in the official layout")
     p.add_argument("--data", required=True, help="dataset folder (gnd_DATASET.pkl, nn file, descriptor files)")

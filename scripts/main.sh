@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up on a fresh machine and run the main job on the built-in default (released configurations
 # with random weights): the environment, the registered models, and every model exported to FP32 and
-# FP16 ONNX in artifacts/ with its validation ladder, then evaluated on a synthetic dataset through
-# ONNX Runtime. Profiling joins when the profiler lands.
+# FP16 ONNX in artifacts/ with its validation ladder, evaluated on a synthetic dataset through ONNX
+# Runtime, and profiled (the quick preset: AMES, LOCORE-small and RAML on torch and ONNX Runtime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -16,3 +16,4 @@ done
   --compare fp32,fp16 --out artifacts/eval_ames.json
 .venv/bin/rerankrt eval --data artifacts/synth --dataset synth --model locore-small --backend ort --shortlist 100 \
   --out artifacts/eval_locore_small.json
+.venv/bin/rerankrt bench --preset quick --artifacts artifacts --out artifacts/bench

@@ -1,0 +1,298 @@
+"""`rerankrt bench`: per-query latency of re-ranking a shortlist, side by side in one run, with FLOPs, a
+matrix-multiply roofline probe, memory and database storage per image.
+
+A case is (model, backend, precision, shortlist S). Pair-wise AMES scores S pairs of one query in batches
+that fit its profile; LOCORE runs the sliding windows over S (one call per window); RAML encodes one
+query image (student 224 px; `raml` has no shortlist). Timers: CUDA events for torch on a GPU, else
+perf_counter. A backend that cannot run here is skipped with its reason, never silently.
+
+results.json (schema "rerankrt-bench/1"): {"schema", "preset", "settings", "environment", "probes":
+{"<backend> <precision>": {"gflops", "n"}}, "results": [one row per case: model, backend, precision,
+shortlist, calls, median/p90/p99/mean/std/n (ms), flops, gflops_per_s, roofline_fraction,
+storage_bytes_per_image, peak_rss_mb], "skipped": [{"case", "reason"}]}; plus results.csv,
+results.md and two PNG plots (latency vs shortlist, roofline).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import json
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from rerankrt import environment
+from rerankrt.errors import UnavailableError
+from rerankrt.runtime.atomic import atomic_output
+from rerankrt.runtime.sliding import window_starts
+
+from .flops import ames_flops, locore_flops, raml_flops
+from .timing import summarize
+
+SCHEMA = "rerankrt-bench/1"
+PRESETS: dict[str, dict] = {
+    # < 3 minutes on a 2-core CPU, the main job's profile step.
+    "quick": {"models": ["ames", "locore-small", "raml"], "backends": ["torch", "ort"], "precisions": ["fp32"],
+              "shortlists": [100], "repeat": 3},
+    "paper": {"models": ["ames", "locore", "raml"], "backends": ["torch", "ort", "trt"],
+              "precisions": ["fp32", "fp16"], "shortlists": [100, 400, 1600], "repeat": 10},
+    "edge": {"models": ["ames", "locore-small", "raml"], "backends": ["trt", "ort", "torch"], "precisions": ["fp16"],
+             "shortlists": [100], "repeat": 10},
+}
+#: bytes a re-ranker stores per database image (reference §2.5, §3.3): AMES-dist 128 bits per descriptor,
+#: AMES 128-d fp16 after remap_local, LOCORE 48 locals + 1 global at the file's float32.
+STORAGE = {
+    "ames": lambda cfg: cfg.db_descriptors * cfg.model_dim * 2,
+    "ames-dist": lambda cfg: cfg.db_descriptors * cfg.model_dim // 8,
+    "locore": lambda cfg: (cfg.local_descriptors * cfg.local_dim + cfg.global_dim) * 4,
+    "locore-small": lambda cfg: (cfg.local_descriptors * cfg.local_dim + cfg.global_dim) * 4,
+    "raml": lambda cfg: cfg.output_dim * 4,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    model: str
+    backend: str
+    precision: str
+    shortlist: int
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.backend} {self.precision} S={self.shortlist}"
+
+
+def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[[str], None]):
+    from rerankrt.runtime.backends import OrtBackend, TorchBackend
+
+    if case.backend == "torch":
+        if case.precision == "fp16" and not device.startswith("cuda"):
+            raise UnavailableError("torch FP16 on the CPU is an overflow check, not a deployment: skipped")
+        return TorchBackend(case.model, device=device, dtype="float16" if case.precision == "fp16" else "float32",
+                            **config)
+    name = case.model if case.precision == "fp32" else f"{case.model}.{case.precision}"
+    if case.backend == "trt":
+        plan = artifacts / f"{name}.plan"
+        if not plan.is_file():
+            raise UnavailableError(f"no engine {plan} (build it with `rerankrt build` on this GPU)")
+        from rerankrt.runtime.trt_backend import TrtBackend  # ImportError: TensorRT missing
+
+        return TrtBackend(plan)
+    graph = artifacts / f"{name}.onnx"
+    if not graph.is_file():
+        from rerankrt.export.onnx_export import export_model
+
+        log(f"exporting {case.model} {case.precision} to {artifacts} (no validation ladder)")
+        export_model(case.model, out_dir=artifacts, precision=case.precision, **config)
+    return OrtBackend(graph, "cuda" if device.startswith("cuda") else "cpu")
+
+
+def _workload(case: Case, backend, model_config) -> tuple[list[dict], int, int]:
+    """The feeds of one query's re-ranking, the FLOPs and the number of backend calls."""
+    from rerankrt.export.specs import spec_for
+
+    spec = spec_for(case.model, model_config)
+    cast = {s.name: s.dtype for s in backend.input_specs()}
+    if case.model.startswith("ames"):
+        q, t = model_config.query_descriptors, model_config.db_descriptors
+        batch = spec.profiles["pairs"].max
+        calls = [min(batch, case.shortlist - i) for i in range(0, case.shortlist, batch)]
+        feeds = [spec.feeds({"pairs": n, "query_descriptors": q, "db_descriptors": t}, one_query=True) for n in calls]
+        flops = case.shortlist * ames_flops(model_config, q, t)
+    elif case.model.startswith("locore"):
+        window = min(model_config.window, spec.profiles["images"].max)
+        k = min(window, case.shortlist)
+        starts = window_starts(case.shortlist, window, min(model_config.stride, window), model_config.order)
+        feeds = [spec.feeds({"batch": 1, "images": k})] * len(starts)
+        flops = len(starts) * locore_flops(model_config, k)
+    else:
+        size = model_config.student_size
+        feeds = [spec.feeds({"batch": 1, "height": size, "width": size})]
+        flops = raml_flops(model_config, size, size)
+    feeds = [{k: v.astype(cast[k]) for k, v in f.items()} for f in feeds]
+    return feeds, flops, len(feeds)
+
+
+def _timer(backend, device: str) -> Callable[[Callable[[], object]], float]:
+    if device.startswith("cuda") and getattr(backend, "name", "").startswith("torch"):
+        import torch
+
+        def cuda_ms(fn: Callable[[], object]) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end))
+
+        return cuda_ms
+
+    def wall_ms(fn: Callable[[], object]) -> float:
+        start = time.perf_counter_ns()
+        fn()
+        return (time.perf_counter_ns() - start) / 1e6
+
+    return wall_ms
+
+
+def matmul_probe(backend: str, precision: str, device: str, n: int = 1024, repeat: int = 5) -> float:
+    """GFLOP/s of an n×n matrix product on the same backend and precision (the roofline's roof)."""
+    dtype = np.float16 if precision == "fp16" else np.float32
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
+    if backend == "torch":
+        import torch
+
+        x = torch.from_numpy(a).to(device)
+
+        def run() -> object:
+            return x @ x
+    else:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        elem = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
+        graph = helper.make_graph([helper.make_node("MatMul", ["a", "a"], ["b"])], "probe",
+                                  [helper.make_tensor_value_info("a", elem, [n, n])],
+                                  [helper.make_tensor_value_info("b", elem, [n, n])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+        provider = "CUDAExecutionProvider" if device.startswith("cuda") else "CPUExecutionProvider"
+        session = ort.InferenceSession(model.SerializeToString(), providers=[provider])
+
+        def run() -> object:
+            return session.run(None, {"a": a})
+    run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        if backend == "torch" and device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / float(np.median(times)) / 1e9
+
+
+def run_bench(
+    models: list[str], backends: list[str], precisions: list[str], shortlists: list[int], repeat: int, out: Path,
+    artifacts: Path | None = None, device: str = "cpu", preset: str = "custom", configs: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run every case, write results.json/.csv/.md and the plots to `out`; returns the results."""
+    from rerankrt.models.registry import get_info
+
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts = artifacts or out / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    configs = configs or {}
+    cases = [Case(m, b, p, s) for m in models for b in backends for p in precisions
+             for s in (shortlists[:1] if m == "raml" else shortlists)]
+    rows, skipped, probes = [], [], {}
+    for i, case in enumerate(cases, 1):
+        log(f"[{i}/{len(cases)}] {case}")
+        config = configs.get(case.model, {})
+        try:
+            with _open(case, artifacts, device, config, log) as backend:
+                model_config = dataclasses.replace(get_info(case.model).config, **config)
+                feeds, flops, calls = _workload(case, backend, model_config)
+                timer = _timer(backend, device)
+
+                def one_query(backend=backend, feeds=feeds) -> None:
+                    for f in feeds:
+                        backend.infer(f)
+
+                one_query()  # warm-up
+                stats = summarize([timer(one_query) for _ in range(repeat)])
+        except (UnavailableError, ImportError) as e:
+            skipped.append({"case": str(case), "reason": str(e)})
+            log(f"  skipped: {e}")
+            continue
+        key = f"{case.backend} {case.precision}"
+        if key not in probes:
+            probes[key] = {"gflops": matmul_probe(case.backend, case.precision, device), "n": 1024}
+        achieved = flops / (stats["median"] / 1e3) / 1e9
+        rows.append({**dataclasses.asdict(case), "device": device, "calls": calls, **stats, "flops": flops,
+                     "gflops_per_s": achieved, "roofline_fraction": achieved / probes[key]["gflops"],
+                     "storage_bytes_per_image": STORAGE[case.model](model_config),
+                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+        log(f"  median {stats['median']:.1f} ms, {achieved:.1f} GFLOP/s")
+    results = {"schema": SCHEMA, "preset": preset,
+               "settings": {"models": models, "backends": backends, "precisions": precisions,
+                            "shortlists": shortlists, "repeat": repeat, "device": device, "configs": configs},
+               "environment": environment.describe(),
+               "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "probes": probes, "results": rows, "skipped": skipped}
+    write_outputs(results, out)
+    return results
+
+
+COLUMNS = ["model", "backend", "precision", "shortlist", "calls", "median", "p90", "p99", "mean", "std", "n", "flops",
+           "gflops_per_s", "roofline_fraction", "storage_bytes_per_image", "peak_rss_mb"]
+
+
+def write_outputs(results: dict, out: Path) -> None:
+    with atomic_output(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+    with atomic_output(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(results["results"])
+    lines = ["| model | backend | precision | S | median ms | p90 ms | GFLOP/s | roofline | bytes/image |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['backend']} | {r['precision']} | {r['shortlist']} | {r['median']:.1f} | "
+              f"{r['p90']:.1f} | {r['gflops_per_s']:.1f} | {100 * r['roofline_fraction']:.0f} % | "
+              f"{r['storage_bytes_per_image']} |" for r in results["results"]]
+    lines += [f"\nskipped: {s['case']}: {s['reason']}" for s in results["skipped"]]
+    with atomic_output(out / "results.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    plot(results, out)
+
+
+def plot(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series: dict[str, list] = {}
+    for r in results["results"]:
+        series.setdefault(f"{r['model']} {r['backend']} {r['precision']}", []).append((r["shortlist"], r["median"]))
+    for label, points in sorted(series.items()):
+        xs, ys = zip(*sorted(points), strict=True)
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="shortlist size S", ylabel="latency per query (ms)",
+           title="Re-ranking latency per query")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, out / "latency_vs_shortlist.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, probe in results["probes"].items():
+        ax.axhline(probe["gflops"], linestyle="--", alpha=0.5)
+        ax.annotate(f"matmul peak {key}", (0.01, probe["gflops"]), xycoords=("axes fraction", "data"), fontsize=7)
+    for r in results["results"]:
+        ax.scatter(r["flops"] / 1e9, r["gflops_per_s"], label=f"{r['model']} {r['backend']} {r['precision']} "
+                                                               f"S={r['shortlist']}")
+    ax.set(xscale="log", xlabel="GFLOP per query", ylabel="achieved GFLOP/s", title="Roofline (measured peak)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6)
+    _save(fig, out / "roofline.png")
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def preset_settings(name: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f"--preset: expected one of {', '.join(PRESETS)}, got {name!r}")
+    return dict(PRESETS[name])

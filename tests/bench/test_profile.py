@@ -1,0 +1,84 @@
+"""`rerankrt bench`: a tiny run end to end writing every output; the schema; skipped backends recorded."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import pytest
+
+from rerankrt.bench.flops import ames_flops, locore_flops, raml_flops
+from rerankrt.bench.profile import SCHEMA, preset_settings, run_bench
+from rerankrt.cli import main
+from rerankrt.models.configs import AMES, LOCORE, RAML
+
+pytest.importorskip("torch")
+
+CONFIGS = {
+    "ames": {"num_layers": 1, "query_descriptors": 20, "db_descriptors": 5},
+    "locore": {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "attention_window": 8,
+               "max_positions": 130, "local_dim": 32, "global_dim": 32, "local_descriptors": 5},
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    said: list[str] = []
+    results = run_bench(["ames", "locore", "raml"], ["torch", "ort", "trt"], ["fp32", "fp16"], [5, 30], repeat=2,
+                        out=out, configs=CONFIGS, log=said.append)
+    return out, results, said
+
+
+def test_every_output_is_written(run):
+    out, results, said = run
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "latency_vs_shortlist.png", "results.csv", "results.json", "results.md", "roofline.png"]
+    for png in ("latency_vs_shortlist.png", "roofline.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert json.loads((out / "results.json").read_text()) == results
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(results["results"])
+    assert "| ames | torch | fp32 | 5 |" in (out / "results.md").read_text()
+    assert said[0] == "[1/30] ames torch fp32 S=5"  # 3 backends × 2 precisions × (2 + 2 + 1) shortlists
+
+
+def test_schema_and_cases(run):
+    _, results, _ = run
+    assert results["schema"] == SCHEMA
+    assert set(results) == {"schema", "preset", "settings", "environment", "measured_at", "probes", "results",
+                            "skipped"}
+    done = {(r["model"], r["backend"], r["precision"], r["shortlist"]) for r in results["results"]}
+    ran = {("torch", "fp32"), ("ort", "fp32"), ("ort", "fp16")}  # torch fp16 needs a GPU, trt an engine
+    assert done == {(m, b, p, s) for m in ("ames", "locore") for b, p in ran for s in (5, 30)} | {
+        ("raml", b, p, 5) for b, p in ran}
+    reasons = {s["case"]: s["reason"] for s in results["skipped"]}
+    assert reasons["ames torch fp16 S=5"].startswith("torch FP16 on the CPU is an overflow check")
+    assert reasons["ames trt fp32 S=5"].startswith("no engine ")
+    for row in results["results"]:
+        assert row["n"] == 2 and row["median"] > 0 and 0 < row["roofline_fraction"]
+        assert set(row) >= {"p90", "p99", "mean", "std", "gflops_per_s", "storage_bytes_per_image", "peak_rss_mb"}
+    assert set(results["probes"]) == {"torch fp32", "ort fp32", "ort fp16"}
+
+
+def test_flops_and_calls_follow_the_workload(run):
+    _, results, _ = run
+    rows = {(r["model"], r["backend"], r["shortlist"]): r for r in results["results"] if r["precision"] == "fp32"}
+    ames = dataclasses.replace(AMES, **CONFIGS["ames"])
+    assert rows["ames", "torch", 30]["flops"] == 30 * ames_flops(ames, 20, 5)
+    locore = dataclasses.replace(LOCORE, **CONFIGS["locore"])  # window 17 (position table), stride 17
+    assert rows["locore", "ort", 30]["calls"] == 2  # starts 13, 0
+    assert rows["locore", "ort", 30]["flops"] == 2 * locore_flops(locore, 17)
+    assert rows["locore", "ort", 5]["flops"] == locore_flops(locore, 5)
+    assert rows["raml", "torch", 5]["flops"] == raml_flops(RAML, 224, 224)
+    assert rows["ames", "ort", 5]["storage_bytes_per_image"] == 5 * 128 * 2
+
+
+def test_presets_and_bad_arguments(capsys):
+    assert preset_settings("quick")["shortlists"] == [100]
+    with pytest.raises(ValueError, match="--preset: expected one of quick, paper, edge, got 'huge'"):
+        preset_settings("huge")
+    assert main(["bench", "--models", "ames,bert"]) == 2
+    assert "--models: unknown ['bert']" in capsys.readouterr().err
