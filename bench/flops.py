@@ -9,7 +9,7 @@ that attention takes the explicit-matmul path (the counter does not see CPU SDPA
 
 from __future__ import annotations
 
-from rerankrt.models.configs import AmesConfig, LocoreConfig, RamlConfig
+from rerankrt.models.configs import AmesConfig, LocoreConfig, RamlConfig, RrtConfig
 
 
 def ames_flops(cfg: AmesConfig, query: int, db: int) -> int:
@@ -74,3 +74,12 @@ def raml_flops(cfg: RamlConfig, height: int, width: int) -> int:
                 macs += channels * out * h2 * w2  # the projection shortcut
             h, w, channels = h2, w2, out
     return 2 * (macs + cfg.backbone_dim * cfg.output_dim)
+
+
+def rrt_flops(cfg: RrtConfig, src_locals: int, tgt_locals: int) -> int:
+    """One pair: N = L1 + L2 + 4 tokens through full self-attention (pairwise-rerankers.md §1's cost
+    model, 7.05 GFLOP at 500/500), the two global remaps and the classifier."""
+    d, f = cfg.model_dim, cfg.dim_feedforward
+    n = src_locals + tgt_locals + 4
+    per_layer = 4 * n * d * d + 2 * n * n * d + 2 * n * d * f
+    return 2 * (cfg.num_layers * per_layer + 2 * cfg.global_dim * d + d)

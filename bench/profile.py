@@ -31,7 +31,7 @@ from rerankrt.errors import UnavailableError
 from rerankrt.runtime.atomic import atomic_output
 from rerankrt.runtime.sliding import window_starts
 
-from .flops import ames_flops, locore_flops, raml_flops
+from .flops import ames_flops, locore_flops, raml_flops, rrt_flops
 from .timing import summarize
 
 SCHEMA = "rerankrt-bench/1"
@@ -39,7 +39,7 @@ PRESETS: dict[str, dict] = {
     # < 3 minutes on a 2-core CPU, the main job's profile step.
     "quick": {"models": ["ames", "locore-small", "raml"], "backends": ["torch", "ort"], "precisions": ["fp32"],
               "shortlists": [100], "repeat": 3},
-    "paper": {"models": ["ames", "locore", "raml"], "backends": ["torch", "ort", "trt"],
+    "paper": {"models": ["ames", "rrt", "locore", "raml"], "backends": ["torch", "ort", "trt"],
               "precisions": ["fp32", "fp16"], "shortlists": [100, 400, 1600], "repeat": 10},
     "edge": {"models": ["ames", "locore-small", "raml"], "backends": ["trt", "ort", "torch"], "precisions": ["fp16"],
              "shortlists": [100], "repeat": 10},
@@ -52,6 +52,7 @@ STORAGE = {
     "locore": lambda cfg: (cfg.local_descriptors * cfg.local_dim + cfg.global_dim) * 4,
     "locore-small": lambda cfg: (cfg.local_descriptors * cfg.local_dim + cfg.global_dim) * 4,
     "raml": lambda cfg: cfg.output_dim * 4,
+    "rrt": lambda cfg: cfg.local_descriptors * (cfg.model_dim * 4 + 1) + cfg.global_dim * 4,  # + 1-byte scales
 }
 
 
@@ -97,12 +98,18 @@ def _workload(case: Case, backend, model_config) -> tuple[list[dict], int, int]:
 
     spec = spec_for(case.model, model_config)
     cast = {s.name: s.dtype for s in backend.input_specs()}
-    if case.model.startswith("ames"):
-        q, t = model_config.query_descriptors, model_config.db_descriptors
+    if case.model.startswith("ames") or case.model == "rrt":
         batch = spec.profiles["pairs"].max
         calls = [min(batch, case.shortlist - i) for i in range(0, case.shortlist, batch)]
-        feeds = [spec.feeds({"pairs": n, "query_descriptors": q, "db_descriptors": t}, one_query=True) for n in calls]
-        flops = case.shortlist * ames_flops(model_config, q, t)
+        if case.model == "rrt":
+            n = model_config.local_descriptors
+            sizes = {"src_descriptors": n, "tgt_descriptors": n}
+            flops = case.shortlist * rrt_flops(model_config, n, n)
+        else:
+            q, t = model_config.query_descriptors, model_config.db_descriptors
+            sizes = {"query_descriptors": q, "db_descriptors": t}
+            flops = case.shortlist * ames_flops(model_config, q, t)
+        feeds = [spec.feeds({"pairs": n, **sizes}, one_query=True) for n in calls]
     elif case.model.startswith("locore"):
         window = min(model_config.window, spec.profiles["images"].max)
         k = min(window, case.shortlist)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rerankrt.models.configs import AmesConfig, LocoreConfig, RamlConfig
+from rerankrt.models.configs import AmesConfig, LocoreConfig, RamlConfig, RrtConfig
 from rerankrt.models.registry import get_info
 
 
@@ -223,7 +223,49 @@ def _raml(cfg: RamlConfig, name: str) -> ExportSpec:
     )
 
 
-_BUILDERS: dict[type, Callable] = {AmesConfig: _ames, LocoreConfig: _locore, RamlConfig: _raml}
+def _rrt(cfg: RrtConfig, name: str) -> ExportSpec:
+    """RRT as a latency baseline: the graph leaves the scale indices at 0 (no int64 graph inputs; the
+    cost does not depend on them)."""
+    d, n = cfg.model_dim, cfg.local_descriptors
+
+    def make(shape: Shape, rng: np.random.Generator, one_query: bool) -> dict[str, np.ndarray]:
+        b, l1, l2 = shape["pairs"], shape["src_descriptors"], shape["tgt_descriptors"]
+        src = 1 if one_query else b
+        src_local, src_mask = _unit(rng, (src, l1, d), _valid_counts(rng, (src,), l1))
+        tgt_local, tgt_mask = _unit(rng, (b, l2, d), _valid_counts(rng, (b,), l2))
+        src_global = _unit(rng, (src, cfg.global_dim))
+        if one_query:
+            src_global, src_local, src_mask = (np.repeat(a, b, axis=0) for a in (src_global, src_local, src_mask))
+        return {"src_global": src_global, "src_local": src_local, "src_mask": src_mask,
+                "tgt_global": _unit(rng, (b, cfg.global_dim)), "tgt_local": tgt_local, "tgt_mask": tgt_mask}
+
+    return ExportSpec(
+        model=name,
+        inputs=(
+            TensorSpec("src_global", "float", ("pairs", cfg.global_dim)),
+            TensorSpec("src_local", "float", ("pairs", "src_descriptors", d)),
+            TensorSpec("src_mask", "bool", ("pairs", "src_descriptors")),
+            TensorSpec("tgt_global", "float", ("pairs", cfg.global_dim)),
+            TensorSpec("tgt_local", "float", ("pairs", "tgt_descriptors", d)),
+            TensorSpec("tgt_mask", "bool", ("pairs", "tgt_descriptors")),
+        ),
+        outputs=(TensorSpec("logits", "float", ("pairs",)),),
+        profiles={"pairs": Profile(1, 100, 400), "src_descriptors": Profile(1, n, n),
+                  "tgt_descriptors": Profile(1, n, n)},
+        trace={"pairs": 3, "src_descriptors": 23, "tgt_descriptors": 11},
+        checks=({"pairs": 1, "src_descriptors": 1, "tgt_descriptors": 1},
+                {"pairs": 5, "src_descriptors": 37, "tgt_descriptors": 20},
+                {"pairs": 20, "src_descriptors": n, "tgt_descriptors": n}),
+        make_inputs=make,
+        fp32=Tolerance(1e-4, 1e-4),
+        fp16=Tolerance(2e-2, 1e-2),
+        fp32_islands=("L2 normalisation", "LayerNorm (overflow)", "attention scores, the padding bias and softmax"),
+        ranking={"pairs": 100, "src_descriptors": n, "tgt_descriptors": n},
+        overflow_checks=({"pairs": 4, "src_descriptors": n, "tgt_descriptors": n},),
+    )
+
+
+_BUILDERS: dict[type, Callable] = {AmesConfig: _ames, LocoreConfig: _locore, RamlConfig: _raml, RrtConfig: _rrt}
 
 
 def spec_for(name: str, config=None) -> ExportSpec:

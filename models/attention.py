@@ -23,3 +23,23 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
     scores = (q @ k.transpose(-1, -2)).float() + bias
     return scores.softmax(dim=-1).to(v.dtype) @ v
+
+
+class SelfAttention(torch.nn.Module):
+    """Multi-head self-attention with `nn.MultiheadAttention`'s parameter names (`in_proj_weight`,
+    `in_proj_bias`, `out_proj`), batch first, a key-padding bias instead of a bool mask."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj_weight = torch.nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = torch.nn.Parameter(torch.empty(3 * dim))
+        self.out_proj = torch.nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        """x [B, N, E], key_bias [B, N] fp32 (0 or MASKED) → [B, N, E]."""
+        b, n, e = x.shape
+        q, k, v = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+                   for t in F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1))
+        out = attend(q * (e // self.num_heads) ** -0.5, k, v, key_bias[:, None, None, :])
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, e))

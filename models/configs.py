@@ -68,6 +68,21 @@ class LocoreConfig:
 
 
 @dataclass(frozen=True)
+class RrtConfig:
+    """RRT (pairwise-rerankers.md §1): 6 post-LN layers of width 128 over [CLS, global, locals, SEP, global,
+    locals] of a pair of images (DELG: 2048-d global, ≤ 500 128-d locals with scale indices 0…6)."""
+
+    global_dim: int = 2048
+    model_dim: int = 128
+    num_heads: int = 4
+    num_layers: int = 6
+    dim_feedforward: int = 1024
+    num_scales: int = 7
+    layer_norm_eps: float = 1e-5
+    local_descriptors: int = 500  # max_sequence_len per image
+
+
+@dataclass(frozen=True)
 class RamlConfig:
     """RAML (reference §4.1): ResNet-50 → GeM → L2N → Linear(2048, 512) → L2N."""
 
@@ -87,5 +102,6 @@ class RamlConfig:
 AMES = AmesConfig()
 AMES_DIST = AmesConfig(binarized=True, fusion_lambda=0.35, fusion_gamma=0.1)  # DINOv2 dist fusion, §2.6
 RAML = RamlConfig()
+RRT = RrtConfig()
 LOCORE = LocoreConfig()
 LOCORE_SMALL = LocoreConfig(num_layers=6, keep_layers=6)  # the first 6 layers of the base checkpoint (§3.1)

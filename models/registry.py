@@ -53,6 +53,14 @@ MODELS: dict[str, ModelInfo] = {
             "rerankrt.models.raml",
         ),
         ModelInfo(
+            "rrt",
+            "RRT pair-wise re-ranker (profiler baseline): 6 layers of width 128 over DELG globals and ≤ 500 locals",
+            configs.RRT,
+            "torch.save {'state': state_dict}: rrt_gld_ckpts/{r50,r101}_{gldv1,gldv2}.pt",
+            "state",
+            "rerankrt.models.rrt",
+        ),
+        ModelInfo(
             "locore",
             "LOCORE list-wise re-ranker: Longformer-base (12 layers) over a query and K gallery images",
             configs.LOCORE,

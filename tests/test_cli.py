@@ -61,7 +61,8 @@ def test_cuda_bindings_error_means_no_device(monkeypatch):
 def test_models_lists_released_configurations(capsys):
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert list(rows) == ["ames", "ames-dist", "raml", "locore", "locore-small"]
+    assert list(rows) == ["ames", "ames-dist", "raml", "rrt", "locore", "locore-small"]
+    assert rows["rrt"]["parameters"] == "2,243,201"
     assert rows["ames"]["parameters"] == "2,079,745"
     assert rows["ames-dist"]["parameters"] == "2,096,129"
     assert rows["raml"]["parameters"] == "24,557,121"
