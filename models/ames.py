@@ -27,12 +27,7 @@ from rerankrt.errors import InputError
 from .attention import MASKED, attend
 from .checks import check_float, check_mask, check_nonempty, checking, tracing
 from .configs import AmesConfig
-
-
-def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """`F.normalize` computed in fp32 (an FP32 island): in fp16 the eps underflows and 0/0 gives NaN."""
-    xf = x.float()
-    return (xf / xf.norm(dim=-1, keepdim=True).clamp_min(eps)).to(x.dtype)
+from .fp32 import LayerNorm, l2_normalize
 
 
 class BinarizationLayer(nn.Module):
@@ -87,15 +82,6 @@ class BlockAttention(nn.Module):
                 out_s, out_t = attend(q[:, :, s], k_ms, v_ms, bias_ms), attend(q[:, :, t], k_mt, v_mt, bias_mt)
             out = torch.cat([out, out_s, out_t], dim=2)
         return self.out_proj(out.transpose(1, 2).reshape(b, out.shape[2], e))
-
-
-class LayerNorm(nn.LayerNorm):
-    """LayerNorm as an FP32 island: input, weight and bias in fp32 (ONNX binds them to one type)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = None if self.weight is None else self.weight.float()
-        b = None if self.bias is None else self.bias.float()
-        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
 
 
 class AmesLayer(nn.Module):

@@ -32,14 +32,7 @@ from rerankrt.errors import CheckpointError, InputError
 from .attention import MASKED, attend
 from .checks import check_float, check_mask, check_nonempty, checking
 from .configs import LocoreConfig
-
-
-class LayerNorm(nn.LayerNorm):
-    """LayerNorm as an FP32 island: input, weight and bias in fp32 (ONNX binds them to one type)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(),
-                            self.eps).to(x.dtype)
+from .fp32 import LayerNorm
 
 
 class Embeddings(nn.Module):
