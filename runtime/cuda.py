@@ -68,16 +68,18 @@ class Stream:
         self.close()
 
 
-class DeviceBuffer:
-    """`nbytes` of device memory, freed on close (or when collected)."""
+class _Allocation:
+    """`nbytes` of memory from a cuda.bindings allocator, released on close (or when collected)."""
+
+    allocate, release = "", ""  #: the cudart function names
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = nbytes
-        self.ptr = int(check(cudart().cudaMalloc(max(nbytes, 1))))
+        self.ptr = int(check(getattr(cudart(), self.allocate)(max(nbytes, 1))))
 
     def close(self) -> None:
         if self.ptr:
-            check(cudart().cudaFree(self.ptr))
+            check(getattr(cudart(), self.release)(self.ptr))
             self.ptr = 0
 
     def __del__(self) -> None:
@@ -85,6 +87,12 @@ class DeviceBuffer:
             self.close()
         except Exception:  # interpreter shutdown: the context may be gone already
             pass
+
+
+class DeviceBuffer(_Allocation):
+    """Device memory with async copies from and to host arrays."""
+
+    allocate, release = "cudaMalloc", "cudaFree"
 
     def upload(self, host: np.ndarray, stream: Stream) -> None:
         check(cudart().cudaMemcpyAsync(self.ptr, host.ctypes.data, host.nbytes,
@@ -95,12 +103,10 @@ class DeviceBuffer:
                                        cudart().cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle))
 
 
-class PinnedBuffer:
+class PinnedBuffer(_Allocation):
     """Page-locked host memory viewed as a numpy array of any dtype (fp16 included), for async copies."""
 
-    def __init__(self, nbytes: int) -> None:
-        self.nbytes = nbytes
-        self.ptr = int(check(cudart().cudaMallocHost(max(nbytes, 1))))
+    allocate, release = "cudaMallocHost", "cudaFreeHost"
 
     def array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         count = int(np.prod(shape)) * np.dtype(dtype).itemsize
@@ -108,14 +114,3 @@ class PinnedBuffer:
             raise ValueError(f"pinned buffer of {self.nbytes} bytes cannot hold {count}")
         raw = np.ctypeslib.as_array((ctypes.c_byte * max(count, 1)).from_address(self.ptr))
         return raw[:count].view(dtype).reshape(shape)
-
-    def close(self) -> None:
-        if self.ptr:
-            check(cudart().cudaFreeHost(self.ptr))
-            self.ptr = 0
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
