@@ -80,6 +80,8 @@ class DatasetFiles:
         except Exception:
             self.queries.close()
             raise
+        if self.family == "locore":  # LOCORE's GLOBAL tokens, memory-mapped once
+            self.globals = {split: read_global(self.layout.global_(split), self.dim) for split in ("query", "gallery")}
         return self
 
     def __exit__(self, *exc) -> None:
@@ -106,7 +108,7 @@ class DatasetFiles:
                 order, scores = _ames(self.backend, self.model, self.queries, self.gallery, q, top, sims[q, :s],
                                       lam, gamma)
             else:
-                order, scores = _locore(self.backend, self.layout, self.dim, self.queries, self.gallery, q, top,
+                order, scores = _locore(self.backend, self.globals, self.queries, self.gallery, q, top,
                                         sims[q, :s], s, lam, gamma)
             new_idx[q, :s], new_sims[q, :s] = top[order], scores
             if (q + 1) % 10 == 0 or q + 1 == len(sims):
@@ -124,12 +126,11 @@ def _ames(backend, model, queries, gallery, q, top, sims, lam, gamma) -> tuple[n
     return result.order, result.scores
 
 
-def _locore(backend, layout, dim, queries, gallery, q, top, sims, s, alpha, temperature
+def _locore(backend, globals_, queries, gallery, q, top, sims, s, alpha, temperature
             ) -> tuple[np.ndarray, np.ndarray]:
     n = int(next(spec.shape[1] for spec in backend.input_specs() if spec.name == "q_local"))  # 48 as released
     query, db = queries.read([q], n=n), gallery.read(top, n=n)
-    q_global = np.asarray(read_global(layout.global_("query"), dim)[q])
-    g_global = np.asarray(read_global(layout.global_("gallery"), dim)[top])
+    q_global, g_global = np.asarray(globals_["query"][q]), np.asarray(globals_["gallery"][top])
     window = min(LOCORE.window, int(backend.check.profiles["images"]["max"]))
     reranker = LocoreReranker(backend, shortlist=s, window=window, stride=min(LOCORE.stride, window),
                               alpha=LOCORE.fusion_alpha if alpha is None else alpha,
