@@ -200,6 +200,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if results["results"] else 1
 
 
+def cmd_triton(args: argparse.Namespace) -> int:
+    from rerankrt.export.triton import check_repository, write_repository
+
+    if args.check:
+        problems = check_repository(args.check)
+        for problem in problems:
+            print(problem)
+        print(f"{args.check}: {len(problems)} problem(s)" if problems else f"{args.check}: the repository validates")
+        return 1 if problems else 0
+    if not (args.artifacts and args.out):
+        raise ValueError("expected --artifacts DIR --out REPO (to write a repository) or --check REPO")
+    models = [m for m in args.models.split(",") if m] if args.models else None
+    repo = write_repository(args.artifacts, args.out, args.precision, models, args.max_batch, args.instances,
+                            args.queue_delay_us, args.force, log=_log)
+    print(f"{repo}: the repository validates; serve it with `tritonserver --model-repository {repo.resolve()}`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rerankrt import __version__
 
@@ -296,6 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
     p.add_argument("--out", required=True, help="the re-ranked shortlist, nn_*.pkl layout")
     p.set_defaults(run=cmd_rerank)
+
+    p = sub.add_parser("triton", help="a Triton Inference Server model repository from exported graphs and engines")
+    p.add_argument("--artifacts", help="folder of exported NAME.onnx / NAME.fp16.onnx (+ NAME.json) and NAME*.plan")
+    p.add_argument("--out", help="the repository folder to write")
+    p.add_argument("--check", metavar="REPO", help="only validate an existing repository")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp16", help="which graph or engine to serve")
+    p.add_argument("--models", help="comma-separated subset of the exported models (default: all)")
+    p.add_argument("--max-batch", type=int, help="cap max_batch_size (default: each profile's maximum)")
+    p.add_argument("--instances", type=int, default=1, help="instances of each model (default 1)")
+    p.add_argument("--queue-delay-us", type=int, default=100, help="dynamic batching queue delay (default 100)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(run=cmd_triton)
 
     p = sub.add_parser("validate", help="the validation ladder of an exported graph, or an engine against ORT")
     p.add_argument("path", help="DIR/NAME.onnx or DIR/NAME.fp16.onnx (with DIR/NAME.json beside it), or NAME.plan")

@@ -1,0 +1,364 @@
+"""`rerankrt triton`: a Triton Inference Server model repository from exported graphs and built engines,
+validated offline.
+
+For each exported model in the artifacts folder (`NAME.json` sidecar) the repository gets
+`REPO/NAME/config.pbtxt` and `REPO/NAME/1/model.plan` (a TensorRT engine of the chosen precision built
+by `rerankrt build`, when there is one) or `model.onnx`, with the sidecars beside them (`model.json`,
+`model.plan.json`) so that `--check` can compare the config with what the model really takes. Every
+re-ranker also gets its loop as a Python-backend model (`ames_rerank`, `locore_rerank`;
+`runtime.triton_bls`).
+
+Configs are built as `ModelConfig` protobuf messages (tritonclient's `model_config_pb2`) and written
+with protobuf's `text_format`, so a field Triton does not know cannot be written; `check_repository`
+parses them back with unknown fields as errors and adds the semantic checks the schema cannot make.
+The whole repository is assembled in a temporary folder and renamed into place once it validates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from rerankrt.errors import ModelFileError, UnavailableError
+from rerankrt.runtime.plan import PLAN_FORMAT, read_plan_sidecar
+from rerankrt.runtime.sidecar import FORMAT as SIDECAR_FORMAT
+from rerankrt.runtime.triton_bls import LOOP_MODELS, TARGET_FILE, rerank_io
+
+TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL"}
+MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx", "python": "model.py"}
+#: Models whose leading dimension is independent items (AMES pairs, RAML images, RRT pairs), so that
+#: Triton may merge concurrent requests; a LOCORE request is one query's window and is not merged.
+DYNAMIC_BATCHING = ("ames", "ames-dist", "raml", "rrt")
+#: The re-ranking loop of each re-ranker, served as `<model>_rerank`.
+LOOPS = {"ames": "ames", "ames-dist": "ames", "locore": "locore", "locore-small": "locore"}
+ADAPTER = '''"""Triton Python-backend adapter written by `rerankrt triton`: the {kind} loop is rerankrt's own
+(`rerankrt.runtime.triton_bls`); install rerankrt in the Python backend's environment."""
+
+from rerankrt.runtime.triton_bls import {cls} as TritonPythonModel
+
+__all__ = ["TritonPythonModel"]
+'''
+
+
+def _pb():
+    """tritonclient's ModelConfig schema and protobuf's text and JSON formats."""
+    try:
+        from google.protobuf import json_format, text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as e:
+        raise UnavailableError(f"Triton configs need tritonclient[grpc] ({e}); pip install 'rerankrt[serve]'") from None
+    return model_config_pb2, json_format, text_format
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str  #: the model's name in the repository: the exported model's name
+    platform: str  #: tensorrt_plan or onnxruntime_onnx
+    path: Path  #: the engine or graph
+    precision: str
+    meta: dict  #: the export sidecar
+    plan_meta: dict | None  #: the engine's sidecar, for engines
+
+
+def find_artifacts(artifacts: Path, precision: str, models: list[str] | None = None) -> list[Artifact]:
+    """The exported models in `artifacts` at `precision`, each as its engine when one was built, else
+    its ONNX graph. A model asked for in `models` that is not there is an error."""
+    found: dict[str, Artifact] = {}
+    for side in sorted(artifacts.glob("*.json")):
+        try:
+            meta = json.loads(side.read_text())
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+            continue  # other JSON files (eval reports, engine sidecars) live here too
+        name = meta["model"]
+        if models is not None and name not in models:
+            continue
+        file = meta["files"].get(precision)
+        if file is None:
+            continue
+        onnx = artifacts / file
+        plan = onnx.with_suffix(".plan")
+        if plan.is_file():
+            plan_meta = read_plan_sidecar(plan)
+            if plan_meta["precision"] != precision:
+                raise ModelFileError(f"{plan}: a {plan_meta['precision']} engine, expected {precision}")
+            found[name] = Artifact(name, "tensorrt_plan", plan, precision, meta, plan_meta)
+        elif onnx.is_file():
+            found[name] = Artifact(name, "onnxruntime_onnx", onnx, precision, meta, None)
+    missing = sorted(set(models or ()) - set(found))
+    if missing:
+        raise ModelFileError(f"--models: no {precision} graph or engine in {artifacts} for {', '.join(missing)} "
+                             f"(export them with `rerankrt export`)")
+    if not found:
+        raise ModelFileError(f"--artifacts: no exported {precision} models in {artifacts} "
+                             f"(`rerankrt export` writes NAME.onnx, NAME.fp16.onnx and NAME.json)")
+    return list(found.values())
+
+
+def _batch_dim(meta: dict, where: str) -> str:
+    """The leading symbolic dimension every input and output shares: Triton's batch dimension."""
+    tensors = meta["inputs"] + meta["outputs"]
+    first = tensors[0]["shape"][0]
+    if not isinstance(first, str) or any(t["shape"][0] != first for t in tensors):
+        raise ModelFileError(f"{where}: the inputs and outputs do not share a leading batch dimension")
+    return first
+
+
+def _tensor(t: dict, precision: str) -> dict:
+    """A batched tensor's config entry: dims without the batch dimension. Triton wants a tensor that is
+    only the batch ([pairs] logits) as dims [1] reshaped to []."""
+    dims = [d if isinstance(d, int) else -1 for d in t["shape"][1:]]
+    entry = {"name": t["name"], "data_type": TRITON_DTYPES[t["dtype"][precision]], "dims": dims or [1]}
+    return entry if dims else {**entry, "reshape": {"shape": []}}
+
+
+def model_config(a: Artifact, max_batch: int | None, instances: int, queue_delay_us: int) -> dict:
+    """The ModelConfig (as a dict in protobuf's JSON mapping) of an exported model."""
+    meta, profiles = a.meta, a.meta["profiles"]
+    batch = profiles[_batch_dim(meta, str(a.path))]
+    max_batch_size = min(max_batch or batch["max"], batch["max"])
+    group: dict = {"kind": "KIND_GPU", "count": instances}
+    if a.platform == "tensorrt_plan":
+        group["profile"] = ["0"]  # the one profile `rerankrt build` writes
+    warm_batch = min(batch["opt"], max_batch_size)
+    warmup = {"name": "opt_shapes", "batch_size": warm_batch, "inputs": {
+        t["name"]: {"data_type": TRITON_DTYPES[t["dtype"][a.precision]],
+                    "dims": [d if isinstance(d, int) else profiles[d]["opt"] for d in t["shape"][1:]],
+                    # masks all False (nothing padded): random masks could pad a whole image
+                    **({"zero_data": True} if t["dtype"][a.precision] == "bool" else {"random_data": True})}
+        for t in meta["inputs"]}}
+    config = {
+        "name": a.name, "platform": a.platform, "max_batch_size": max_batch_size,
+        "input": [_tensor(t, a.precision) for t in meta["inputs"]],
+        "output": [_tensor(t, a.precision) for t in meta["outputs"]],
+        "instance_group": [group], "model_warmup": [warmup],
+    }
+    if a.name in DYNAMIC_BATCHING:
+        preferred = [b for b in (batch["opt"],) if 1 < b <= max_batch_size]
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": queue_delay_us,
+                                      **({"preferred_batch_size": preferred} if preferred else {})}
+    return config
+
+
+def loop_config(a: Artifact, max_batch_size: int, instances: int) -> dict:
+    """The ModelConfig of the re-ranking loop of `a`, with the released settings as parameters."""
+    kind, cfg = LOOPS[a.name], a.meta["config"]
+    inputs, outputs = rerank_io(kind, cfg["local_dim"], cfg.get("local_descriptors", 0))
+    if kind == "ames":
+        params = {"lambda": cfg["fusion_lambda"], "gamma": cfg["fusion_gamma"], "batch": max_batch_size}
+    else:
+        window = min(cfg["window"], a.meta["profiles"]["images"]["max"])
+        params = {"shortlist": cfg["shortlist"], "window": window, "stride": min(cfg["stride"], window),
+                  "order": cfg["order"], "alpha": cfg["fusion_alpha"], "temperature": cfg["fusion_temperature"]}
+    params = {"loop": kind, "target_model": a.name, **params}
+    return {
+        "name": f"{a.name}_rerank", "backend": "python", "max_batch_size": 0,
+        "input": [{"name": t.name, "data_type": t.dtype, "dims": list(t.dims)} for t in inputs],
+        "output": [{"name": t.name, "data_type": t.dtype, "dims": list(t.dims)} for t in outputs],
+        "instance_group": [{"kind": "KIND_CPU", "count": instances}],
+        "parameters": {k: {"string_value": str(v)} for k, v in params.items()},
+    }
+
+
+def _write_config(folder: Path, config: dict) -> None:
+    model_config_pb2, json_format, text_format = _pb()
+    message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    folder.mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(message))
+
+
+def write_repository(
+    artifacts: str | os.PathLike,
+    out: str | os.PathLike,
+    precision: str = "fp16",
+    models: list[str] | None = None,
+    max_batch: int | None = None,
+    instances: int = 1,
+    queue_delay_us: int = 100,
+    force: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """Write and validate the repository; `out` appears only once the whole repository checks out."""
+    artifacts, out = Path(artifacts), Path(out)
+    for flag, value in (("--instances", instances), ("--max-batch", max_batch or 1)):
+        if value < 1:
+            raise ValueError(f"{flag}: expected a positive integer, got {value}")
+    if queue_delay_us < 0:
+        raise ValueError(f"--queue-delay-us: expected ≥ 0, got {queue_delay_us}")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"--out: {out} exists and is not empty (pass --force to replace it)")
+    found = find_artifacts(artifacts, precision, models)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for a in found:
+            config = model_config(a, max_batch, instances, queue_delay_us)
+            version = staging / a.name / "1"
+            _write_config(staging / a.name, config)
+            version.mkdir()
+            shutil.copyfile(a.path, version / MODEL_FILES[a.platform])
+            (version / "model.json").write_text(json.dumps(a.meta, indent=2) + "\n")
+            if a.plan_meta is not None:
+                (version / "model.plan.json").write_text(json.dumps(a.plan_meta, indent=2) + "\n")
+            log(f"{a.name}: {a.platform} ({a.precision}), max_batch_size {config['max_batch_size']}")
+            if a.name in LOOPS:
+                loop = loop_config(a, config["max_batch_size"], instances)
+                folder = staging / loop["name"]
+                _write_config(folder, loop)
+                (folder / "1").mkdir()
+                kind = LOOPS[a.name]
+                (folder / "1" / "model.py").write_text(ADAPTER.format(kind=kind, cls=LOOP_MODELS[kind].__name__))
+                target = {"precision": a.precision, "sidecar": a.meta}
+                (folder / "1" / TARGET_FILE).write_text(json.dumps(target, indent=2) + "\n")
+                log(f"{loop['name']}: the {kind} loop over {a.name} (Python backend, BLS)")
+        problems = check_repository(staging)
+        if problems:
+            raise ModelFileError("the generated repository does not validate:\n  " + "\n  ".join(problems))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _dims(msg) -> list[int]:
+    return [int(d) for d in msg.dims]
+
+
+def check_repository(repo: str | os.PathLike) -> list[str]:
+    """Every problem in the repository, one line each naming the file and the field; [] if it is sound."""
+    repo = Path(repo)
+    model_config_pb2, _, text_format = _pb()
+    if not repo.is_dir():
+        return [f"{repo}: not a folder"]
+    problems: list[str] = []
+    configs = {}
+    for folder in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        path = folder / "config.pbtxt"
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+            continue
+        try:
+            configs[folder.name] = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        except text_format.ParseError as e:
+            problems.append(f"{path}: {e}")
+    if not configs and not problems:
+        problems.append(f"{repo}: no models (expected REPO/<model>/config.pbtxt)")
+    for name, config in configs.items():
+        problems += [f"{repo / name / 'config.pbtxt'}: {p}" for p in _check_model(repo, name, config, configs)]
+    return problems
+
+
+def _check_model(repo: Path, name: str, config, configs: dict) -> list[str]:
+    problems = []
+    if config.name and config.name != name:
+        problems.append(f"name: {config.name!r}, but the folder is {name!r}")
+    kind = config.platform or config.backend
+    if kind not in MODEL_FILES:
+        return problems + [f"platform: expected one of {', '.join(MODEL_FILES)}, got {kind!r}"]
+    versions = sorted(p for p in (repo / name).iterdir() if p.is_dir() and p.name.isdigit())
+    if not versions:
+        return problems + ["no version folder (expected 1/)"]
+    file = config.default_model_filename or MODEL_FILES[kind]
+    version = versions[-1]
+    if not (version / file).is_file():
+        problems.append(f"{version / file} is missing")
+    if kind == "python":
+        return problems + _check_loop(config, configs, version)
+    try:
+        meta = json.loads((version / "model.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as e:
+        return problems + [f"the export sidecar {version / 'model.json'} is unreadable ({e})"]
+    precision = _precision(meta, version, kind, problems)
+    if precision is None:
+        return problems
+    batch = meta["profiles"][_batch_dim(meta, str(version / 'model.json'))]
+    if not 0 < config.max_batch_size <= batch["max"]:
+        problems.append(f"max_batch_size: {config.max_batch_size}, expected 1…{batch['max']} (the profile's maximum)")
+    for field, tensors, expected in (("input", config.input, meta["inputs"]),
+                                     ("output", config.output, meta["outputs"])):
+        problems += _compare_io(field, tensors, [_tensor(t, precision) for t in expected])
+    if config.HasField("dynamic_batching") and config.max_batch_size == 0:
+        problems.append("dynamic_batching: needs max_batch_size > 0")
+    return problems
+
+
+def _precision(meta: dict, version: Path, kind: str, problems: list[str]) -> str | None:
+    """The precision of the served file: the engine's sidecar says it; a graph's input types show it."""
+    if kind == "tensorrt_plan":
+        try:
+            plan_meta = json.loads((version / "model.plan.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError) as e:
+            problems.append(f"the engine sidecar {version / 'model.plan.json'} is unreadable ({e})")
+            return None
+        if plan_meta.get("format") != PLAN_FORMAT:
+            problems.append(f"{version / 'model.plan.json'}: expected format {PLAN_FORMAT!r}")
+            return None
+        return str(plan_meta["precision"])
+    path = version / "model.onnx"
+    if not path.is_file():
+        return None  # reported as a missing model file
+    graph = onnx.load(str(path), load_external_data=False).graph
+    float_types = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+    types = [i.type.tensor_type.elem_type for i in graph.input]
+    seen = {float_types[t] for t in types if t in float_types}
+    for p in meta["precisions"]:
+        if {t["dtype"][p] for t in meta["inputs"]} - {"bool"} == seen:
+            return p
+    problems.append(f"{path}: its inputs ({', '.join(sorted(seen))}) match no precision of its sidecar")
+    return None
+
+
+def _compare_io(field: str, tensors, expected: list[dict]) -> list[str]:
+    names = [t.name for t in tensors]
+    want = [e["name"] for e in expected]
+    if names != want:
+        return [f"{field}: names {names}, the sidecar says {want}"]
+    problems = []
+    data_type = _pb()[0].DataType
+    for t, e in zip(tensors, expected, strict=True):
+        dtype = data_type.Name(t.data_type)
+        if dtype != e["data_type"]:
+            problems.append(f"{field} {t.name}: data_type {dtype}, the sidecar says {e['data_type']}")
+        if _dims(t) != e["dims"]:
+            problems.append(f"{field} {t.name}: dims {_dims(t)}, the sidecar says {e['dims']}")
+        reshape = [int(d) for d in t.reshape.shape] if t.HasField("reshape") else None
+        if reshape != (e["reshape"]["shape"] if "reshape" in e else None):
+            problems.append(f"{field} {t.name}: reshape {reshape}, expected {e.get('reshape', {}).get('shape')}")
+    return problems
+
+
+def _check_loop(config, configs: dict, version: Path) -> list[str]:
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    kind, target = params.get("loop"), params.get("target_model")
+    if kind not in LOOP_MODELS:
+        return [f"parameters loop: expected one of {', '.join(LOOP_MODELS)}, got {kind!r}"]
+    if target not in configs:
+        why = "has no valid config.pbtxt" if (version.parent.parent / str(target)).is_dir() else \
+            "is not a model of this repository"
+        return [f"parameters target_model: {target!r} {why}"]
+    try:
+        meta = json.loads((version / TARGET_FILE).read_text())["sidecar"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError) as e:
+        return [f"{version / TARGET_FILE} is unreadable ({e})"]
+    inputs, outputs = rerank_io(kind, meta["config"]["local_dim"], meta["config"].get("local_descriptors", 0))
+    problems = []
+    for field, tensors, expected in (("input", config.input, inputs), ("output", config.output, outputs)):
+        problems += _compare_io(field, tensors, [{"name": t.name, "data_type": t.dtype, "dims": list(t.dims)}
+                                                 for t in expected])
+    if config.max_batch_size != 0:
+        problems.append(f"max_batch_size: {config.max_batch_size}, expected 0 (one query per request)")
+    target_inputs = [t.name for t in configs[target].input]
+    if target_inputs != [t["name"] for t in meta["inputs"]]:
+        problems.append(f"parameters target_model: {target}'s inputs {target_inputs} are not the ones in {TARGET_FILE}")
+    return problems

@@ -1,0 +1,275 @@
+"""`rerankrt triton`: the repository generated from exported graphs validates against Triton's schema and
+the sidecars; broken configs are reported with file and field; the BLS loop models, run through a
+stand-in for Triton's `triton_python_backend_utils`, give the runtime's own results."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+import types
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from rerankrt.cli import main
+from rerankrt.errors import ModelFileError
+from rerankrt.export.triton import check_repository, write_repository
+from rerankrt.runtime import AmesReranker, LocoreReranker, OrtBackend
+
+pytest.importorskip("torch")
+pytest.importorskip("tritonclient.grpc", reason="Triton configs need tritonclient[grpc] (rerankrt[serve])")
+
+LOCORE_TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "attention_window": 8,
+               "max_positions": 130, "local_dim": 32, "global_dim": 32, "local_descriptors": 5}
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    from rerankrt.export.onnx_export import export_model
+
+    out = tmp_path_factory.mktemp("artifacts")
+    export_model("ames", out_dir=out)
+    export_model("locore", out_dir=out, **LOCORE_TINY)
+    (out / "eval_ames.json").write_text("{}")  # other JSON files in the folder are not models
+    return out
+
+
+@pytest.fixture(scope="module")
+def repo(artifacts, tmp_path_factory):
+    return write_repository(artifacts, tmp_path_factory.mktemp("serve") / "repo")
+
+
+def test_repository_layout_and_configs(repo):
+    files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
+    assert files == ["ames/1/model.json", "ames/1/model.onnx", "ames/config.pbtxt",
+                     "ames_rerank/1/model.py", "ames_rerank/1/target.json", "ames_rerank/config.pbtxt",
+                     "locore/1/model.json", "locore/1/model.onnx", "locore/config.pbtxt",
+                     "locore_rerank/1/model.py", "locore_rerank/1/target.json", "locore_rerank/config.pbtxt"]
+    assert check_repository(repo) == []
+    ames, locore = _config(repo, "ames"), _config(repo, "locore")
+    assert (ames.platform, ames.max_batch_size, locore.max_batch_size) == ("onnxruntime_onnx", 400, 4)
+    assert [(t.name, list(t.dims)) for t in ames.input] == [("q_desc", [-1, 768]), ("q_mask", [-1]),
+                                                            ("db_desc", [-1, 768]), ("db_mask", [-1])]
+    assert [t.data_type for t in ames.input] == [_dtype("TYPE_FP16"), _dtype("TYPE_BOOL")] * 2
+    logits = ames.output[0]
+    assert (logits.name, list(logits.dims), logits.HasField("reshape"), list(logits.reshape.shape)) == \
+        ("logits", [1], True, [])
+    assert list(ames.dynamic_batching.preferred_batch_size) == [100] and not locore.HasField("dynamic_batching")
+    assert ames.dynamic_batching.max_queue_delay_microseconds == 100
+    warm = ames.model_warmup[0]
+    assert warm.batch_size == 100 and list(warm.inputs["q_desc"].dims) == [600, 768]
+    assert warm.inputs["q_mask"].zero_data and warm.inputs["q_desc"].random_data
+    assert [(g.kind, g.count, list(g.profile)) for g in ames.instance_group] == [(_kind("KIND_GPU"), 1, [])]
+    loop = _config(repo, "ames_rerank")
+    assert (loop.backend, loop.max_batch_size) == ("python", 0)
+    assert {k: v.string_value for k, v in loop.parameters.items()} == \
+        {"loop": "ames", "target_model": "ames", "lambda": "0.5", "gamma": "0.2", "batch": "400"}
+    params = {k: v.string_value for k, v in _config(repo, "locore_rerank").parameters.items()}
+    assert params == {"loop": "locore", "target_model": "locore", "shortlist": "400", "window": "17",
+                      "stride": "17", "order": "end-to-start", "alpha": "0.5", "temperature": "0.1"}
+    adapter = (repo / "ames_rerank/1/model.py").read_text()
+    assert "from rerankrt.runtime.triton_bls import AmesRerankModel as TritonPythonModel" in adapter
+
+
+def test_options_precision_and_engines(artifacts, tmp_path):
+    out = write_repository(artifacts, tmp_path / "r", precision="fp32", models=["ames"], max_batch=64, instances=2)
+    assert sorted(p.name for p in out.iterdir()) == ["ames", "ames_rerank"]
+    config = _config(out, "ames")
+    assert config.max_batch_size == 64 and config.input[0].data_type == _dtype("TYPE_FP32")
+    assert [(g.count) for g in config.instance_group] == [2] and config.model_warmup[0].batch_size == 64
+    assert _config(out, "ames_rerank").parameters["batch"].string_value == "64"
+    # An engine of the chosen precision is served instead of its graph, on the engine's profile 0.
+    # (The plan's bytes are not read: only the repository's file selection is tested here.)
+    engines = tmp_path / "engines"
+    shutil.copytree(artifacts, engines)
+    (engines / "ames.fp16.plan").write_bytes(b"engine")
+    (engines / "ames.fp16.plan.json").write_text(json.dumps(
+        {"format": "rerankrt-plan/1", "model": "ames", "precision": "fp16", "profiles": [{}], "tensorrt": "10.3.0"}))
+    out = write_repository(engines, tmp_path / "trt", models=["ames"])
+    config = _config(out, "ames")
+    assert (config.platform, list(config.instance_group[0].profile)) == ("tensorrt_plan", ["0"])
+    assert (out / "ames/1/model.plan").read_bytes() == b"engine" and (out / "ames/1/model.plan.json").is_file()
+
+
+def test_bad_requests_are_refused_and_nothing_is_half_written(artifacts, tmp_path, monkeypatch):
+    with pytest.raises(ModelFileError, match=r"^--models: no fp16 graph or engine in .* for raml \(export them"):
+        write_repository(artifacts, tmp_path / "r", models=["ames", "raml"])
+    with pytest.raises(ModelFileError, match=r"^--artifacts: no exported fp16 models in "):
+        write_repository(tmp_path, tmp_path / "r")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(FileExistsError, match=r"exists and is not empty \(pass --force to replace it\)"):
+        write_repository(artifacts, tmp_path / "full")
+    monkeypatch.setattr("rerankrt.export.triton.check_repository", lambda repo: ["a/config.pbtxt: broken"])
+    with pytest.raises(ModelFileError, match="does not validate:\n  a/config.pbtxt: broken"):
+        write_repository(artifacts, tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]  # no repository, no staging folder
+
+
+def test_broken_configs_are_reported_with_file_and_field(repo, tmp_path):
+    broken = tmp_path / "repo"
+    shutil.copytree(repo, broken)
+    ames = broken / "ames/config.pbtxt"
+    ames.write_text(ames.read_text().replace("max_batch_size: 400", "max_batch: 400"))
+    locore = broken / "locore/config.pbtxt"
+    text = locore.read_text().replace("dims: 5\n", "dims: 7\n", 1).replace("max_batch_size: 4", "max_batch_size: 8")
+    locore.write_text(text)
+    (broken / "locore_rerank/1/model.py").unlink()
+    assert check_repository(broken) == [
+        f'{ames}: 3:1 : Message type "inference.ModelConfig" has no field named "max_batch".',
+        f"{broken / 'ames_rerank/config.pbtxt'}: parameters target_model: 'ames' has no valid config.pbtxt",
+        f"{locore}: max_batch_size: 8, expected 1…4 (the profile's maximum)",
+        f"{locore}: input q_local: dims [7, 32], the sidecar says [5, 32]",
+        f"{broken / 'locore_rerank/config.pbtxt'}: {broken / 'locore_rerank/1/model.py'} is missing",
+    ]
+    assert main(["triton", "--check", str(broken)]) == 1
+    assert main(["triton", "--check", str(repo)]) == 0
+
+
+def test_cli_writes_and_checks(artifacts, tmp_path, capsys):
+    assert main(["triton", "--artifacts", str(artifacts), "--out", str(tmp_path / "r"), "--models", "locore"]) == 0
+    assert f"{tmp_path / 'r'}: the repository validates" in capsys.readouterr().out
+    assert main(["triton", "--out", str(tmp_path / "r")]) == 2
+    assert "expected --artifacts DIR --out REPO (to write a repository) or --check REPO" in capsys.readouterr().err
+
+
+# --- the loop models, through a stand-in for Triton's Python backend --------------------------------------
+
+class _Tensor:
+    def __init__(self, name, array):
+        self._name, self._array = name, np.asarray(array)
+
+    def name(self):
+        return self._name
+
+    def as_numpy(self):
+        return self._array
+
+
+class _Error:
+    def __init__(self, message):
+        self._message = message
+
+    def message(self):
+        return self._message
+
+
+class _Response:
+    def __init__(self, output_tensors, error=None):
+        self.output_tensors, self._error = output_tensors, error
+
+    def has_error(self):
+        return self._error is not None
+
+    def error(self):
+        return self._error
+
+
+def fake_pb_utils(repo, calls):
+    """Triton's `triton_python_backend_utils`, with BLS requests run by ONNX Runtime on the repository's
+    own model.onnx files; `calls` records (model, batch size) per request."""
+    sessions = {}
+
+    class InferenceRequest:
+        def __init__(self, model_name, requested_output_names, inputs):
+            self.model_name, self.outputs, self.inputs = model_name, requested_output_names, inputs
+
+        def exec(self):
+            if self.model_name not in sessions:
+                sessions[self.model_name] = ort.InferenceSession(str(repo / self.model_name / "1/model.onnx"),
+                                                                 providers=["CPUExecutionProvider"])
+            feeds = {t.name(): t.as_numpy() for t in self.inputs}
+            calls.append((self.model_name, len(next(iter(feeds.values())))))
+            out = sessions[self.model_name].run(self.outputs, feeds)
+            return _Response([_Tensor(n, a) for n, a in zip(self.outputs, out, strict=True)])
+
+    def by_name(holder, name):
+        tensors = holder.inputs if isinstance(holder, _Request) else holder.output_tensors
+        return next((t for t in tensors if t.name() == name), None)
+
+    return types.SimpleNamespace(Tensor=_Tensor, InferenceRequest=InferenceRequest, InferenceResponse=_Response,
+                                 TritonError=_Error, get_input_tensor_by_name=by_name,
+                                 get_output_tensor_by_name=by_name)
+
+
+class _Request:
+    def __init__(self, arrays):
+        self.inputs = [_Tensor(k, v) for k, v in arrays.items()]
+
+
+def _loop_model(repo, name, pb_utils, monkeypatch):
+    """The generated model.py, loaded as Triton's Python backend loads it, and initialised."""
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb_utils)
+    spec = importlib.util.spec_from_file_location(f"{name}_model", repo / name / "1/model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    from google.protobuf import json_format
+
+    config = json_format.MessageToDict(_config(repo, name), preserving_proto_field_name=True)
+    model.initialize({"model_config": json.dumps(config), "model_repository": str(repo / name), "model_version": "1"})
+    return model
+
+
+def test_ames_loop_model_gives_the_runtime_result(repo, artifacts, rng, monkeypatch):
+    calls = []
+    model = _loop_model(repo, "ames_rerank", fake_pb_utils(repo, calls), monkeypatch)
+    model.reranker.batch = 4  # several BLS requests per query
+    q = {"q_desc": rng.standard_normal((12, 768)).astype(np.float32), "q_mask": np.arange(12) >= 10,
+         "db_desc": rng.standard_normal((10, 7, 768)).astype(np.float32), "db_mask": np.zeros((10, 7), bool),
+         "global_sim": rng.uniform(0.2, 0.9, 10).astype(np.float32)}
+    [response] = model.execute([_Request(q)])
+    assert not response.has_error()
+    out = {t.name(): t.as_numpy() for t in response.output_tensors}
+    assert calls == [("ames", 4), ("ames", 4), ("ames", 2)]
+    with OrtBackend(artifacts / "ames.fp16.onnx") as backend:
+        expected = AmesReranker(backend, 0.5, 0.2).rerank(q["q_desc"], q["q_mask"], q["db_desc"], q["db_mask"],
+                                                          q["global_sim"])
+    assert out["order"].dtype == np.int64 and out["scores"].dtype == np.float32
+    np.testing.assert_array_equal(out["order"], expected.order)
+    np.testing.assert_allclose(out["scores"], expected.scores, rtol=1e-6)
+    bad = {**q, "q_desc": q["q_desc"][:, :512]}
+    [response] = model.execute([_Request(bad)])
+    assert response.has_error() and response.output_tensors == []
+    assert response.error().message() == "q_desc: expected shape [-1, 768] (-1: any size), got [12, 512]"
+
+
+def test_locore_loop_model_gives_the_runtime_result(repo, artifacts, rng, monkeypatch):
+    calls = []
+    model = _loop_model(repo, "locore_rerank", fake_pb_utils(repo, calls), monkeypatch)
+    n = 40
+    q = {"q_global": rng.standard_normal(32).astype(np.float32),
+         "q_local": rng.standard_normal((5, 32)).astype(np.float32), "q_mask": np.arange(5) >= 4,
+         "g_global": rng.standard_normal((n, 32)).astype(np.float32),
+         "g_local": rng.standard_normal((n, 5, 32)).astype(np.float32), "g_mask": np.zeros((n, 5), bool),
+         "global_sim": np.sort(rng.uniform(0.2, 0.9, n))[::-1].astype(np.float32)}
+    [response] = model.execute([_Request(q)])
+    assert not response.has_error(), response.error().message()
+    out = {t.name(): t.as_numpy() for t in response.output_tensors}
+    assert [c[0] for c in calls] == ["locore"] * 3  # windows of 17, stride 17 over 40: starts 23, 6, 0
+    with OrtBackend(artifacts / "locore.fp16.onnx") as backend:
+        expected = LocoreReranker(backend, window=17, stride=17).rerank(*(q[k] for k in q))
+    np.testing.assert_array_equal(out["order"], expected.order)
+    np.testing.assert_allclose(out["scores"], expected.scores, rtol=1e-6)
+
+
+def _config(repo, name):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+def _dtype(name):
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2.DataType.Value(name)
+
+
+def _kind(name):
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2.ModelInstanceGroup.Kind.Value(name)
