@@ -1,7 +1,7 @@
 """Analytic FLOP models: the matrix products (2 FLOPs per multiply-add) of one forward as rerankrt's
 models compute them: AMES per pair (block attention, last layer on the matching token), LOCORE per window
 (tiled band + global attention, last layer on the scored tokens), RAML per image (ResNet-50 convolutions
-and the whitening). Softmax, normalisation and element-wise work are not counted (a few per cent).
+and the whitening), and the baselines per pair: RRT, CVNet-Rerank's head, R2Former. Softmax, normalisation and element-wise work are not counted (a few per cent).
 
 They are checked in tests against torch's FlopCounterMode on small configurations, run in float64 so
 that attention takes the explicit-matmul path (the counter does not see CPU SDPA).
@@ -9,7 +9,9 @@ that attention takes the explicit-matmul path (the counter does not see CPU SDPA
 
 from __future__ import annotations
 
-from rerankrt.models.configs import AmesConfig, LocoreConfig, RamlConfig, RrtConfig
+import math
+
+from rerankrt.models.configs import AmesConfig, CvnetConfig, LocoreConfig, R2FormerConfig, RamlConfig, RrtConfig
 
 
 def ames_flops(cfg: AmesConfig, query: int, db: int) -> int:
@@ -83,3 +85,37 @@ def rrt_flops(cfg: RrtConfig, src_locals: int, tgt_locals: int) -> int:
     n = src_locals + tgt_locals + 4
     per_layer = 4 * n * d * d + 2 * n * n * d + 2 * n * d * f
     return 2 * (cfg.num_layers * per_layer + 2 * cfg.global_dim * d + d)
+
+
+def cvnet_flops(cfg: CvnetConfig, query: tuple[int, int], db: tuple[int, int]) -> int:
+    """One pair of stage-3 maps of `query` = (Hq, Wq) and `db` = (Hk, Wk) positions: the per-scale 3×3
+    convs of both maps, the 9 correlations and the center-pivot learner (pairwise-rerankers.md §2's
+    cost model: 20.8 GFLOP at 32×32, 84.4 at 48×64). The backbone is not included."""
+    def pyramid(h: int, w: int) -> list[int]:
+        return [round(h * math.sqrt(s)) * round(w * math.sqrt(s)) for s in cfg.scales]
+
+    q_sizes, k_sizes = pyramid(*query), pyramid(*db)
+    macs = 9 * cfg.feature_dim * cfg.conv_dim * (sum(q_sizes) + sum(k_sizes))
+    macs += cfg.conv_dim * sum(q_sizes) * sum(k_sizes)
+    dims, cin = [*query, *db], len(cfg.scales) ** 2
+    for channels, kernels, strides in zip(cfg.learner_channels, cfg.learner_kernels, cfg.learner_strides,
+                                          strict=True):
+        for cout, k, s in zip(channels, kernels, strides, strict=True):
+            dims = [-(-d // s) for d in dims]
+            macs += 2 * cin * cout * k * k * math.prod(dims)  # conv1 and conv2, at every output 4D position
+            cin = cout
+    return 2 * (macs + cin * cin + cin * 2)  # + the MLP
+
+
+def r2former_flops(cfg: R2FormerConfig, query: int, db: int) -> int:
+    """One pair of `query` and `db` tokens: the correlation, the correspondence blocks over 5 + 1 tokens
+    per anchor, the anchor blocks over 1 + query + db tokens (§3's 1.29 GFLOP at 500/500)."""
+    d, k = cfg.embed_dim, cfg.num_corr
+    anchors = query + db
+
+    def blocks(n: int, depth: int) -> int:
+        return depth * ((4 + 2 * cfg.mlp_ratio) * n * d * d + 2 * n * n * d)
+
+    macs = query * db * cfg.local_dim + anchors * k * 7 * d + anchors * blocks(k + 1, cfg.correspondence_depth)
+    macs += anchors * d * d + blocks(anchors + 1, cfg.depth) + 2 * d
+    return 2 * macs

@@ -1,4 +1,4 @@
-"""Masked softmax attention shared by AMES and LOCORE.
+"""Masked softmax attention shared by AMES, LOCORE, RRT and R2Former.
 
 Masks enter as an additive, fp32-finite bias (never −inf: TensorRT's fused FP16 kernels can turn
 −inf − (−inf) into NaN). Every caller guarantees that no row is fully masked.
@@ -13,15 +13,18 @@ import torch.nn.functional as F
 MASKED = torch.finfo(torch.float32).min
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """softmax(q·kᵀ + bias)·v for pre-scaled queries; `bias` is fp32 and broadcasts to the scores.
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q·kᵀ + bias)·v for pre-scaled queries; `bias` is fp32 and broadcasts to the scores (None:
+    nothing masked).
 
     In fp32 this is PyTorch's fused SDPA (it exports as plain MatMul/Softmax ops). In reduced
     precision the scores, the masked addition and the softmax are an explicit FP32 island.
     """
     if q.dtype == torch.float32:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
-    scores = (q @ k.transpose(-1, -2)).float() + bias
+    scores = (q @ k.transpose(-1, -2)).float()
+    if bias is not None:
+        scores = scores + bias
     return scores.softmax(dim=-1).to(v.dtype) @ v
 
 

@@ -83,6 +83,45 @@ class RrtConfig:
 
 
 @dataclass(frozen=True)
+class CvnetConfig:
+    """CVNet-Rerank's re-ranking head (pairwise-rerankers.md §2) over ResNet stage-3 maps (1024 channels,
+    stride 16): 3 scales × 256-d convs, 9 scale-pair correlations, a 4-block center-pivot 4D-conv learner.
+    The maps have fixed sizes (one graph or engine per size): 48×64 is a 768×1024 image (ROxf/RPar)."""
+
+    feature_dim: int = 1024
+    conv_dim: int = 256
+    scales: tuple[float, ...] = (0.25, 0.5, 1.0)  # area factors: sides ×0.5, ×0.707, ×1
+    learner_channels: tuple[tuple[int, ...], ...] = ((16,), (16, 32), (32, 32, 64), (64, 64, 128))
+    learner_kernels: tuple[tuple[int, ...], ...] = ((5,), (3, 3), (3, 3, 3), (3, 3, 3))
+    learner_strides: tuple[tuple[int, ...], ...] = ((2,), (1, 2), (1, 1, 2), (1, 1, 1))
+    groups: int = 4  # GroupNorm
+    map_height: int = 48
+    map_width: int = 64
+    fusion_weight: float = 0.5  # final = global cosine + 0.5 · P(match)
+
+
+@dataclass(frozen=True)
+class R2FormerConfig:
+    """R2Former's re-ranker (pairwise-rerankers.md §3): top-5 correspondences of each of 2 × 500 anchor
+    tokens through 2 small blocks, then the 1000 anchors through 6 blocks (width 32, 4 heads)."""
+
+    embed_dim: int = 32
+    depth: int = 6
+    correspondence_depth: int = 2  # blocks_2
+    num_heads: int = 4
+    mlp_ratio: int = 4
+    layer_norm_eps: float = 1e-6
+    num_corr: int = 5
+    local_dim: int = 128
+    tokens: int = 500  # local tokens per image, each [x, y, attention, 128-d feature]
+    num_patches: int = 1000  # sizes the unused decoder_pos_embed (1 + num_patches rows)
+
+    @property
+    def token_dim(self) -> int:
+        return 3 + self.local_dim
+
+
+@dataclass(frozen=True)
 class RamlConfig:
     """RAML (reference §4.1): ResNet-50 → GeM → L2N → Linear(2048, 512) → L2N."""
 
@@ -103,5 +142,7 @@ AMES = AmesConfig()
 AMES_DIST = AmesConfig(binarized=True, fusion_lambda=0.35, fusion_gamma=0.1)  # DINOv2 dist fusion, §2.6
 RAML = RamlConfig()
 RRT = RrtConfig()
+CVNET = CvnetConfig()
+R2FORMER = R2FormerConfig()
 LOCORE = LocoreConfig()
 LOCORE_SMALL = LocoreConfig(num_layers=6, keep_layers=6)  # the first 6 layers of the base checkpoint (§3.1)

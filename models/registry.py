@@ -61,6 +61,22 @@ MODELS: dict[str, ModelInfo] = {
             "rerankrt.models.rrt",
         ),
         ModelInfo(
+            "cvnet-rerank",
+            "CVNet-Rerank head (profiler baseline): 9 scale-pair correlations of ResNet stage-3 maps, 4D-conv learner",
+            configs.CVNET,
+            "torch.save {'model_state': state_dict} (CVNet R50/R101; the encoder_q.* backbone is not the head's)",
+            "model_state",
+            "rerankrt.models.cvnet",
+        ),
+        ModelInfo(
+            "r2former",
+            "R2Former re-ranker (profiler baseline): top-5 correspondences of 2 × 500 tokens, 6 + 2 blocks of width 32",
+            configs.R2FORMER,
+            "torch.save {'model_state_dict': DataParallel state_dict}: CVPR23_DeitS_Rerank.pth (module.Reranker.*)",
+            "model_state_dict",
+            "rerankrt.models.r2former",
+        ),
+        ModelInfo(
             "locore",
             "LOCORE list-wise re-ranker: Longformer-base (12 layers) over a query and K gallery images",
             configs.LOCORE,
