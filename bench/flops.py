@@ -1,7 +1,8 @@
 """Analytic FLOP models: the matrix products (2 FLOPs per multiply-add) of one forward as rerankrt's
 models compute them: AMES per pair (block attention, last layer on the matching token), LOCORE per window
 (tiled band + global attention, last layer on the scored tokens), RAML per image (ResNet-50 convolutions
-and the whitening), and the baselines per pair: RRT, CVNet-Rerank's head, R2Former. Softmax, normalisation and element-wise work are not counted (a few per cent).
+and the whitening), and the baselines per pair: RRT, CVNet-Rerank's head, R2Former. Softmax,
+normalisation and element-wise work are not counted (a few per cent).
 
 They are checked in tests against torch's FlopCounterMode on small configurations, run in float64 so
 that attention takes the explicit-matmul path (the counter does not see CPU SDPA).

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rerankrt.models.configs import AmesConfig, LocoreConfig, RamlConfig, RrtConfig
+from rerankrt.models.configs import AmesConfig, CvnetConfig, LocoreConfig, R2FormerConfig, RamlConfig, RrtConfig
 from rerankrt.models.registry import get_info
 
 
@@ -265,7 +265,72 @@ def _rrt(cfg: RrtConfig, name: str) -> ExportSpec:
     )
 
 
-_BUILDERS: dict[type, Callable] = {AmesConfig: _ames, LocoreConfig: _locore, RamlConfig: _raml, RrtConfig: _rrt}
+def _r2former(cfg: R2FormerConfig, name: str) -> ExportSpec:
+    """R2Former: 500 tokens per image as released, fewer allowed (never under the 5 correspondences).
+    Up to 100 pairs per call: the 1001-token attention holds 4 × 1001² scores per pair."""
+    dim, n = cfg.token_dim, cfg.tokens
+
+    def tokens(rng: np.random.Generator, b: int, length: int) -> np.ndarray:
+        xya = rng.random((b, length, 3), dtype=np.float32)  # x, y over max(H, W); attention over its max
+        return np.concatenate([xya, _unit(rng, (b, length, cfg.local_dim))], axis=-1)
+
+    def make(shape: Shape, rng: np.random.Generator, one_query: bool) -> dict[str, np.ndarray]:
+        b = shape["pairs"]
+        q = tokens(rng, 1 if one_query else b, shape["query_tokens"])
+        return {"q_tokens": np.repeat(q, b, axis=0) if one_query else q,
+                "db_tokens": tokens(rng, b, shape["db_tokens"])}
+
+    k = cfg.num_corr
+    return ExportSpec(
+        model=name,
+        inputs=(TensorSpec("q_tokens", "float", ("pairs", "query_tokens", dim)),
+                TensorSpec("db_tokens", "float", ("pairs", "db_tokens", dim))),
+        outputs=(TensorSpec("logits", "float", ("pairs",)),),
+        profiles={"pairs": Profile(1, 50, 100), "query_tokens": Profile(k, n, n), "db_tokens": Profile(k, n, n)},
+        trace={"pairs": 3, "query_tokens": 23, "db_tokens": 11},
+        checks=({"pairs": 1, "query_tokens": k, "db_tokens": k},
+                {"pairs": 4, "query_tokens": min(37, n), "db_tokens": min(60, n)},
+                {"pairs": 10, "query_tokens": n, "db_tokens": n}),
+        make_inputs=make,
+        fp32=Tolerance(1e-4, 1e-4),
+        fp16=Tolerance(2e-2, 1e-2),  # and by ranking: the top-5 picks follow the inputs' fp16 rounding at near-ties
+        fp32_islands=("correlation and the top-5 selection (near-ties)", "LayerNorm (overflow)",
+                      "attention scores and softmax"),
+        ranking={"pairs": 50, "query_tokens": n, "db_tokens": n},
+        overflow_checks=({"pairs": 2, "query_tokens": n, "db_tokens": n},),
+    )
+
+
+def _cvnet(cfg: CvnetConfig, name: str) -> ExportSpec:
+    """CVNet-Rerank's head at fixed map sizes (dynamic H/W export specialises: one graph per size). Up to 8
+    pairs per call: the 9-channel 4D correlation alone is 340 MB per pair at 48×64 in fp32."""
+    shape_ = (cfg.feature_dim, cfg.map_height, cfg.map_width)
+
+    def make(shape: Shape, rng: np.random.Generator, one_query: bool) -> dict[str, np.ndarray]:
+        b = shape["pairs"]
+        q = rng.standard_normal((1 if one_query else b, *shape_), dtype=np.float32)  # pre-ReLU stage-3 maps
+        return {"q_map": np.repeat(q, b, axis=0) if one_query else q,
+                "db_map": rng.standard_normal((b, *shape_), dtype=np.float32)}
+
+    return ExportSpec(
+        model=name,
+        inputs=(TensorSpec("q_map", "float", ("pairs", *shape_)), TensorSpec("db_map", "float", ("pairs", *shape_))),
+        outputs=(TensorSpec("logits", "float", ("pairs",)),),
+        profiles={"pairs": Profile(1, 4, 8)},
+        trace={"pairs": 3},
+        checks=({"pairs": 1}, {"pairs": 2}, {"pairs": 5}),
+        make_inputs=make,
+        fp32=Tolerance(1e-4, 1e-4),
+        fp16=Tolerance(5e-2, 5e-2),
+        fp32_islands=("cosine correlation (the 1e-8 underflows, squared norms overflow)",
+                      "GroupNorm (variance)"),
+        ranking={"pairs": 8},
+        overflow_checks=({"pairs": 1},),
+    )
+
+
+_BUILDERS: dict[type, Callable] = {AmesConfig: _ames, LocoreConfig: _locore, RamlConfig: _raml, RrtConfig: _rrt,
+                                   R2FormerConfig: _r2former, CvnetConfig: _cvnet}
 
 
 def spec_for(name: str, config=None) -> ExportSpec:

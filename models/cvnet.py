@@ -8,7 +8,8 @@ channels by a per-scale 3×3 conv; the 9 query-scale × key-scale cosine correla
 the full (Hq, Wq, Hk, Wk) grid by two 2-D resizes, stacked, clamped at 0, and go through the 4-block
 center-pivot 4D-conv learner (each "4D conv" a 2-D conv over the query dims at every strided key
 position plus one over the key dims at every strided query position, summed), GroupNorm and ReLU; the
-mean over the 4 spatial dims and a 2-layer MLP give 2 logits (score = softmax[:, 1]).
+mean over the 4 spatial dims and a 2-layer MLP give 2 logits (score = softmax[:, 1]); the model returns
+the equivalent logit l₁ − l₀ per pair.
 
 The strided positions are taken by slicing (the original gathers them with `index_select` on a flat
 index: the same positions). Map sizes are static: one graph or engine per size.
@@ -68,7 +69,8 @@ class CVLearner(nn.Module):
         x = corr
         for i in range(1, self.blocks + 1):
             x = getattr(self, f"block{i}")(x)
-        return self.mlp(x.mean(dim=(2, 3, 4, 5)))
+        logits = self.mlp(x.mean(dim=(2, 3, 4, 5)))
+        return logits[:, 1] - logits[:, 0]
 
 
 def cosine_correlation(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -93,7 +95,8 @@ def interpolate4d(x: torch.Tensor, size: tuple[int, int, int, int]) -> torch.Ten
 
 
 class CvnetRerank(nn.Module):
-    """`model(q_map [B,1024,Hq,Wq], db_map [B,1024,Hk,Wk]) → logits [B, 2]` (class 1: a match)."""
+    """`model(q_map [B,1024,Hq,Wq], db_map [B,1024,Hk,Wk]) → logits [B]`: the logit of a match, l₁ − l₀ of
+    the MLP's two outputs (sigmoid(logits) = softmax(l)[:, 1], the published P(match))."""
 
     def __init__(self, cfg: CvnetConfig) -> None:
         super().__init__()

@@ -8,7 +8,7 @@ y, attention; correlation], coordinates clamped to [0, 1]. `pair_head` embeds ea
 the sin-cos embedding of its columns 3:5 (the database token's x, y); a CLS token and 2 blocks summarise
 each anchor's 5; `pair_head_2` plus the sin-cos embedding of the anchor's own x, y (a query anchor's
 columns 0:2, a database anchor's 3:5), a second CLS and 6 blocks give the pair's 2 logits. The released
-test re-sorts by softmax(logits)[:, 1] alone.
+test re-sorts by softmax(logits)[:, 1] alone; the model returns the equivalent logit l₁ − l₀ per pair.
 
 Departures that change no output: TopK-5 instead of a full argsort (the 5 best are the same; the order
 of the 5 and of the anchors cannot matter, nothing positional sees it), the 7 features gathered for the
@@ -83,7 +83,8 @@ def sincos_2d(xy: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class R2Former(nn.Module):
-    """`model(q_tokens [B,L,3+D], db_tokens [B,L,3+D]) → logits [B, 2]` (class 1: a match)."""
+    """`model(q_tokens [B,L,3+D], db_tokens [B,L,3+D]) → logits [B]`: the logit of a match, l₁ − l₀ of the
+    classifier's two outputs, so that sigmoid(logits) = softmax(l)[:, 1], the released test's score."""
 
     def __init__(self, cfg: R2FormerConfig) -> None:
         super().__init__()
@@ -109,7 +110,8 @@ class R2Former(nn.Module):
         """[B, Lq + Ldb, k, 7]: each query token's k best database tokens, then each database token's k
         best query tokens."""
         k = self.config.num_corr
-        corr = (l2_normalize(q[..., 3:]) @ l2_normalize(db[..., 3:]).transpose(1, 2)).float()  # [B, Lq, Ldb]
+        # fp32: the top-5 picks of an fp16 correlation differ from fp32 at near-ties
+        corr = l2_normalize(q[..., 3:].float()) @ l2_normalize(db[..., 3:].float()).transpose(1, 2)  # [B, Lq, Ldb]
         q_xya, db_xya = q[..., :3].clamp(0, 1), db[..., :3].clamp(0, 1)
         best_db, db_idx = corr.topk(k, dim=2)  # [B, Lq, k]
         best_q, q_idx = corr.transpose(1, 2).topk(k, dim=2)  # [B, Ldb, k]
@@ -142,7 +144,8 @@ class R2Former(nn.Module):
         x = torch.cat([self.cls_token.to(x.dtype).expand(b, 1, d), x], dim=1)
         for block in self.blocks:
             x = block(x)
-        return self.decoder_pred(self.decoder_norm(x)[:, 0])
+        logits = self.decoder_pred(self.decoder_norm(x)[:, 0])
+        return logits[:, 1] - logits[:, 0]
 
 
 # --- registry hooks -----------------------------------------------------------------------------
