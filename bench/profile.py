@@ -1,15 +1,17 @@
 """`rerankrt bench`: per-query latency of re-ranking a shortlist, side by side in one run, with FLOPs, a
 matrix-multiply roofline probe, memory and database storage per image.
 
-A case is (model, backend, precision, shortlist S). Pair-wise AMES scores S pairs of one query in batches
-that fit its profile; LOCORE runs the sliding windows over S (one call per window); RAML encodes one
-query image (student 224 px; `raml` has no shortlist). Timers: CUDA events for torch on a GPU, else
+A case is (model, backend, precision, shortlist S). Pair-wise models (AMES, RRT, R2Former, CVNet-Rerank's
+head) score S pairs of one query in batches that fit their profile; LOCORE runs the sliding windows over
+S (one call per window), and `locore-hf` the same windows through Hugging Face's Longformer; RAML encodes
+one query image (student 224 px; `raml` has no shortlist). Timers: CUDA events for torch on a GPU, else
 perf_counter. A backend that cannot run here is skipped with its reason, never silently.
 
 results.json (schema "rerankrt-bench/1"): {"schema", "preset", "settings", "environment", "probes":
 {"<backend> <precision>": {"gflops", "n"}}, "results": [one row per case: model, backend, precision,
 shortlist, calls, median/p90/p99/mean/std/n (ms), flops, gflops_per_s, roofline_fraction,
-storage_bytes_per_image, peak_rss_mb], "skipped": [{"case", "reason"}]}; plus results.csv,
+storage_bytes_per_image, peak_rss_mb (the process so far), peak_device_mb (torch on a GPU, else null)],
+"skipped": [{"case", "reason"}]}; plus results.csv,
 results.md and two PNG plots (latency vs shortlist, roofline).
 """
 
@@ -20,6 +22,7 @@ import dataclasses
 import datetime
 import json
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +34,8 @@ from rerankrt.errors import UnavailableError
 from rerankrt.runtime.atomic import atomic_output
 from rerankrt.runtime.sliding import window_starts
 
-from .flops import ames_flops, locore_flops, raml_flops, rrt_flops
+from .flops import ames_flops, cvnet_flops, locore_flops, r2former_flops, raml_flops, rrt_flops
+from .locore_hf import HF_BASELINES, HfLocoreBackend
 from .timing import summarize
 
 SCHEMA = "rerankrt-bench/1"
@@ -39,13 +43,15 @@ PRESETS: dict[str, dict] = {
     # < 3 minutes on a 2-core CPU, the main job's profile step.
     "quick": {"models": ["ames", "locore-small", "raml"], "backends": ["torch", "ort"], "precisions": ["fp32"],
               "shortlists": [100], "repeat": 3},
-    "paper": {"models": ["ames", "rrt", "locore", "raml"], "backends": ["torch", "ort", "trt"],
+    "paper": {"models": ["ames", "rrt", "r2former", "cvnet-rerank", "locore", "locore-hf", "raml"],
+              "backends": ["torch", "ort", "trt"],
               "precisions": ["fp32", "fp16"], "shortlists": [100, 400, 1600], "repeat": 10},
     "edge": {"models": ["ames", "locore-small", "raml"], "backends": ["trt", "ort", "torch"], "precisions": ["fp16"],
              "shortlists": [100], "repeat": 10},
 }
-#: bytes a re-ranker stores per database image (reference §2.5, §3.3): AMES-dist 128 bits per descriptor,
-#: AMES 128-d fp16 after remap_local, LOCORE 48 locals + 1 global at the file's float32.
+#: bytes a re-ranker stores per database image (reference §2.5, §3.3, pairwise-rerankers.md): AMES-dist 128
+#: bits per descriptor, AMES 128-d fp16 after remap_local, LOCORE 48 locals + 1 global at the file's float32,
+#: RRT 500 × 128 + 1-byte scales + the global, CVNet the dense fp32 stage-3 map, R2Former 500 fp32 tokens.
 STORAGE = {
     "ames": lambda cfg: cfg.db_descriptors * cfg.model_dim * 2,
     "ames-dist": lambda cfg: cfg.db_descriptors * cfg.model_dim // 8,
@@ -53,6 +59,8 @@ STORAGE = {
     "locore-small": lambda cfg: (cfg.local_descriptors * cfg.local_dim + cfg.global_dim) * 4,
     "raml": lambda cfg: cfg.output_dim * 4,
     "rrt": lambda cfg: cfg.local_descriptors * (cfg.model_dim * 4 + 1) + cfg.global_dim * 4,  # + 1-byte scales
+    "cvnet-rerank": lambda cfg: cfg.feature_dim * cfg.map_height * cfg.map_width * 4,
+    "r2former": lambda cfg: cfg.tokens * cfg.token_dim * 4,
 }
 
 
@@ -67,9 +75,21 @@ class Case:
         return f"{self.model} {self.backend} {self.precision} S={self.shortlist}"
 
 
+def registered(model: str) -> str:
+    """The registered model behind a profiler name (`locore-hf` runs `locore`'s weights and configuration)."""
+    return HF_BASELINES.get(model, model)
+
+
 def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[[str], None]):
     from rerankrt.runtime.backends import OrtBackend, TorchBackend
 
+    if case.model in HF_BASELINES:
+        if case.backend != "torch":
+            raise UnavailableError(f"{case.model} is the Hugging Face PyTorch path: torch backend only")
+        if case.precision == "fp16" and not device.startswith("cuda"):
+            raise UnavailableError("torch FP16 on the CPU is an overflow check, not a deployment: skipped")
+        return HfLocoreBackend(registered(case.model), device=device,
+                               dtype="float16" if case.precision == "fp16" else "float32", **config)
     if case.backend == "torch":
         if case.precision == "fp16" and not device.startswith("cuda"):
             raise UnavailableError("torch FP16 on the CPU is an overflow check, not a deployment: skipped")
@@ -92,23 +112,31 @@ def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[
     return OrtBackend(graph, "cuda" if device.startswith("cuda") else "cpu")
 
 
+def _pair_sizes(model: str, cfg) -> tuple[dict[str, int], int]:
+    """A pair-wise model's symbolic sizes at its released setting, and its FLOPs per pair."""
+    if model == "rrt":
+        n = cfg.local_descriptors
+        return {"src_descriptors": n, "tgt_descriptors": n}, rrt_flops(cfg, n, n)
+    if model == "r2former":
+        return {"query_tokens": cfg.tokens, "db_tokens": cfg.tokens}, r2former_flops(cfg, cfg.tokens, cfg.tokens)
+    if model == "cvnet-rerank":
+        size = (cfg.map_height, cfg.map_width)
+        return {}, cvnet_flops(cfg, size, size)
+    q, t = cfg.query_descriptors, cfg.db_descriptors
+    return {"query_descriptors": q, "db_descriptors": t}, ames_flops(cfg, q, t)
+
+
 def _workload(case: Case, backend, model_config) -> tuple[list[dict], int, int]:
     """The feeds of one query's re-ranking, the FLOPs and the number of backend calls."""
     from rerankrt.export.specs import spec_for
 
-    spec = spec_for(case.model, model_config)
+    spec = spec_for(registered(case.model), model_config)
     cast = {s.name: s.dtype for s in backend.input_specs()}
-    if case.model.startswith("ames") or case.model == "rrt":
+    if "pairs" in spec.profiles:  # pair-wise: S pairs of one query in batches of the profile's maximum
         batch = spec.profiles["pairs"].max
         calls = [min(batch, case.shortlist - i) for i in range(0, case.shortlist, batch)]
-        if case.model == "rrt":
-            n = model_config.local_descriptors
-            sizes = {"src_descriptors": n, "tgt_descriptors": n}
-            flops = case.shortlist * rrt_flops(model_config, n, n)
-        else:
-            q, t = model_config.query_descriptors, model_config.db_descriptors
-            sizes = {"query_descriptors": q, "db_descriptors": t}
-            flops = case.shortlist * ames_flops(model_config, q, t)
+        sizes, per_pair = _pair_sizes(case.model, model_config)
+        flops = case.shortlist * per_pair
         feeds = [spec.feeds({"pairs": n, **sizes}, one_query=True) for n in calls]
     elif case.model.startswith("locore"):
         window = min(model_config.window, spec.profiles["images"].max)
@@ -144,6 +172,29 @@ def _timer(backend, device: str) -> Callable[[Callable[[], object]], float]:
         return (time.perf_counter_ns() - start) / 1e6
 
     return wall_ms
+
+
+def progress(label: str, done: int, total: int) -> None:
+    """A one-line progress bar of a case's repeats on an interactive terminal (stderr); piped output and
+    logs get only the per-case lines."""
+    if not sys.stderr.isatty():
+        return
+    width = 24
+    filled = width * done // total
+    sys.stderr.write(f"\r  {label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+                     + ("\n" if done == total else ""))
+    sys.stderr.flush()
+
+
+def _device_memory(backend, device: str) -> Callable[[], float | None]:
+    """Peak device memory of a case in MB: torch's allocator on a GPU (reset now, read after the runs).
+    None where it cannot be read in-process (CPU, and ONNX Runtime's or TensorRT's own allocators)."""
+    if not (device.startswith("cuda") and getattr(backend, "name", "").startswith("torch")):
+        return lambda: None
+    import torch
+
+    torch.cuda.reset_peak_memory_stats()
+    return lambda: torch.cuda.max_memory_allocated() / 2**20
 
 
 def matmul_probe(backend: str, precision: str, device: str, n: int = 1024, repeat: int = 5) -> float:
@@ -201,10 +252,10 @@ def run_bench(
     rows, skipped, probes = [], [], {}
     for i, case in enumerate(cases, 1):
         log(f"[{i}/{len(cases)}] {case}")
-        config = configs.get(case.model, {})
+        config = configs.get(case.model, configs.get(registered(case.model), {}))  # locore-hf: locore's
         try:
             with _open(case, artifacts, device, config, log) as backend:
-                model_config = dataclasses.replace(get_info(case.model).config, **config)
+                model_config = dataclasses.replace(get_info(registered(case.model)).config, **config)
                 feeds, flops, calls = _workload(case, backend, model_config)
                 timer = _timer(backend, device)
 
@@ -212,8 +263,14 @@ def run_bench(
                     for f in feeds:
                         backend.infer(f)
 
+                memory = _device_memory(backend, device)
                 one_query()  # warm-up
-                stats = summarize([timer(one_query) for _ in range(repeat)])
+                times = []
+                for r in range(repeat):
+                    times.append(timer(one_query))
+                    progress(str(case), r + 1, repeat)
+                stats = summarize(times)
+                peak_device_mb = memory()
         except (UnavailableError, ImportError) as e:
             skipped.append({"case": str(case), "reason": str(e)})
             log(f"  skipped: {e}")
@@ -224,8 +281,9 @@ def run_bench(
         achieved = flops / (stats["median"] / 1e3) / 1e9
         rows.append({**dataclasses.asdict(case), "device": device, "calls": calls, **stats, "flops": flops,
                      "gflops_per_s": achieved, "roofline_fraction": achieved / probes[key]["gflops"],
-                     "storage_bytes_per_image": STORAGE[case.model](model_config),
-                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+                     "storage_bytes_per_image": STORAGE[registered(case.model)](model_config),
+                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                     "peak_device_mb": peak_device_mb})
         log(f"  median {stats['median']:.1f} ms, {achieved:.1f} GFLOP/s")
     results = {"schema": SCHEMA, "preset": preset,
                "settings": {"models": models, "backends": backends, "precisions": precisions,
@@ -238,7 +296,7 @@ def run_bench(
 
 
 COLUMNS = ["model", "backend", "precision", "shortlist", "calls", "median", "p90", "p99", "mean", "std", "n", "flops",
-           "gflops_per_s", "roofline_fraction", "storage_bytes_per_image", "peak_rss_mb"]
+           "gflops_per_s", "roofline_fraction", "storage_bytes_per_image", "peak_rss_mb", "peak_device_mb"]
 
 
 def write_outputs(results: dict, out: Path) -> None:

@@ -287,7 +287,7 @@ def _r2former(cfg: R2FormerConfig, name: str) -> ExportSpec:
                 TensorSpec("db_tokens", "float", ("pairs", "db_tokens", dim))),
         outputs=(TensorSpec("logits", "float", ("pairs",)),),
         profiles={"pairs": Profile(1, 50, 100), "query_tokens": Profile(k, n, n), "db_tokens": Profile(k, n, n)},
-        trace={"pairs": 3, "query_tokens": 23, "db_tokens": 11},
+        trace={"pairs": 3, "query_tokens": min(23, n), "db_tokens": min(11, n - 1)},
         checks=({"pairs": 1, "query_tokens": k, "db_tokens": k},
                 {"pairs": 4, "query_tokens": min(37, n), "db_tokens": min(60, n)},
                 {"pairs": 10, "query_tokens": n, "db_tokens": n}),

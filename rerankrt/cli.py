@@ -176,6 +176,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from rerankrt.bench.locore_hf import HF_BASELINES
     from rerankrt.bench.profile import preset_settings, run_bench
 
     settings = preset_settings(args.preset)
@@ -190,9 +191,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         settings["shortlists"] = [int(s) for s in split(args.shortlist)]
     if args.repeat:
         settings["repeat"] = args.repeat
-    unknown = [m for m in settings["models"] if m not in MODELS]
+    unknown = [m for m in settings["models"] if m not in MODELS and m not in HF_BASELINES]
     if unknown:
-        raise ValueError(f"--models: unknown {unknown}; registered: {', '.join(MODELS)}")
+        raise ValueError(f"--models: unknown {unknown}; known: {', '.join([*MODELS, *HF_BASELINES])}")
     results = run_bench(settings["models"], settings["backends"], settings["precisions"], settings["shortlists"],
                         settings["repeat"], Path(args.out), Path(args.artifacts) if args.artifacts else None,
                         args.device, args.preset, log=_log)

@@ -82,3 +82,80 @@ def test_presets_and_bad_arguments(capsys):
         preset_settings("huge")
     assert main(["bench", "--models", "ames,bert"]) == 2
     assert "--models: unknown ['bert']" in capsys.readouterr().err
+
+
+def test_baselines_and_the_hugging_face_path(tmp_path):
+    """R2Former, CVNet-Rerank's head and locore-hf (HF Longformer with LOCORE's weights) in one tiny run."""
+    pytest.importorskip("transformers", reason="locore-hf needs transformers (rerankrt[hf], in the dev extra)")
+    from rerankrt.bench.flops import cvnet_flops, r2former_flops
+    from rerankrt.models.configs import CVNET, R2FORMER
+
+    configs = {"r2former": {"tokens": 30}, "locore": CONFIGS["locore"],
+               "cvnet-rerank": {"feature_dim": 32, "conv_dim": 16, "map_height": 6, "map_width": 8}}
+    results = run_bench(["r2former", "cvnet-rerank", "locore", "locore-hf"], ["torch", "ort"], ["fp32"], [12],
+                        repeat=1, out=tmp_path, configs=configs, log=lambda message: None)
+    rows = {(r["model"], r["backend"]): r for r in results["results"]}
+    assert set(rows) == {(m, b) for m in ("r2former", "cvnet-rerank", "locore") for b in ("torch", "ort")} | {
+        ("locore-hf", "torch")}
+    assert results["skipped"] == [{"case": "locore-hf ort fp32 S=12",
+                                   "reason": "locore-hf is the Hugging Face PyTorch path: torch backend only"}]
+    r2 = dataclasses.replace(R2FORMER, tokens=30)
+    cv = dataclasses.replace(CVNET, **configs["cvnet-rerank"])
+    assert rows["r2former", "ort"]["flops"] == 12 * r2former_flops(r2, 30, 30) and rows["r2former", "ort"]["calls"] == 1
+    assert rows["cvnet-rerank", "torch"]["flops"] == 12 * cvnet_flops(cv, (6, 8), (6, 8))
+    assert rows["cvnet-rerank", "torch"]["calls"] == 2  # 8 pairs per call
+    assert rows["r2former", "torch"]["storage_bytes_per_image"] == 30 * 131 * 4
+    assert rows["cvnet-rerank", "ort"]["storage_bytes_per_image"] == 32 * 6 * 8 * 4
+    hf, ours = rows["locore-hf", "torch"], rows["locore", "torch"]
+    assert (hf["flops"], hf["calls"], hf["storage_bytes_per_image"]) == (ours["flops"], ours["calls"],
+                                                                        ours["storage_bytes_per_image"])
+    assert all(r["peak_device_mb"] is None for r in results["results"])  # no GPU here
+
+
+def test_locore_hf_scores_match_rerankrt():
+    """The Hugging Face path and rerankrt's static tiled attention give the same window scores."""
+    pytest.importorskip("transformers", reason="locore-hf needs transformers (rerankrt[hf], in the dev extra)")
+    import numpy as np
+
+    from rerankrt.bench.locore_hf import HfLocoreBackend
+    from rerankrt.runtime.backends import TorchBackend
+
+    config = {**CONFIGS["locore"], "local_dim": 48, "global_dim": 40}  # both projections present
+    with HfLocoreBackend("locore", **config) as hf, TorchBackend("locore", **config) as ours:
+        import torch
+
+        with torch.no_grad():  # weights that separate the images well beyond the tolerance
+            for backend in (ours.model, hf.hf):
+                for p in backend.parameters():
+                    p.mul_(3.0)
+            hf.classifier = tuple(3.0 * t for t in hf.classifier)
+            for name in ("local_to_lm", "global_to_lm"):
+                setattr(hf, name, tuple(3.0 * t for t in getattr(hf, name)))
+            hf.scale0, hf.sep, hf.pad = 3.0 * hf.scale0, 3.0 * hf.sep, 3.0 * hf.pad
+        from rerankrt.export.specs import spec_for
+
+        spec = spec_for("locore", ours.model.config)
+        feeds = spec.feeds({"batch": 2, "images": 9}, seed=3)
+        a, b = hf.infer(feeds)["scores"], ours.infer(feeds)["scores"]
+    assert a.shape == (2, 9) and b.std() > 0.05
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+
+
+def test_progress_bar_on_a_terminal(monkeypatch):
+    import io
+
+    from rerankrt.bench import profile
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    err = Tty()
+    monkeypatch.setattr(profile.sys, "stderr", err)
+    profile.progress("ames ort fp32 S=100", 1, 4)
+    profile.progress("ames ort fp32 S=100", 4, 4)
+    assert err.getvalue() == ("\r  ames ort fp32 S=100 [######..................] 1/4"
+                              "\r  ames ort fp32 S=100 [########################] 4/4\n")
+    monkeypatch.setattr(profile.sys, "stderr", io.StringIO())  # not a terminal: nothing
+    profile.progress("x", 1, 1)
+    assert profile.sys.stderr.getvalue() == ""
