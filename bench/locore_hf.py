@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rerankrt.errors import InputError, UnavailableError
+from rerankrt.errors import UnavailableError
 from rerankrt.runtime.backends import FeedChecker, IOSpec
 
 
@@ -88,9 +88,7 @@ class HfLocoreBackend:
         if self.hf is None:
             raise RuntimeError(f"{self.name}: use the backend inside a `with` block")
         self.check(feeds)
-        for spec in self.check.inputs:
-            if spec.dtype != np.bool_ and not np.isfinite(feeds[spec.name]).all():
-                raise InputError(f"{spec.name}: contains NaN or infinite values")
+        self.check.finite(feeds)
         t = {k: torch.from_numpy(v).to(self.device) for k, v in feeds.items()}
         with torch.inference_mode():
             return {"scores": self.scores(**t).float().cpu().numpy()}

@@ -118,6 +118,7 @@ def test_locore_hf_scores_match_rerankrt():
     import numpy as np
 
     from rerankrt.bench.locore_hf import HfLocoreBackend
+    from rerankrt.errors import InputError
     from rerankrt.runtime.backends import TorchBackend
 
     config = {**CONFIGS["locore"], "local_dim": 48, "global_dim": 40}  # both projections present
@@ -137,6 +138,9 @@ def test_locore_hf_scores_match_rerankrt():
         spec = spec_for("locore", ours.model.config)
         feeds = spec.feeds({"batch": 2, "images": 9}, seed=3)
         a, b = hf.infer(feeds)["scores"], ours.infer(feeds)["scores"]
+        feeds["q_local"][0, 0, 0] = np.nan
+        with pytest.raises(InputError, match=r"^q_local: contains 1 NaN or infinite values$"):
+            hf.infer(feeds)
     assert a.shape == (2, 9) and b.std() > 0.05
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
 
