@@ -103,7 +103,7 @@ def test_baselines_and_the_hugging_face_path(tmp_path):
     cv = dataclasses.replace(CVNET, **configs["cvnet-rerank"])
     assert rows["r2former", "ort"]["flops"] == 12 * r2former_flops(r2, 30, 30) and rows["r2former", "ort"]["calls"] == 1
     assert rows["cvnet-rerank", "torch"]["flops"] == 12 * cvnet_flops(cv, (6, 8), (6, 8))
-    assert rows["cvnet-rerank", "torch"]["calls"] == 2  # 8 pairs per call
+    assert rows["cvnet-rerank", "torch"]["calls"] == 3  # 4 pairs per call: the profile's opt
     assert rows["r2former", "torch"]["storage_bytes_per_image"] == 30 * 131 * 4
     assert rows["cvnet-rerank", "ort"]["storage_bytes_per_image"] == 32 * 6 * 8 * 4
     hf, ours = rows["locore-hf", "torch"], rows["locore", "torch"]
