@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import math
 
-from rerankrt.models.configs import AmesConfig, CvnetConfig, LocoreConfig, R2FormerConfig, RamlConfig, RrtConfig
+from rerankrt.models.configs import (
+    AmesConfig,
+    CvnetBackboneConfig,
+    CvnetConfig,
+    LocoreConfig,
+    R2FormerConfig,
+    RamlConfig,
+    RrtConfig,
+)
 
 
 def ames_flops(cfg: AmesConfig, query: int, db: int) -> int:
@@ -57,14 +65,14 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def raml_flops(cfg: RamlConfig, height: int, width: int) -> int:
-    """One image: ResNet-50's convolutions (stride-2 3×3 in each first bottleneck, torchvision v1.5)
-    and the whitening layer."""
+def resnet50_flops(height: int, width: int, stages: int = 4) -> int:
+    """ResNet-50's convolutions over one image, through `stages` stages (stride-2 3×3 in each first
+    bottleneck: torchvision v1.5 and pycls alike)."""
     h, w = _conv_out(height, 7, 2, 3), _conv_out(width, 7, 2, 3)
     macs = 3 * 64 * 49 * h * w
     h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)  # max pool
     channels = 64
-    for stage, blocks in enumerate((3, 4, 6, 3)):
+    for stage, blocks in enumerate((3, 4, 6, 3)[:stages]):
         width_ = 64 * 2**stage
         out = 4 * width_
         for i in range(blocks):
@@ -76,7 +84,17 @@ def raml_flops(cfg: RamlConfig, height: int, width: int) -> int:
             if i == 0:
                 macs += channels * out * h2 * w2  # the projection shortcut
             h, w, channels = h2, w2, out
-    return 2 * (macs + cfg.backbone_dim * cfg.output_dim)
+    return 2 * macs
+
+
+def raml_flops(cfg: RamlConfig, height: int, width: int) -> int:
+    """One image: ResNet-50's convolutions and the whitening layer."""
+    return resnet50_flops(height, width) + 2 * cfg.backbone_dim * cfg.output_dim
+
+
+def cvnet_backbone_flops(cfg: CvnetBackboneConfig, height: int, width: int) -> int:
+    """One image through CVNet's ResNet-50 to the stage-3 maps."""
+    return resnet50_flops(height, width, cfg.stages)
 
 
 def rrt_flops(cfg: RrtConfig, src_locals: int, tgt_locals: int) -> int:

@@ -2,10 +2,12 @@
 matrix-multiply roofline probe, memory and database storage per image.
 
 A case is (model, backend, precision, shortlist S). Pair-wise models (AMES, RRT, R2Former, CVNet-Rerank's
-head) score S pairs of one query in batches of their profile's opt size; LOCORE runs the sliding windows over
-S (one call per window), and `locore-hf` the same windows through Hugging Face's Longformer; RAML encodes
-one query image (student 224 px; `raml` has no shortlist). Timers: CUDA events for torch on a GPU, else
-perf_counter. A backend that cannot run here is skipped with its reason, never silently.
+head) score S pairs of one query in batches of their profile's opt size; LOCORE runs the sliding windows
+over S (one call per window), and `locore-hf` the same windows through Hugging Face's Longformer; RAML
+encodes one query image (student 224 px), `cvnet-backbone` one 768×1024 image to its stage-3 maps (image
+models have no shortlist: the CVNet head's database maps are stored; the original recomputes them per
+pair). Timers: CUDA events for torch on a GPU, else perf_counter. A backend that cannot run here is
+skipped with its reason, never silently.
 
 results.json (schema "rerankrt-bench/1"): {"schema", "preset", "settings", "environment", "probes":
 {"<backend> <precision>": {"gflops", "n"}}, "results": [one row per case: model, backend, precision,
@@ -34,7 +36,7 @@ from rerankrt.errors import UnavailableError
 from rerankrt.runtime.atomic import atomic_output
 from rerankrt.runtime.sliding import window_starts
 
-from .flops import ames_flops, cvnet_flops, locore_flops, r2former_flops, raml_flops, rrt_flops
+from .flops import ames_flops, cvnet_backbone_flops, cvnet_flops, locore_flops, r2former_flops, raml_flops, rrt_flops
 from .locore_hf import HF_BASELINES, HfLocoreBackend
 from .timing import summarize
 
@@ -43,7 +45,7 @@ PRESETS: dict[str, dict] = {
     # < 3 minutes on a 2-core CPU, the main job's profile step.
     "quick": {"models": ["ames", "locore-small", "raml"], "backends": ["torch", "ort"], "precisions": ["fp32"],
               "shortlists": [100], "repeat": 3},
-    "paper": {"models": ["ames", "rrt", "r2former", "cvnet-rerank", "locore", "locore-hf", "raml"],
+    "paper": {"models": ["ames", "rrt", "r2former", "cvnet-rerank", "cvnet-backbone", "locore", "locore-hf", "raml"],
               "backends": ["torch", "ort", "trt"],
               "precisions": ["fp32", "fp16"], "shortlists": [100, 400, 1600], "repeat": 10},
     "edge": {"models": ["ames", "locore-small", "raml"], "backends": ["trt", "ort", "torch"], "precisions": ["fp16"],
@@ -58,10 +60,15 @@ STORAGE = {
     "locore": lambda cfg: (cfg.local_descriptors * cfg.local_dim + cfg.global_dim) * 4,
     "locore-small": lambda cfg: (cfg.local_descriptors * cfg.local_dim + cfg.global_dim) * 4,
     "raml": lambda cfg: cfg.output_dim * 4,
+    "cvnet-backbone": lambda cfg: 1024 * -(-cfg.image_height // 16) * -(-cfg.image_width // 16) * 4,
     "rrt": lambda cfg: cfg.local_descriptors * (cfg.model_dim * 4 + 1) + cfg.global_dim * 4,  # + 1-byte scales
     "cvnet-rerank": lambda cfg: cfg.feature_dim * cfg.map_height * cfg.map_width * 4,
     "r2former": lambda cfg: cfg.tokens * cfg.token_dim * 4,
 }
+
+
+#: models timed on one query image; they run once per case, at the first shortlist size
+IMAGE_MODELS = ("raml", "cvnet-backbone")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,9 +152,13 @@ def _workload(case: Case, backend, model_config) -> tuple[list[dict], int, int]:
         feeds = [spec.feeds({"batch": 1, "images": k})] * len(starts)
         flops = len(starts) * locore_flops(model_config, k)
     else:
-        size = model_config.student_size
-        feeds = [spec.feeds({"batch": 1, "height": size, "width": size})]
-        flops = raml_flops(model_config, size, size)
+        if case.model == "raml":
+            h = w = model_config.student_size
+            flops = raml_flops(model_config, h, w)
+        else:
+            h, w = model_config.image_height, model_config.image_width
+            flops = cvnet_backbone_flops(model_config, h, w)
+        feeds = [spec.feeds({"batch": 1, "height": h, "width": w})]
     feeds = [{k: v.astype(cast[k]) for k, v in f.items()} for f in feeds]
     return feeds, flops, len(feeds)
 
@@ -248,7 +259,7 @@ def run_bench(
     artifacts.mkdir(parents=True, exist_ok=True)
     configs = configs or {}
     cases = [Case(m, b, p, s) for m in models for b in backends for p in precisions
-             for s in (shortlists[:1] if m == "raml" else shortlists)]
+             for s in (shortlists[:1] if m in IMAGE_MODELS else shortlists)]
     rows, skipped, probes = [], [], {}
     for i, case in enumerate(cases, 1):
         log(f"[{i}/{len(cases)}] {case}")

@@ -101,6 +101,16 @@ class CvnetConfig:
 
 
 @dataclass(frozen=True)
+class CvnetBackboneConfig:
+    """CVNet's pycls ResNet-50 (`encoder_q`) up to its stage-3 output: the maps the re-ranking head
+    correlates, for one image at the evaluation resolution (ROxf/RPar ≈ 768×1024; queries are cropped)."""
+
+    stages: int = 3
+    image_height: int = 768
+    image_width: int = 1024
+
+
+@dataclass(frozen=True)
 class R2FormerConfig:
     """R2Former's re-ranker (pairwise-rerankers.md §3): top-5 correspondences of each of 2 × 500 anchor
     tokens through 2 small blocks, then the 1000 anchors through 6 blocks (width 32, 4 heads)."""
@@ -143,6 +153,7 @@ AMES_DIST = AmesConfig(binarized=True, fusion_lambda=0.35, fusion_gamma=0.1)  # 
 RAML = RamlConfig()
 RRT = RrtConfig()
 CVNET = CvnetConfig()
+CVNET_BACKBONE = CvnetBackboneConfig()
 R2FORMER = R2FormerConfig()
 LOCORE = LocoreConfig()
 LOCORE_SMALL = LocoreConfig(num_layers=6, keep_layers=6)  # the first 6 layers of the base checkpoint (§3.1)

@@ -1,6 +1,6 @@
 """CVNet-Rerank's re-ranking head (pairwise-rerankers.md §2): a pair-wise baseline for the profiler,
 state_dict-compatible with the head of the released CVNet checkpoints (`conv2ds.*`, `cv_learner.*` in
-`['model_state']`; the `encoder_q.*` backbone is RAML's ResNet and is timed on its own).
+`['model_state']`; the `encoder_q.*` backbone is `cvnet_backbone`, timed on its own).
 
 Inputs are the two images' ResNet stage-3 maps (1024 channels, stride 16, taken before the final ReLU).
 Each is resized to 3 scales (sides ×0.5, ×0.707, ×1; bilinear, align_corners) and reduced to 256
@@ -159,3 +159,4 @@ def config_from_state_dict(sd: dict) -> dict:
 
 def identify(sd: dict) -> str | None:
     return "cvnet-rerank" if "conv2ds.0.weight" in sd and "cv_learner.mlp.0.weight" in sd else None
+

@@ -69,6 +69,14 @@ MODELS: dict[str, ModelInfo] = {
             "rerankrt.models.cvnet",
         ),
         ModelInfo(
+            "cvnet-backbone",
+            "CVNet's pycls ResNet-50 to stage 3 (profiler baseline): the maps CVNet-Rerank correlates, at 768×1024",
+            configs.CVNET_BACKBONE,
+            "torch.save {'model_state': state_dict} (CVNet R50; encoder_q.stem/s1–s3 are used)",
+            "model_state",
+            "rerankrt.models.cvnet_backbone",
+        ),
+        ModelInfo(
             "r2former",
             "R2Former re-ranker (profiler baseline): top-5 correspondences of 2 × 500 tokens, 6 + 2 blocks of width 32",
             configs.R2FORMER,

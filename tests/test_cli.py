@@ -61,9 +61,11 @@ def test_cuda_bindings_error_means_no_device(monkeypatch):
 def test_models_lists_released_configurations(capsys):
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert list(rows) == ["ames", "ames-dist", "raml", "rrt", "cvnet-rerank", "r2former", "locore", "locore-small"]
+    assert list(rows) == ["ames", "ames-dist", "raml", "rrt", "cvnet-rerank", "cvnet-backbone", "r2former", "locore",
+                          "locore-small"]
     assert rows["rrt"]["parameters"] == "2,243,201"
     assert rows["cvnet-rerank"]["parameters"] == "7,486,114" and rows["r2former"]["parameters"] == "135,171"
+    assert rows["cvnet-backbone"]["parameters"] == "8,543,296"  # ResNet-50's 23,508,032 less stage 4's 14,964,736
     assert rows["ames"]["parameters"] == "2,079,745"
     assert rows["ames-dist"]["parameters"] == "2,096,129"
     assert rows["raml"]["parameters"] == "24,557,121"
