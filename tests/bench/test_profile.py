@@ -87,16 +87,17 @@ def test_presets_and_bad_arguments(capsys):
 def test_baselines_and_the_hugging_face_path(tmp_path):
     """R2Former, CVNet-Rerank's head and locore-hf (HF Longformer with LOCORE's weights) in one tiny run."""
     pytest.importorskip("transformers", reason="locore-hf needs transformers (rerankrt[hf], in the dev extra)")
-    from rerankrt.bench.flops import cvnet_flops, r2former_flops
-    from rerankrt.models.configs import CVNET, R2FORMER
+    from rerankrt.bench.flops import cvnet_backbone_flops, cvnet_flops, r2former_flops
+    from rerankrt.models.configs import CVNET, CVNET_BACKBONE, R2FORMER
 
     configs = {"r2former": {"tokens": 30}, "locore": CONFIGS["locore"],
-               "cvnet-rerank": {"feature_dim": 32, "conv_dim": 16, "map_height": 6, "map_width": 8}}
-    results = run_bench(["r2former", "cvnet-rerank", "locore", "locore-hf"], ["torch", "ort"], ["fp32"], [12],
+               "cvnet-rerank": {"feature_dim": 32, "conv_dim": 16, "map_height": 6, "map_width": 8},
+               "cvnet-backbone": {"image_height": 64, "image_width": 96}}
+    models = ["r2former", "cvnet-rerank", "cvnet-backbone", "locore", "locore-hf"]
+    results = run_bench(models, ["torch", "ort"], ["fp32"], [12],
                         repeat=1, out=tmp_path, configs=configs, log=lambda message: None)
     rows = {(r["model"], r["backend"]): r for r in results["results"]}
-    assert set(rows) == {(m, b) for m in ("r2former", "cvnet-rerank", "locore") for b in ("torch", "ort")} | {
-        ("locore-hf", "torch")}
+    assert set(rows) == {(m, b) for m in models[:4] for b in ("torch", "ort")} | {("locore-hf", "torch")}
     assert results["skipped"] == [{"case": "locore-hf ort fp32 S=12",
                                    "reason": "locore-hf is the Hugging Face PyTorch path: torch backend only"}]
     r2 = dataclasses.replace(R2FORMER, tokens=30)
@@ -106,6 +107,9 @@ def test_baselines_and_the_hugging_face_path(tmp_path):
     assert rows["cvnet-rerank", "torch"]["calls"] == 3  # 4 pairs per call: the profile's opt
     assert rows["r2former", "torch"]["storage_bytes_per_image"] == 30 * 131 * 4
     assert rows["cvnet-rerank", "ort"]["storage_bytes_per_image"] == 32 * 6 * 8 * 4
+    backbone = rows["cvnet-backbone", "ort"]
+    assert backbone["flops"] == cvnet_backbone_flops(CVNET_BACKBONE, 64, 96) and backbone["calls"] == 1
+    assert backbone["storage_bytes_per_image"] == 1024 * 4 * 6 * 4  # the stride-16 maps the head reads
     hf, ours = rows["locore-hf", "torch"], rows["locore", "torch"]
     assert (hf["flops"], hf["calls"], hf["storage_bytes_per_image"]) == (ours["flops"], ours["calls"],
                                                                         ours["storage_bytes_per_image"])
