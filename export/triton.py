@@ -33,9 +33,9 @@ from rerankrt.runtime.triton_bls import LOOP_MODELS, TARGET_FILE, rerank_io
 
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL"}
 MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx", "python": "model.py"}
-#: Models whose leading dimension is independent items (pairs, RAML's images), so that Triton may merge
+#: Models whose leading dimension is independent items (pairs, images), so that Triton may merge
 #: concurrent requests; a LOCORE request is one query's window and is not merged.
-DYNAMIC_BATCHING = ("ames", "ames-dist", "raml", "rrt", "r2former", "cvnet-rerank")
+DYNAMIC_BATCHING = ("ames", "ames-dist", "raml", "rrt", "r2former", "cvnet-rerank", "cvnet-backbone")
 #: The re-ranking loop of each re-ranker, served as `<model>_rerank`.
 LOOPS = {"ames": "ames", "ames-dist": "ames", "locore": "locore", "locore-small": "locore"}
 ADAPTER = '''"""Triton Python-backend adapter written by `rerankrt triton`: the {kind} loop is rerankrt's own
