@@ -259,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_inspect)
 
     p = sub.add_parser("bench", help="per-query re-ranking latency across models, backends and precisions")
-    p.add_argument("--preset", default="quick", help="quick (under 3 min on a 2-core CPU), paper or edge")
+    p.add_argument("--preset", default="quick",
+                   help="quick (under 3 min on a 2-core CPU), paper (released configurations, S up to 1600: "
+                        "a GPU job) or edge (batch 1, FP16)")
     p.add_argument("--models", help="comma-separated, e.g. ames,locore-small,raml")
     p.add_argument("--backends", help="comma-separated from torch,ort,trt")
     p.add_argument("--precision", help="comma-separated from fp32,fp16")
