@@ -70,7 +70,10 @@ class BlsBackend:
         pb = self.pb_utils
         request = pb.InferenceRequest(
             model_name=self.model_name, requested_output_names=[s.name for s in self.check.outputs],
-            inputs=[pb.Tensor(name, np.ascontiguousarray(array)) for name, array in feeds.items()])
+            inputs=[pb.Tensor(name, np.ascontiguousarray(array)) for name, array in feeds.items()],
+            # outputs in host memory: a GPU model's BLS outputs may otherwise stay on the device, where
+            # `as_numpy()` cannot read them (the scores are a few KB)
+            preferred_memory=pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU, 0))
         response = request.exec()
         if response.has_error():
             raise RuntimeError(f"{self.model_name}: {response.error().message()}")

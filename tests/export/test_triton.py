@@ -175,8 +175,9 @@ def fake_pb_utils(repo, calls):
     sessions = {}
 
     class InferenceRequest:
-        def __init__(self, model_name, requested_output_names, inputs):
+        def __init__(self, model_name, requested_output_names, inputs, preferred_memory):
             self.model_name, self.outputs, self.inputs = model_name, requested_output_names, inputs
+            assert preferred_memory == ("TRITONSERVER_MEMORY_CPU", 0)  # host outputs, readable by as_numpy
 
         def exec(self):
             if self.model_name not in sessions:
@@ -193,7 +194,8 @@ def fake_pb_utils(repo, calls):
 
     return types.SimpleNamespace(Tensor=_Tensor, InferenceRequest=InferenceRequest, InferenceResponse=_Response,
                                  TritonError=_Error, get_input_tensor_by_name=by_name,
-                                 get_output_tensor_by_name=by_name)
+                                 get_output_tensor_by_name=by_name, PreferredMemory=lambda kind, device: (kind, device),
+                                 TRITONSERVER_MEMORY_CPU="TRITONSERVER_MEMORY_CPU")
 
 
 class _Request:
