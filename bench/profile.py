@@ -90,18 +90,15 @@ def registered(model: str) -> str:
 def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[[str], None]):
     from rerankrt.runtime.backends import OrtBackend, TorchBackend
 
-    if case.model in HF_BASELINES:
-        if case.backend != "torch":
-            raise UnavailableError(f"{case.model} is the Hugging Face PyTorch path: torch backend only")
-        if case.precision == "fp16" and not device.startswith("cuda"):
-            raise UnavailableError("torch FP16 on the CPU is an overflow check, not a deployment: skipped")
-        return HfLocoreBackend(registered(case.model), device=device,
-                               dtype="float16" if case.precision == "fp16" else "float32", **config)
+    if case.model in HF_BASELINES and case.backend != "torch":
+        raise UnavailableError(f"{case.model} is the Hugging Face PyTorch path: torch backend only")
     if case.backend == "torch":
         if case.precision == "fp16" and not device.startswith("cuda"):
             raise UnavailableError("torch FP16 on the CPU is an overflow check, not a deployment: skipped")
-        return TorchBackend(case.model, device=device, dtype="float16" if case.precision == "fp16" else "float32",
-                            **config)
+        dtype = "float16" if case.precision == "fp16" else "float32"
+        if case.model in HF_BASELINES:
+            return HfLocoreBackend(registered(case.model), device=device, dtype=dtype, **config)
+        return TorchBackend(case.model, device=device, dtype=dtype, **config)
     name = case.model if case.precision == "fp32" else f"{case.model}.{case.precision}"
     if case.backend == "trt":
         plan = artifacts / f"{name}.plan"
