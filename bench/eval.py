@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rerankrt.errors import InputError
+from rerankrt.runtime.agreement import kendall_tau
 from rerankrt.runtime.descriptors import read_gnd, read_nn
 from rerankrt.runtime.rerank_dataset import DatasetFiles, DatasetLayout
 
@@ -31,7 +32,7 @@ def _runs(dataset: str) -> tuple[str, ...]:
     return ("medium", "hard") if DATASETS[dataset] == "revisited" else ("all",)
 
 
-def rankings(model: str, backend, data: str | os.PathLike, dataset: str, shortlist: int | None = None,
+def rankings(backend, data: str | os.PathLike, dataset: str, shortlist: int | None = None,
              desc: str = "dinov2", nn_file: str = "nn_superglobal.pkl", lam: float | None = None,
              gamma: float | None = None, plus1m: bool = False, log: Callable[[str], None] = lambda m: None) -> dict:
     """{run: (first-stage ranks, re-ranked ranks)} with each run's junk-reordered shortlists.
@@ -43,12 +44,12 @@ def rankings(model: str, backend, data: str | os.PathLike, dataset: str, shortli
     ground_truth = read_gnd(layout.root / f"gnd_{dataset}.pkl")
     gnd = ground_truth["gnd"]
     out = {}
-    with DatasetFiles(layout, model, backend) as files:
+    with DatasetFiles(layout, backend) as files:
         if plus1m:
             if files.gallery.num_images <= len(ground_truth["imlist"]):
                 raise InputError(f"--plus1m: {layout.local('gallery')} holds {files.gallery.num_images} images, no "
                                  f"more than the {len(ground_truth['imlist'])} of the ground truth: not a +1M folder")
-            if model.startswith("locore"):
+            if backend.meta["loop"] == "locore":
                 lam, gamma = 0.5 if lam is None else lam, 0.5 if gamma is None else gamma
         sims, idx = read_nn(layout.root / nn_file, num_db=files.gallery.num_images)
         if len(gnd) != len(idx):
@@ -81,8 +82,6 @@ def score(dataset: str, result: dict) -> dict:
 
 def agreement(a: dict, b: dict, shortlist: int) -> dict[str, float]:
     """Kendall's tau of the re-ranked top-`shortlist` and top-10 overlap between two runs, averaged."""
-    from rerankrt.export.validate import kendall_tau
-
     taus, overlaps = [], []
     for run in a["runs"]:
         for row_a, row_b in zip(a["runs"][run][1], b["runs"][run][1], strict=True):

@@ -7,7 +7,8 @@
 3. torch FP16 latency on CUDA of AMES, LOCORE-small, LOCORE and the pair-wise baselines (RRT and
    R2Former at 100 pairs, CVNet-Rerank at 8 pairs of 48×64 maps), with and without CUDA graphs (CUDA
    events, medians);
-4. where TensorRT is installed: AMES's FP16 graph built into an engine, TrtBackend vs ONNX Runtime.
+4. where TensorRT is installed: AMES's FP16 graph built into an engine, TrtBackend vs ONNX Runtime, and
+   TrtBackend with CUDA graphs: a replay after a larger shape (its buffers grew) equals a fresh run.
 Prints a table, writes `gpu_check.json` to --out, exits 1 when a check fails and 2 without a CUDA device.
 Released configurations with random weights.
 """
@@ -37,8 +38,8 @@ LATENCY = [("ames", PARITY[0][1]), ("locore-small", PARITY[1][1]), ("locore", PA
 
 
 def parity(rows: list) -> None:
-    from rerankrt.export.specs import spec_for
-    from rerankrt.runtime.backends import TorchBackend
+    from rerankrt.models import spec_for
+    from rerankrt.models.torch_backend import TorchBackend
 
     for name, shape in PARITY:
         spec = spec_for(name)
@@ -79,8 +80,8 @@ def latency(rows: list, repeat: int) -> None:
     import torch
 
     from rerankrt.bench.timing import cuda_median_ms
-    from rerankrt.export.specs import spec_for
-    from rerankrt.runtime.backends import TorchBackend
+    from rerankrt.models import spec_for
+    from rerankrt.models.torch_backend import TorchBackend
 
     for name, shape in LATENCY:
         spec = spec_for(name)
@@ -102,22 +103,36 @@ def tensorrt(rows: list) -> None:
         return
     from rerankrt.engines.build import build_engine
     from rerankrt.export.onnx_export import export_model
-    from rerankrt.export.specs import spec_for
-    from rerankrt.runtime.backends import OrtBackend
+    from rerankrt.models import spec_for
+    from rerankrt.runtime.ort_backend import OrtBackend
     from rerankrt.runtime.trt_backend import TrtBackend
 
     spec = spec_for("ames")
+
+    def half(feeds: dict) -> dict:
+        return {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in feeds.items()}
+
     with tempfile.TemporaryDirectory() as tmp:
         export_model("ames", out_dir=tmp)
         start = time.perf_counter()
         plan = build_engine(Path(tmp) / "ames.fp16.onnx")
         built = time.perf_counter() - start
         feeds = spec.feeds(PARITY[0][1], seed=9)
-        half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in feeds.items()}
         with TrtBackend(plan) as engine, OrtBackend(Path(tmp) / "ames.onnx") as ort:
-            worst = float(np.abs(engine.infer(half)["logits"].astype(np.float32) - ort.infer(feeds)["logits"]).max())
-    rows.append({"check": "TensorRT engine vs ONNX Runtime", "ok": worst <= spec.fp16.atol,
-                 "detail": f"ames fp16 engine built in {built:.0f} s, max |Δ| {worst:.2e}"})
+            worst = float(np.abs(engine.infer(half(feeds))["logits"].astype(np.float32)
+                                 - ort.infer(feeds)["logits"]).max())
+        rows.append({"check": "TensorRT engine vs ONNX Runtime", "ok": worst <= spec.fp16.atol,
+                     "detail": f"ames fp16 engine built in {built:.0f} s, max |Δ| {worst:.2e}"})
+        small = half(spec.feeds({"pairs": 8, "query_descriptors": 100, "db_descriptors": 20}, seed=10))
+        large = half(spec.feeds({"pairs": 64, "query_descriptors": 600, "db_descriptors": 50}, seed=11))
+        with TrtBackend(plan) as fresh:
+            expected = [fresh.infer(f)["logits"] for f in (small, large)]
+        with TrtBackend(plan, cuda_graphs=True) as graphs:
+            got = [graphs.infer(f)["logits"] for f in (small, large, small, large)]
+        # a replay reading a freed or stale buffer gives another input's logits, far beyond fp16 rounding
+        worst = max(float(np.abs(g.astype(np.float32) - expected[i % 2]).max()) for i, g in enumerate(got))
+        rows.append({"check": "TensorRT CUDA graph replay after a larger shape", "ok": worst <= spec.fp16.atol,
+                     "detail": f"8×100×20, 64×600×50, then both again vs plain runs: max |Δ| {worst:.2e}"})
 
 
 def main() -> int:

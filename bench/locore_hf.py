@@ -12,57 +12,44 @@ from __future__ import annotations
 
 import numpy as np
 
-from rerankrt.errors import UnavailableError
-from rerankrt.runtime.backends import FeedChecker, IOSpec
+from rerankrt.models import MODELS
+from rerankrt.models.torch_backend import TorchBackend
+from rerankrt.optional import require
 
-
-def transformers_version() -> str:
-    import transformers
-
-    return str(transformers.__version__)
-
-
-#: profiler name → the rerankrt model whose weights and configuration it runs
-HF_BASELINES = {"locore-hf": "locore", "locore-small-hf": "locore-small"}
+#: profiler name → the registered model whose published code path it times (its card's `published_path`)
+HF_BASELINES = {info.published_path: name for name, info in MODELS.items() if info.published_path}
 _PREFIX = "language_model.longformer."
 
 
-class HfLocoreBackend:
-    """The backend contract (`input_specs`, `check`, `infer`) over HF's Longformer on `device`."""
+class HfLocoreBackend(TorchBackend):
+    """The backend contract over HF's Longformer on `device`, with the weights and configuration of
+    rerankrt's LOCORE model `model` (feeds, checks and description are the torch backend's)."""
 
     def __init__(self, model: str = "locore", device: str = "cpu", dtype: str = "float32", **config) -> None:
-        if dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype: expected float32 or float16, got {dtype!r}")
-        self.model_name, self.device, self.dtype, self.config = model, device, dtype, config
+        super().__init__(model, device=device, dtype=dtype, **config)
         self.name = f"torch-hf-{device}-{dtype}"
         self.hf = None
 
-    def __enter__(self) -> HfLocoreBackend:
+    def open(self) -> None:
         import torch
 
-        try:
-            from transformers import LongformerConfig, LongformerModel
-        except ImportError as e:
-            raise UnavailableError(f"locore-hf needs Hugging Face transformers ({e}); pip install 'rerankrt[hf]'") \
-                from None
-        from rerankrt.export.specs import spec_for
         from rerankrt.models import load_model
 
-        ours = load_model(self.model_name, **self.config)
+        transformers = require("transformers", "hf", "locore-hf (Hugging Face's Longformer)")
+        ours = load_model(self.model_name, self.checkpoint, **self.overrides)  # the weights to run
         cfg, sd = ours.config, ours.state_dict()
-        precision = "fp16" if self.dtype == "float16" else "fp32"
-        self.check = FeedChecker(spec_for(self.model_name, cfg).io_meta([precision]), precision)
-        hf_config = LongformerConfig(
+        self.set_meta(self._meta(cfg), self.precision)
+        hf_config = transformers.LongformerConfig(
             hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.heads,
             intermediate_size=cfg.intermediate_size, hidden_act="gelu", attention_window=cfg.attention_window,
             max_position_embeddings=cfg.max_positions, type_vocab_size=1, layer_norm_eps=cfg.layer_norm_eps,
             pad_token_id=1, vocab_size=4)
-        hf = LongformerModel(hf_config, add_pooling_layer=False).eval()
+        hf = transformers.LongformerModel(hf_config, add_pooling_layer=False).eval()
         inner = {k.removeprefix(_PREFIX): v for k, v in sd.items() if k.startswith(_PREFIX)}
         self.sep, self.pad = inner.pop("sep_embedding"), inner.pop("pad_embedding")
         missing, unexpected = hf.load_state_dict(inner, strict=False)
         if missing != ["embeddings.word_embeddings.weight"] or unexpected:  # LOCORE has no word embeddings
-            raise RuntimeError(f"locore-hf: the weights do not map onto transformers {transformers_version()}'s "
+            raise RuntimeError(f"locore-hf: the weights do not map onto transformers {transformers.__version__}'s "
                                f"Longformer: missing {missing}, unexpected {unexpected}")
         dtype = getattr(torch, self.dtype)
         self.hf = hf.to(self.device, dtype)
@@ -74,21 +61,14 @@ class HfLocoreBackend:
             (params[f"{n}.weight"], params[f"{n}.bias"]) if f"{n}.weight" in params else None
             for n in ("local_to_lm", "global_to_lm"))
         self.window = cfg.attention_window
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def close(self) -> None:
+        super().close()
         self.hf = None
 
-    def input_specs(self) -> list[IOSpec]:
-        return list(self.check.inputs)
-
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feeds: dict) -> dict[str, np.ndarray]:
         import torch
 
-        if self.hf is None:
-            raise RuntimeError(f"{self.name}: use the backend inside a `with` block")
-        self.check(feeds)
-        self.check.finite(feeds)
         t = {k: torch.from_numpy(v).to(self.device) for k, v in feeds.items()}
         with torch.inference_mode():
             return {"scores": self.scores(**t).float().cpu().numpy()}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import hashlib
 import json
 import resource
 import sys
@@ -32,43 +33,36 @@ from pathlib import Path
 import numpy as np
 
 from rerankrt import environment
-from rerankrt.errors import UnavailableError
+from rerankrt.errors import ModelFileError, UnavailableError
+from rerankrt.models import IMAGE, LIST_WISE, MODELS, PAIR_WISE, get_info, spec_for
+from rerankrt.optional import require
+from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.atomic import atomic_output
+from rerankrt.runtime.rerankers import released_settings
 from rerankrt.runtime.sliding import window_starts
 
-from .flops import ames_flops, cvnet_backbone_flops, cvnet_flops, locore_flops, r2former_flops, raml_flops, rrt_flops
 from .locore_hf import HF_BASELINES, HfLocoreBackend
 from .timing import summarize
 
 SCHEMA = "rerankrt-bench/1"
 PRESETS: dict[str, dict] = {
-    # < 3 minutes on a 2-core CPU, the main job's profile step.
-    "quick": {"models": ["ames", "locore-small", "raml"], "backends": ["torch", "ort"], "precisions": ["fp32"],
-              "shortlists": [100], "repeat": 3},
+    # < 3 minutes on a 2-core CPU, the main job's profile step: AMES and LOCORE-small beside the pair-wise
+    # re-rankers they are compared with, those at reduced sizes (named as such in the tables; RRT at 500 locals
+    # and CVNet-Rerank at 48×64 maps take seconds to minutes per query on a CPU).
+    "quick": {"models": ["ames", "locore-small", "rrt", "r2former", "cvnet-rerank", "raml"],
+              "backends": ["torch", "ort"], "precisions": ["fp32"], "shortlists": [100], "repeat": 3,
+              "configs": {"rrt": {"local_descriptors": 100}, "cvnet-rerank": {"map_height": 12, "map_width": 16}}},
     "paper": {"models": ["ames", "rrt", "r2former", "cvnet-rerank", "cvnet-backbone", "locore", "locore-hf", "raml"],
               "backends": ["torch", "ort", "trt"],
               "precisions": ["fp32", "fp16"], "shortlists": [100, 400, 1600], "repeat": 10},
     "edge": {"models": ["ames", "locore-small", "raml"], "backends": ["trt", "ort", "torch"], "precisions": ["fp16"],
              "shortlists": [100], "repeat": 10},
 }
-#: bytes a re-ranker stores per database image (reference §2.5, §3.3, pairwise-rerankers.md): AMES-dist 128
-#: bits per descriptor, AMES 128-d fp16 after remap_local, LOCORE 48 locals + 1 global at the file's float32,
-#: RRT 500 × 128 + 1-byte scales + the global, CVNet the dense fp32 stage-3 map, R2Former 500 fp32 tokens.
-STORAGE = {
-    "ames": lambda cfg: cfg.db_descriptors * cfg.model_dim * 2,
-    "ames-dist": lambda cfg: cfg.db_descriptors * cfg.model_dim // 8,
-    "locore": lambda cfg: (cfg.local_descriptors * cfg.local_dim + cfg.global_dim) * 4,
-    "locore-small": lambda cfg: (cfg.local_descriptors * cfg.local_dim + cfg.global_dim) * 4,
-    "raml": lambda cfg: cfg.output_dim * 4,
-    "cvnet-backbone": lambda cfg: 1024 * -(-cfg.image_height // 16) * -(-cfg.image_width // 16) * 4,
-    "rrt": lambda cfg: cfg.local_descriptors * (cfg.model_dim * 4 + 1) + cfg.global_dim * 4,  # + 1-byte scales
-    "cvnet-rerank": lambda cfg: cfg.feature_dim * cfg.map_height * cfg.map_width * 4,
-    "r2former": lambda cfg: cfg.tokens * cfg.token_dim * 4,
-}
 
 
-#: models timed on one query image; they run once per case, at the first shortlist size
-IMAGE_MODELS = ("raml", "cvnet-backbone")
+def profiled_models() -> list[str]:
+    """What `rerankrt bench --models` takes: the registered models and the published code paths."""
+    return [*MODELS, *HF_BASELINES]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +81,28 @@ def registered(model: str) -> str:
     return HF_BASELINES.get(model, model)
 
 
+def variant(model: str, config: dict) -> str:
+    """How the tables name a model in a configuration other than the released one: `rrt (num_layers=2)`."""
+    released = dataclasses.asdict(get_info(registered(model)).config)
+    changed = {k: v for k, v in config.items() if released.get(k) != v}
+    return model + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
+
+
+def _graph_folder(artifacts: Path, model: str, config: dict) -> Artifacts:
+    """Released configurations in `artifacts`; any other in a folder of its own below it, so that a reduced
+    size never stands in for the released graph (or the other way round)."""
+    info = get_info(model)
+    wanted = dataclasses.asdict(dataclasses.replace(info.config, **config))
+    if wanted == dataclasses.asdict(info.config):
+        return Artifacts(artifacts)
+    digest = hashlib.sha1(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:10]
+    return Artifacts(artifacts / "variants" / f"{model}-{digest}")
+
+
 def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[[str], None]):
-    from rerankrt.runtime.backends import OrtBackend, TorchBackend
+    """The case's backend: torch (or the Hugging Face path) from the registry, else the exported graph or
+    engine of the wanted configuration (a missing graph is exported, without the validation ladder)."""
+    from rerankrt.runtime.artifacts import open_backend
 
     if case.model in HF_BASELINES and case.backend != "torch":
         raise UnavailableError(f"{case.model} is the Hugging Face PyTorch path: torch backend only")
@@ -98,66 +112,55 @@ def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[
         dtype = "float16" if case.precision == "fp16" else "float32"
         if case.model in HF_BASELINES:
             return HfLocoreBackend(registered(case.model), device=device, dtype=dtype, **config)
-        return TorchBackend(case.model, device=device, dtype=dtype, **config)
-    name = case.model if case.precision == "fp32" else f"{case.model}.{case.precision}"
-    if case.backend == "trt":
-        plan = artifacts / f"{name}.plan"
-        if not plan.is_file():
-            raise UnavailableError(f"no engine {plan} (build it with `rerankrt build` on this GPU)")
-        from rerankrt.runtime.trt_backend import TrtBackend  # ImportError: TensorRT missing
+        from rerankrt.models.torch_backend import TorchBackend
 
-        return TrtBackend(plan)
-    graph = artifacts / f"{name}.onnx"
+        return TorchBackend(case.model, device=device, dtype=dtype, **config)
+    folder = _graph_folder(artifacts, case.model, config)
+    if case.backend == "trt":
+        try:
+            return open_backend(folder.find(case.model, case.precision, "trt"), "trt", device, log=lambda m: None)
+        except ModelFileError as e:
+            raise UnavailableError(str(e)) from None
+    graph = folder.onnx(case.model, case.precision)
     if not graph.is_file():
         from rerankrt.export.onnx_export import export_model
 
-        log(f"exporting {case.model} {case.precision} to {artifacts} (no validation ladder)")
-        export_model(case.model, out_dir=artifacts, precision=case.precision, **config)
-    return OrtBackend(graph, "cuda" if device.startswith("cuda") else "cpu")
+        log(f"exporting {case.model} {case.precision} to {folder.root} (no validation ladder)")
+        folder.root.mkdir(parents=True, exist_ok=True)
+        export_model(case.model, out_dir=folder.root, precision=case.precision, **config)
+    backend = open_backend(graph, "ort", device)
+    wanted = dataclasses.asdict(dataclasses.replace(get_info(case.model).config, **config))
+    if backend.config != json.loads(json.dumps(wanted)):  # as the sidecar holds it: tuples are lists
+        raise UnavailableError(f"{graph} was exported in another configuration than the one asked for; "
+                               f"export it again or profile from another --artifacts folder")
+    return backend
 
 
-def _pair_sizes(model: str, cfg) -> tuple[dict[str, int], int]:
-    """A pair-wise model's symbolic sizes at its released setting, and its FLOPs per pair."""
-    if model == "rrt":
-        n = cfg.local_descriptors
-        return {"src_descriptors": n, "tgt_descriptors": n}, rrt_flops(cfg, n, n)
-    if model == "r2former":
-        return {"query_tokens": cfg.tokens, "db_tokens": cfg.tokens}, r2former_flops(cfg, cfg.tokens, cfg.tokens)
-    if model == "cvnet-rerank":
-        size = (cfg.map_height, cfg.map_width)
-        return {}, cvnet_flops(cfg, size, size)
-    q, t = cfg.query_descriptors, cfg.db_descriptors
-    return {"query_descriptors": q, "db_descriptors": t}, ames_flops(cfg, q, t)
-
-
-def _workload(case: Case, backend, model_config) -> tuple[list[dict], int, int]:
-    """The feeds of one query's re-ranking, the FLOPs and the number of backend calls."""
-    from rerankrt.export.specs import spec_for
-
-    spec = spec_for(registered(case.model), model_config)
+def _workload(case: Case, backend) -> tuple[list[dict], int, int]:
+    """The feeds of one query's re-ranking (or one image's encoding), its FLOPs and the number of backend
+    calls, at the released per-item sizes (each profile's opt) of the model as the backend runs it."""
+    info = get_info(registered(case.model))
+    model_config = type(info.config)(**backend.config)
+    spec = spec_for(info.name, model_config)
+    sizes = {d: p["opt"] for d, p in backend.profiles().items()}
+    if info.kind == PAIR_WISE:  # S pairs of one query in batches of the profile's opt size
+        batch = sizes["pairs"]
+        calls = [{**sizes, "pairs": min(batch, case.shortlist - i)} for i in range(0, case.shortlist, batch)]
+    elif info.kind == LIST_WISE:  # the released sliding windows over S
+        settings = released_settings(backend.meta)
+        starts = window_starts(case.shortlist, settings["window"], settings["stride"], settings["order"])
+        calls = [{**sizes, "batch": 1, "images": min(settings["window"], case.shortlist)}] * len(starts)
+    else:  # one image
+        calls = [{**sizes, "batch": 1}]
     cast = {s.name: s.dtype for s in backend.input_specs()}
-    if "pairs" in spec.profiles:  # pair-wise: S pairs of one query in batches of the profile's opt size
-        batch = spec.profiles["pairs"].opt  # (what engines are tuned for; RRT's max, 400, needs > 24 GB in ORT)
-        calls = [min(batch, case.shortlist - i) for i in range(0, case.shortlist, batch)]
-        sizes, per_pair = _pair_sizes(case.model, model_config)
-        flops = case.shortlist * per_pair
-        feeds = [spec.feeds({"pairs": n, **sizes}, one_query=True) for n in calls]
-    elif case.model.startswith("locore"):
-        window = min(model_config.window, spec.profiles["images"].max)
-        k = min(window, case.shortlist)
-        starts = window_starts(case.shortlist, window, min(model_config.stride, window), model_config.order)
-        feeds = [spec.feeds({"batch": 1, "images": k})] * len(starts)
-        flops = len(starts) * locore_flops(model_config, k)
-    else:
-        if case.model == "raml":
-            h = w = model_config.student_size
-            flops = raml_flops(model_config, h, w)
-        else:
-            h, w = model_config.image_height, model_config.image_width
-            flops = cvnet_backbone_flops(model_config, h, w)
-        feeds = [spec.feeds({"batch": 1, "height": h, "width": w})]
-    feeds = [{k: v.astype(cast[k]) for k, v in f.items()} for f in feeds]
-    return feeds, flops, len(feeds)
+    made: dict[tuple, dict] = {}  # identical calls (LOCORE's windows) share their feeds
+    feeds = []
+    for call in calls:
+        key = tuple(sorted(call.items()))
+        if key not in made:
+            made[key] = {k: v.astype(cast[k]) for k, v in spec.feeds(call, one_query=True).items()}
+        feeds.append(made[key])
+    return feeds, sum(info.flops(model_config, call) for call in calls), len(calls)
 
 
 def _timer(backend, device: str) -> Callable[[Callable[[], object]], float]:
@@ -248,23 +251,27 @@ def run_bench(
     artifacts: Path | None = None, device: str = "cpu", preset: str = "custom", configs: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Run every case, write results.json/.csv/.md and the plots to `out`; returns the results."""
-    from rerankrt.models.registry import get_info
-
+    """Run every case, write results.json/.csv/.md and the plots to `out`; returns the results. `configs`:
+    per model, configuration overrides (reduced sizes), named as such in the tables."""
+    require("matplotlib", "bench", "the profiler's plots")
+    unknown = [m for m in models if m not in profiled_models()]
+    if unknown:
+        raise ValueError(f"--models: unknown {unknown}; known: {', '.join(profiled_models())}")
     out.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts or out / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     configs = configs or {}
     cases = [Case(m, b, p, s) for m in models for b in backends for p in precisions
-             for s in (shortlists[:1] if m in IMAGE_MODELS else shortlists)]
+             for s in (shortlists[:1] if get_info(registered(m)).kind == IMAGE else shortlists)]
     rows, skipped, probes = [], [], {}
     for i, case in enumerate(cases, 1):
         log(f"[{i}/{len(cases)}] {case}")
         config = configs.get(case.model, configs.get(registered(case.model), {}))  # locore-hf: locore's
+        info = get_info(registered(case.model))
         try:
             with _open(case, artifacts, device, config, log) as backend:
-                model_config = dataclasses.replace(get_info(registered(case.model)).config, **config)
-                feeds, flops, calls = _workload(case, backend, model_config)
+                feeds, flops, calls = _workload(case, backend)
+                storage = info.storage(type(info.config)(**backend.config))
                 timer = _timer(backend, device)
 
                 def one_query(backend=backend, feeds=feeds) -> None:
@@ -279,7 +286,7 @@ def run_bench(
                     progress(str(case), r + 1, repeat)
                 stats = summarize(times)
                 peak_device_mb = memory()
-        except (UnavailableError, ImportError) as e:
+        except UnavailableError as e:
             skipped.append({"case": str(case), "reason": str(e)})
             log(f"  skipped: {e}")
             continue
@@ -287,9 +294,10 @@ def run_bench(
         if key not in probes:
             probes[key] = {"gflops": matmul_probe(case.backend, case.precision, device), "n": 1024}
         achieved = flops / (stats["median"] / 1e3) / 1e9
-        rows.append({**dataclasses.asdict(case), "device": device, "calls": calls, **stats, "flops": flops,
+        rows.append({**dataclasses.asdict(case), "label": variant(case.model, config), "device": device,
+                     "calls": calls, **stats, "flops": flops,
                      "gflops_per_s": achieved, "roofline_fraction": achieved / probes[key]["gflops"],
-                     "storage_bytes_per_image": STORAGE[registered(case.model)](model_config),
+                     "storage_bytes_per_image": storage,
                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                      "peak_device_mb": peak_device_mb})
         log(f"  median {stats['median']:.1f} ms, {achieved:.1f} GFLOP/s")
@@ -303,8 +311,8 @@ def run_bench(
     return results
 
 
-COLUMNS = ["model", "backend", "precision", "shortlist", "calls", "median", "p90", "p99", "mean", "std", "n", "flops",
-           "gflops_per_s", "roofline_fraction", "storage_bytes_per_image", "peak_rss_mb", "peak_device_mb"]
+COLUMNS = ["model", "label", "backend", "precision", "shortlist", "calls", "median", "p90", "p99", "mean", "std", "n",
+           "flops", "gflops_per_s", "roofline_fraction", "storage_bytes_per_image", "peak_rss_mb", "peak_device_mb"]
 
 
 def write_outputs(results: dict, out: Path) -> None:
@@ -316,7 +324,7 @@ def write_outputs(results: dict, out: Path) -> None:
         writer.writerows(results["results"])
     lines = ["| model | backend | precision | S | median ms | p90 ms | GFLOP/s | roofline | bytes/image |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['backend']} | {r['precision']} | {r['shortlist']} | {r['median']:.1f} | "
+    lines += [f"| {r['label']} | {r['backend']} | {r['precision']} | {r['shortlist']} | {r['median']:.1f} | "
               f"{r['p90']:.1f} | {r['gflops_per_s']:.1f} | {100 * r['roofline_fraction']:.0f} % | "
               f"{r['storage_bytes_per_image']} |" for r in results["results"]]
     lines += [f"\nskipped: {s['case']}: {s['reason']}" for s in results["skipped"]]
@@ -334,7 +342,7 @@ def plot(results: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list] = {}
     for r in results["results"]:
-        series.setdefault(f"{r['model']} {r['backend']} {r['precision']}", []).append((r["shortlist"], r["median"]))
+        series.setdefault(f"{r['label']} {r['backend']} {r['precision']}", []).append((r["shortlist"], r["median"]))
     for label, points in sorted(series.items()):
         xs, ys = zip(*sorted(points), strict=True)
         ax.plot(xs, ys, marker="o", label=label)
@@ -349,7 +357,7 @@ def plot(results: dict, out: Path) -> None:
         ax.axhline(probe["gflops"], linestyle="--", alpha=0.5)
         ax.annotate(f"matmul peak {key}", (0.01, probe["gflops"]), xycoords=("axes fraction", "data"), fontsize=7)
     for r in results["results"]:
-        ax.scatter(r["flops"] / 1e9, r["gflops_per_s"], label=f"{r['model']} {r['backend']} {r['precision']} "
+        ax.scatter(r["flops"] / 1e9, r["gflops_per_s"], label=f"{r['label']} {r['backend']} {r['precision']} "
                                                                f"S={r['shortlist']}")
     ax.set(xscale="log", xlabel="GFLOP per query", ylabel="achieved GFLOP/s", title="Roofline (measured peak)")
     ax.grid(True, which="both", alpha=0.3)

@@ -20,12 +20,13 @@ from pathlib import Path
 import tensorrt as trt
 
 from rerankrt import environment
-from rerankrt.runtime.atomic import atomic_output
+from rerankrt.runtime.artifacts import plan_sidecar_path
+from rerankrt.runtime.atomic import atomic_output, atomic_outputs
 from rerankrt.runtime.plan import PLAN_FORMAT
-from rerankrt.runtime.sidecar import precision_of, read_sidecar
+from rerankrt.runtime.sidecar import precision_of, read_sidecar, sha256
 
 from . import trt_api
-from .profiles import profile_shapes
+from .profiles import dim_profiles, profile_shapes
 
 
 def build_engine(
@@ -38,8 +39,6 @@ def build_engine(
     log: Callable[[str], None] = lambda message: None,
 ) -> Path:
     """Build the engine of `onnx_path` (with its sidecar); returns the plan's path."""
-    from rerankrt.export.onnx_export import sha256
-
     onnx_path = Path(onnx_path)
     meta = read_sidecar(onnx_path)
     precision = precision_of(onnx_path, meta)
@@ -77,16 +76,13 @@ def build_engine(
     seconds = time.perf_counter() - start
     if plan is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see the log above)")
-    with atomic_output(plan_path) as tmp:
-        tmp.write_bytes(memoryview(plan))
-    if cache_path:
-        with atomic_output(cache_path) as tmp:
-            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
     device = environment.cuda_device()
     sidecar = {
         "format": PLAN_FORMAT,
         "model": meta["model"],
-        "onnx": {"file": onnx_path.name, "sha256": sha256(onnx_path), "sidecar": meta},
+        # the graph's sidecar with the engine's own profiles: what the backend checks feeds against
+        "onnx": {"file": onnx_path.name, "sha256": sha256(onnx_path),
+                 "sidecar": {**meta, "profiles": dim_profiles(meta, profiles)}},
         "precision": precision,
         "tensorrt": trt_api.version(),
         "gpu": device,
@@ -96,7 +92,11 @@ def build_engine(
                   "seconds": round(seconds, 2)},
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    with atomic_output(plan_path.with_name(plan_path.name + ".json")) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    with atomic_outputs([plan_path, plan_sidecar_path(plan_path)]) as (plan_tmp, sidecar_tmp):
+        plan_tmp.write_bytes(memoryview(plan))
+        sidecar_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    if cache_path:
+        with atomic_output(cache_path) as tmp:
+            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
     log(f"wrote {plan_path} in {seconds:.1f} s")
     return plan_path

@@ -9,17 +9,15 @@ floating tensor is FP16 except those islands: no converter pass, nothing patched
 I/O dtype policy: the FP32 graph takes and returns float32; the FP16 graph takes and returns float16
 for every floating input and output. Masks are bool in both. There are no int64 graph inputs.
 
-Files are written all-or-nothing: every file goes to a temporary name in the output folder first and
-is renamed into place only when all of them were written.
+Files are written all-or-nothing (`runtime.atomic`): every file goes to a temporary name in the output
+folder first and is renamed into place only when all of them were written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import datetime
-import hashlib
 import io
 import json
 import logging
@@ -29,10 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rerankrt import environment
+from rerankrt.models import ExportSpec, Profile, describe, spec_for
+from rerankrt.optional import require
+from rerankrt.runtime.artifacts import PRECISIONS, Artifacts, onnx_name
+from rerankrt.runtime.atomic import atomic_outputs
 from rerankrt.runtime.sidecar import FORMAT as SIDECAR_FORMAT
-from rerankrt.runtime.sidecar import PRECISIONS
-
-from .specs import ExportSpec, Profile, spec_for
+from rerankrt.runtime.sidecar import sha256
 
 DEFAULT_OPSET = 20
 #: TensorRT 10's ONNX parser reads opsets 9–20; 17 is the first with LayerNormalization.
@@ -41,18 +41,6 @@ OPSETS = range(17, 21)
 OPSET_ATTENTION = 23
 IO_DTYPE_POLICY = ("FP32 graph: float32 in and out. FP16 graph: float16 for every floating input and output, "
                    "FP32 islands inside. Masks are bool (True = padding) in both; no int64 inputs.")
-
-
-def onnx_name(model: str, precision: str) -> str:
-    return f"{model}.onnx" if precision == "fp32" else f"{model}.{precision}.onnx"
-
-
-def sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_opset(opset: int) -> None:
@@ -117,6 +105,8 @@ def export_onnx(model, spec: ExportSpec, path: Path, precision: str, opset: int)
     """Trace `model` (FP32, eval mode) at the spec's dummy shape and save one graph to `path`."""
     import torch
 
+    require("onnxscript", "export", "torch's ONNX exporter")
+
     half = precision == "fp16"
     module = copy.deepcopy(model).half() if half else model
     args = _torch_inputs(spec, spec.feeds(spec.trace), half)
@@ -139,16 +129,11 @@ def export_onnx(model, spec: ExportSpec, path: Path, precision: str, opset: int)
 def sidecar(spec: ExportSpec, config, checkpoint: Path | None, precisions: list[str], opset: int) -> dict:
     return {
         "format": SIDECAR_FORMAT,
-        "model": spec.model,
-        "config": dataclasses.asdict(config),
+        **describe(spec, config, precisions),
         "checkpoint": {"path": str(checkpoint.resolve()), "sha256": sha256(checkpoint)} if checkpoint else None,
         "files": {p: onnx_name(spec.model, p) for p in precisions},
         "precisions": precisions,
         "opset": opset,
-        **spec.io_meta(precisions),
-        "symbolic_dims": sorted(spec.profiles),
-        "tolerances": {"fp32": dataclasses.asdict(spec.fp32), "fp16": dataclasses.asdict(spec.fp16)},
-        "fp32_islands": list(spec.fp32_islands),
         "io_dtype_policy": IO_DTYPE_POLICY,
         "versions": {k: environment.package_version(k) for k in ("rerankrt", "torch", "onnx", "onnxruntime")},
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -163,37 +148,34 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     profiles: dict[str, Profile] | None = None,
     log: Callable[[str], None] = lambda message: None,
+    model=None,
     **config,
 ) -> Path:
     """Export registered model `name` and write its sidecar; returns the sidecar's path.
 
     `config` overrides the released configuration (as `load_model`); `profiles` overrides the spec's
-    default TensorRT optimisation profiles by dimension name.
+    default TensorRT optimisation profiles by dimension name. `model`: the model already loaded from
+    `checkpoint` with `config` (the CLI validates it next and loads it once).
     """
-    from rerankrt.models import load_model
-
     precisions = list(PRECISIONS) if precision == "both" else [precision]
     if any(p not in PRECISIONS for p in precisions):
         raise ValueError(f"precision: expected fp32, fp16 or both, got {precision!r}")
     check_opset(opset)
     out = prepare_out_dir(out_dir)
-    model = load_model(name, checkpoint, **config)
+    if model is None:
+        from rerankrt.models import load_model
+
+        model = load_model(name, checkpoint, **config)
     spec = spec_for(name, model.config)
     if profiles:
         spec = spec.with_profiles(profiles)
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    targets = {p: out / onnx_name(name, p) for p in precisions}
-    targets["sidecar"] = out / f"{name}.json"
-    temps = {k: out / f".{v.name}.partial" for k, v in targets.items()}
-    try:
-        for p in precisions:
-            log(f"exporting {name} {p} (opset {opset}) → {targets[p]}")
-            export_onnx(model, spec, temps[p], p, opset)
-        temps["sidecar"].write_text(json.dumps(sidecar(spec, model.config, ckpt, precisions, opset), indent=2) + "\n")
-        for key, tmp in temps.items():
-            os.replace(tmp, targets[key])
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-    log(f"wrote {', '.join(str(t) for t in targets.values())}")
-    return targets["sidecar"]
+    folder = Artifacts(out)
+    targets = [folder.onnx(name, p) for p in precisions] + [folder.sidecar(name)]
+    with atomic_outputs(targets) as temps:
+        for p, tmp, target in zip(precisions, temps, targets, strict=False):
+            log(f"exporting {name} {p} (opset {opset}) → {target}")
+            export_onnx(model, spec, tmp, p, opset)
+        temps[-1].write_text(json.dumps(sidecar(spec, model.config, ckpt, precisions, opset), indent=2) + "\n")
+    log(f"wrote {', '.join(str(t) for t in targets)}")
+    return targets[-1]

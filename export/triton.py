@@ -26,18 +26,16 @@ from pathlib import Path
 
 import onnx
 
-from rerankrt.errors import ModelFileError, UnavailableError
+from rerankrt.errors import ModelFileError
+from rerankrt.models import get_info
+from rerankrt.optional import require
+from rerankrt.runtime.artifacts import Artifacts, plan_sidecar_path
 from rerankrt.runtime.plan import PLAN_FORMAT, read_plan_sidecar
-from rerankrt.runtime.sidecar import FORMAT as SIDECAR_FORMAT
-from rerankrt.runtime.triton_bls import LOOP_MODELS, TARGET_FILE, rerank_io
+from rerankrt.runtime.rerankers import released_settings
+from rerankrt.runtime.triton_bls import LOOP_MODELS, TARGET_FILE, rerank_io, triton_dims
 
-TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL"}
+TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL", "int64": "TYPE_INT64"}
 MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx", "python": "model.py"}
-#: Models whose leading dimension is independent items (pairs, images), so that Triton may merge
-#: concurrent requests; a LOCORE request is one query's window and is not merged.
-DYNAMIC_BATCHING = ("ames", "ames-dist", "raml", "rrt", "r2former", "cvnet-rerank", "cvnet-backbone")
-#: The re-ranking loop of each re-ranker, served as `<model>_rerank`.
-LOOPS = {"ames": "ames", "ames-dist": "ames", "locore": "locore", "locore-small": "locore"}
 ADAPTER = '''"""Triton Python-backend adapter written by `rerankrt triton`: the {kind} loop is rerankrt's own
 (`rerankrt.runtime.triton_bls`); install rerankrt in the Python backend's environment."""
 
@@ -49,11 +47,9 @@ __all__ = ["TritonPythonModel"]
 
 def _pb():
     """tritonclient's ModelConfig schema and protobuf's text and JSON formats."""
-    try:
-        from google.protobuf import json_format, text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError as e:
-        raise UnavailableError(f"Triton configs need tritonclient[grpc] ({e}); pip install 'rerankrt[serve]'") from None
+    model_config_pb2 = require("tritonclient.grpc.model_config_pb2", "serve", "Triton model configs")
+    json_format = require("google.protobuf.json_format", "serve", "Triton model configs")
+    text_format = require("google.protobuf.text_format", "serve", "Triton model configs")
     return model_config_pb2, json_format, text_format
 
 
@@ -71,21 +67,11 @@ def find_artifacts(artifacts: Path, precision: str, models: list[str] | None = N
     """The exported models in `artifacts` at `precision`, each as its engine when one was built, else
     its ONNX graph. A model asked for in `models` that is not there is an error."""
     found: dict[str, Artifact] = {}
-    for side in sorted(artifacts.glob("*.json")):
-        try:
-            meta = json.loads(side.read_text())
-        except json.JSONDecodeError:
+    folder = Artifacts(artifacts)
+    for name, meta in folder.exported().items():
+        if (models is not None and name not in models) or precision not in meta["files"]:
             continue
-        if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
-            continue  # other JSON files (eval reports, engine sidecars) live here too
-        name = meta["model"]
-        if models is not None and name not in models:
-            continue
-        file = meta["files"].get(precision)
-        if file is None:
-            continue
-        onnx = artifacts / file
-        plan = onnx.with_suffix(".plan")
+        onnx, plan = folder.onnx(name, precision), folder.plan(name, precision)
         if plan.is_file():
             plan_meta = read_plan_sidecar(plan)
             if plan_meta["precision"] != precision:
@@ -141,7 +127,7 @@ def model_config(a: Artifact, max_batch: int | None, instances: int, queue_delay
         "output": [_tensor(t, a.precision) for t in meta["outputs"]],
         "instance_group": [group], "model_warmup": [warmup],
     }
-    if a.name in DYNAMIC_BATCHING:
+    if get_info(a.meta["model"]).dynamic_batching:
         preferred = [b for b in (batch["opt"],) if 1 < b <= max_batch_size]
         config["dynamic_batching"] = {"max_queue_delay_microseconds": queue_delay_us,
                                       **({"preferred_batch_size": preferred} if preferred else {})}
@@ -150,22 +136,22 @@ def model_config(a: Artifact, max_batch: int | None, instances: int, queue_delay
 
 def loop_config(a: Artifact, max_batch_size: int, instances: int) -> dict:
     """The ModelConfig of the re-ranking loop of `a`, with the released settings as parameters."""
-    kind, cfg = LOOPS[a.name], a.meta["config"]
+    kind, cfg = a.meta["loop"], a.meta["config"]
     inputs, outputs = rerank_io(kind, cfg["local_dim"], cfg.get("local_descriptors", 0))
-    if kind == "ames":
-        params = {"lambda": cfg["fusion_lambda"], "gamma": cfg["fusion_gamma"], "batch": max_batch_size}
-    else:
-        window = min(cfg["window"], a.meta["profiles"]["images"]["max"])
-        params = {"shortlist": cfg["shortlist"], "window": window, "stride": min(cfg["stride"], window),
-                  "order": cfg["order"], "alpha": cfg["fusion_alpha"], "temperature": cfg["fusion_temperature"]}
+    params = released_settings(a.meta)
+    if kind == "ames":  # pairs per BLS request: what the dynamic batcher merges across queries
+        params = {"lambda": params["lam"], "gamma": params["gamma"], "batch": min(params["batch"], max_batch_size)}
     params = {"loop": kind, "target_model": a.name, **params}
     return {
         "name": f"{a.name}_rerank", "backend": "python", "max_batch_size": 0,
-        "input": [{"name": t.name, "data_type": t.dtype, "dims": list(t.dims)} for t in inputs],
-        "output": [{"name": t.name, "data_type": t.dtype, "dims": list(t.dims)} for t in outputs],
+        "input": [_loop_tensor(t) for t in inputs], "output": [_loop_tensor(t) for t in outputs],
         "instance_group": [{"kind": "KIND_CPU", "count": instances}],
         "parameters": {k: {"string_value": str(v)} for k, v in params.items()},
     }
+
+
+def _loop_tensor(spec) -> dict:
+    return {"name": spec.name, "data_type": TRITON_DTYPES[spec.dtype.name], "dims": triton_dims(spec)}
 
 
 def _write_config(folder: Path, config: dict) -> None:
@@ -207,14 +193,15 @@ def write_repository(
             shutil.copyfile(a.path, version / MODEL_FILES[a.platform])
             (version / "model.json").write_text(json.dumps(a.meta, indent=2) + "\n")
             if a.plan_meta is not None:
-                (version / "model.plan.json").write_text(json.dumps(a.plan_meta, indent=2) + "\n")
+                plan_side = plan_sidecar_path(version / MODEL_FILES[a.platform])
+                plan_side.write_text(json.dumps(a.plan_meta, indent=2) + "\n")
             log(f"{a.name}: {a.platform} ({a.precision}), max_batch_size {config['max_batch_size']}")
-            if a.name in LOOPS:
+            if a.meta["loop"]:
                 loop = loop_config(a, config["max_batch_size"], instances)
                 folder = staging / loop["name"]
                 _write_config(folder, loop)
                 (folder / "1").mkdir()
-                kind = LOOPS[a.name]
+                kind = a.meta["loop"]
                 (folder / "1" / "model.py").write_text(ADAPTER.format(kind=kind, cls=LOOP_MODELS[kind].__name__))
                 target = {"precision": a.precision, "sidecar": a.meta}
                 (folder / "1" / TARGET_FILE).write_text(json.dumps(target, indent=2) + "\n")
@@ -296,13 +283,14 @@ def _check_model(repo: Path, name: str, config, configs: dict) -> list[str]:
 def _precision(meta: dict, version: Path, kind: str, problems: list[str]) -> str | None:
     """The precision of the served file: the engine's sidecar says it; a graph's input types show it."""
     if kind == "tensorrt_plan":
+        side = plan_sidecar_path(version / MODEL_FILES[kind])
         try:
-            plan_meta = json.loads((version / "model.plan.json").read_text())
+            plan_meta = json.loads(side.read_text())
         except (FileNotFoundError, json.JSONDecodeError) as e:
-            problems.append(f"the engine sidecar {version / 'model.plan.json'} is unreadable ({e})")
+            problems.append(f"the engine sidecar {side} is unreadable ({e})")
             return None
         if plan_meta.get("format") != PLAN_FORMAT:
-            problems.append(f"{version / 'model.plan.json'}: expected format {PLAN_FORMAT!r}")
+            problems.append(f"{side}: expected format {PLAN_FORMAT!r}")
             return None
         return str(plan_meta["precision"])
     path = version / "model.onnx"
@@ -354,8 +342,7 @@ def _check_loop(config, configs: dict, version: Path) -> list[str]:
     inputs, outputs = rerank_io(kind, meta["config"]["local_dim"], meta["config"].get("local_descriptors", 0))
     problems = []
     for field, tensors, expected in (("input", config.input, inputs), ("output", config.output, outputs)):
-        problems += _compare_io(field, tensors, [{"name": t.name, "data_type": t.dtype, "dims": list(t.dims)}
-                                                 for t in expected])
+        problems += _compare_io(field, tensors, [_loop_tensor(t) for t in expected])
     if config.max_batch_size != 0:
         problems.append(f"max_batch_size: {config.max_batch_size}, expected 0 (one query per request)")
     target_inputs = [t.name for t in configs[target].input]

@@ -2,12 +2,13 @@
 
 (a) onnx checker and strict shape inference; (b) ONNX Runtime FP32 vs PyTorch FP32 at the spec's
 validation shapes; (c) the FP16 graph vs the FP32 graph; (d) a PyTorch `.half()` overflow check on
-realistic padded inputs; (e) a TensorRT parser lint; and for re-rankers, the FP16-vs-FP32 ranking
+realistic padded inputs; (e) a TensorRT parser lint; (f) for re-rankers, the FP16-vs-FP32 ranking
 agreement of one shortlist. The comparisons run through Polygraphy's `Comparator`, so a TensorRT
-engine (`TrtRunner`) is compared against ONNX Runtime by the same code where TensorRT is installed.
+engine (`TrtRunner`, `rerankrt.engines.validate`) is compared against ONNX Runtime by the same code.
 
 The ladder reads everything it needs from the sidecar `NAME.json`: the model, its configuration, the
-checkpoint (path and sha256), profiles and tolerances.
+checkpoint (path and sha256), profiles and tolerances. Each graph gets one ONNX Runtime session, and
+`rerankrt export` hands over the model it has just exported instead of loading it again.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from rerankrt.errors import ModelFileError
-from rerankrt.models.registry import get_info
-from rerankrt.runtime.sidecar import read_sidecar
-
-from .onnx_export import sha256
-from .specs import ExportSpec, Profile, spec_for
+from rerankrt.models import ExportSpec, Profile, get_info, spec_for
+from rerankrt.optional import require
+from rerankrt.runtime.agreement import kendall_tau, top_overlap
+from rerankrt.runtime.sidecar import read_sidecar, sha256
 
 #: ops TensorRT's parser rejects or handles only in restricted forms that these models never need.
 FORBIDDEN_OPS = {"NonZero", "Loop", "If", "Scan"}
@@ -75,6 +75,7 @@ def load_onnx(path: Path):
 
 
 def spec_from_sidecar(meta: dict) -> tuple[ExportSpec, object]:
+    """The spec of the exported graphs: the model's spec in the recorded configuration and profiles."""
     info = get_info(meta["model"])
     config = type(info.config)(**meta["config"])
     spec = spec_for(meta["model"], config)
@@ -136,14 +137,14 @@ def _quiet_polygraphy():
         G_LOGGER.module_severity = severity
 
 
-def _torch_runner(model, spec: ExportSpec, half: bool = False):
+def _torch_runner(model, spec: ExportSpec):
     """A Polygraphy runner over the PyTorch model on the CPU (Polygraphy's own PytRunner moves to CUDA)."""
     import torch
     from polygraphy.backend.base import BaseRunner
 
     class TorchRunner(BaseRunner):
         def __init__(self) -> None:
-            super().__init__(name="torch-fp16" if half else "torch-fp32", prefix="torch-runner")
+            super().__init__(name="torch-fp32", prefix="torch-runner")
 
         def activate_impl(self) -> None:
             pass
@@ -161,8 +162,6 @@ def _torch_runner(model, spec: ExportSpec, half: bool = False):
 
         def infer_impl(self, feed_dict):
             args = [torch.from_numpy(feed_dict[t.name]) for t in spec.inputs]
-            if half:
-                args = [a.half() if a.is_floating_point() else a for a in args]
             start = time.perf_counter()
             with torch.no_grad():
                 out = model(*args)
@@ -172,19 +171,30 @@ def _torch_runner(model, spec: ExportSpec, half: bool = False):
     return TorchRunner()
 
 
-def _ort_runner(path: Path, precision: str):
-    """ONNX Runtime on the CPU; float feeds are cast to the graph's input precision."""
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+def ort_session(path: Path):
+    """An ONNX Runtime CPU session of one graph."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def cast_feeds(feeds: dict, precision: str) -> dict:
+    """Float feeds in the graph's input precision."""
+    if precision != "fp16":
+        return feeds
+    return OrderedDict((k, v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in feeds.items())
+
+
+def ort_runner(session, precision: str):
+    """A Polygraphy runner over an ONNX Runtime session; float feeds are cast to the graph's precision."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner
 
     class Runner(OnnxrtRunner):
         def infer_impl(self, feed_dict):
-            if precision == "fp16":
-                feed_dict = OrderedDict((k, v.astype(np.float16) if v.dtype == np.float32 else v)
-                                        for k, v in feed_dict.items())
-            out = super().infer_impl(feed_dict)
+            out = super().infer_impl(cast_feeds(feed_dict, precision))
             return OrderedDict((k, v.astype(np.float32)) for k, v in out.items())
 
-    return Runner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]), name=f"onnxrt-{precision}")
+    return Runner(session, name=f"onnxrt-{precision}")
 
 
 def compare(runners: list, feeds: list[dict], atol: float, rtol: float) -> tuple[bool, float]:
@@ -201,27 +211,14 @@ def compare(runners: list, feeds: list[dict], atol: float, rtol: float) -> tuple
     return bool(accuracy), worst
 
 
-def _shape_text(shape: dict) -> str:
+def shape_text(shape: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in shape.items())
 
 
-def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall's tau-b of two score vectors (O(n²); shortlists are ~100)."""
-    da = np.sign(a[:, None] - a[None, :])
-    db = np.sign(b[:, None] - b[None, :])
-    concordant = (da * db)[np.triu_indices(len(a), 1)].sum()
-    ties_a = (da[np.triu_indices(len(a), 1)] != 0).sum()
-    ties_b = (db[np.triu_indices(len(b), 1)] != 0).sum()
-    return float(concordant / np.sqrt(ties_a * ties_b)) if ties_a and ties_b else 1.0
-
-
-def top_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
-    k = min(k, len(a))
-    return len(set(np.argsort(-a)[:k]) & set(np.argsort(-b)[:k])) / k
-
-
-def validate(onnx_path: str | Path, checkpoint: str | Path | None = None) -> Report:
-    """Run the ladder on the graphs next to `onnx_path` (both precisions when both were exported)."""
+def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=None) -> Report:
+    """Run the ladder on the graphs next to `onnx_path` (both precisions when both were exported).
+    `model`: the PyTorch model the graphs were exported from, when the caller has it loaded already."""
+    require("polygraphy", "export", "the validation ladder")
     path = Path(onnx_path)
     report = Report(path)
     model_proto = load_onnx(path)
@@ -242,33 +239,37 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None) -> Rep
         report.add(f"(e) TensorRT parser lint [{p}]", not problems, "; ".join(problems) or
                    f"opset {meta['opset']}, {len({n.op_type for n in proto.graph.node})} op types, all supported")
 
-    model = _torch_model(meta, config, checkpoint, report)
+    if model is None:
+        model = _torch_model(meta, config, checkpoint, report)
+    sessions = {p: ort_session(g) for p, g in graphs.items()}
     feeds = [spec.feeds(s, seed=i) for i, s in enumerate(spec.checks)]
-    shapes = "; ".join(_shape_text(s) for s in spec.checks)
-    if "fp32" in graphs:
+    shapes = "; ".join(shape_text(s) for s in spec.checks)
+    if "fp32" in sessions:
         if model is not None:
-            ok, worst = compare([_torch_runner(model, spec), _ort_runner(graphs["fp32"], "fp32")], feeds,
+            ok, worst = compare([_torch_runner(model, spec), ort_runner(sessions["fp32"], "fp32")], feeds,
                                 spec.fp32.atol, spec.fp32.rtol)
             report.add("(b) ONNX Runtime FP32 vs PyTorch FP32", ok,
                        f"max |Δ| {worst:.2e} (atol {spec.fp32.atol:g}) at {shapes}")
-        if "fp16" in graphs:
-            ok, worst = compare([_ort_runner(graphs["fp32"], "fp32"), _ort_runner(graphs["fp16"], "fp16")], feeds,
+        if "fp16" in sessions:
+            ok, worst = compare([ort_runner(sessions["fp32"], "fp32"), ort_runner(sessions["fp16"], "fp16")], feeds,
                                 spec.fp16.atol, spec.fp16.rtol)
             report.add("(c) FP16 graph vs FP32 graph (ONNX Runtime)", ok,
                        f"max |Δ| {worst:.2e} (atol {spec.fp16.atol:g}) at {shapes}")
     if model is not None:
         _overflow_check(model, spec, report)
-    if spec.ranking is not None and {"fp32", "fp16"} <= set(graphs):
-        _ranking_agreement(spec, graphs, report)
+    if spec.ranking is not None and {"fp32", "fp16"} <= set(sessions):
+        _ranking_agreement(spec, sessions, report)
     return report
 
 
 def _torch_model(meta: dict, config, checkpoint: str | Path | None, report: Report):
     """The PyTorch model the graphs were exported from, or None (with the reason recorded)."""
+    from rerankrt.errors import UnavailableError
+
     try:
-        import torch  # noqa: F401
-    except ImportError:
-        report.add("(b) PyTorch model", None, "torch is not installed (pip install rerankrt[export])")
+        require("torch", "export", "checks (b) and (d)")
+    except UnavailableError as e:
+        report.add("(b) PyTorch model", None, str(e))
         return None
     from rerankrt.models import load_model
 
@@ -306,65 +307,18 @@ def _overflow_check(model, spec: ExportSpec, report: Report) -> None:
         with torch.no_grad():
             out = half(*[a.half() if a.is_floating_point() else a for a in args])
         if not torch.isfinite(out).all():
-            bad.append(f"{int((~torch.isfinite(out)).sum())} non-finite outputs at {_shape_text(shape)}")
+            bad.append(f"{int((~torch.isfinite(out)).sum())} non-finite outputs at {shape_text(shape)}")
     report.add("(d) PyTorch .half() overflow check", not bad, "; ".join(bad) or
-               "outputs finite at " + "; ".join(_shape_text(s) for s in spec.overflow_checks))
+               "outputs finite at " + "; ".join(shape_text(s) for s in spec.overflow_checks))
 
 
-def _ranking_agreement(spec: ExportSpec, graphs: dict, report: Report) -> None:
-    import onnxruntime as ort
-
+def _ranking_agreement(spec: ExportSpec, sessions: dict, report: Report) -> None:
     assert spec.ranking is not None
     feeds = spec.feeds(spec.ranking, seed=7, one_query=True)
     scores = {}
     for p in ("fp32", "fp16"):
-        session = ort.InferenceSession(str(graphs[p]), providers=["CPUExecutionProvider"])
-        cast = {k: v.astype(np.float16) if p == "fp16" and v.dtype == np.float32 else v for k, v in feeds.items()}
-        out = session.run(None, cast)[0].astype(np.float64)
+        out = sessions[p].run(None, cast_feeds(feeds, p))[0].astype(np.float64)
         scores[p] = np.moveaxis(out, spec.ranking_axis, -1).reshape(-1, out.shape[spec.ranking_axis])[0]
     tau, overlap = kendall_tau(scores["fp32"], scores["fp16"]), top_overlap(scores["fp32"], scores["fp16"])
-    report.add("(5) FP16 vs FP32 ranking agreement", tau >= 0.9 and overlap >= 0.8,
+    report.add("(f) FP16 vs FP32 ranking agreement", tau >= 0.9 and overlap >= 0.8,
                f"Kendall tau {tau:.3f}, top-10 overlap {overlap:.0%} over a shortlist of {len(scores['fp32'])}")
-
-
-def validate_engine(plan_path: str | Path) -> Report:
-    """A TensorRT engine against ONNX Runtime on the FP32 graph it came from, at the spec's validation
-    shapes, within the engine precision's tolerance, through Polygraphy's TrtRunner (needs TensorRT and
-    the GPU the engine was built for)."""
-    import importlib.util
-
-    from rerankrt import environment
-    from rerankrt.errors import UnavailableError
-    from rerankrt.runtime.plan import check_compatible, read_plan_sidecar
-
-    path = Path(plan_path)
-    meta = read_plan_sidecar(path)
-    if importlib.util.find_spec("tensorrt") is None:
-        raise UnavailableError(f"{path}: TensorRT is not installed here; install rerankrt[trt] on a GPU machine")
-    import tensorrt
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-
-    check_compatible(path, meta, tensorrt.__version__, environment.cuda_device())
-    graph_meta = meta["onnx"]["sidecar"]
-    fp32_graph = path.with_name(graph_meta["files"]["fp32"])
-    if not fp32_graph.is_file():
-        raise ModelFileError(f"{path}: the FP32 graph {fp32_graph} to compare against is missing")
-    spec, _ = spec_from_sidecar(graph_meta)
-    half = meta["precision"] == "fp16"
-
-    class Runner(TrtRunner):
-        def infer_impl(self, feed_dict, copy_outputs_to_host=None, return_raw_buffers=None):
-            if half:
-                feed_dict = OrderedDict((k, v.astype(np.float16) if v.dtype == np.float32 else v)
-                                        for k, v in feed_dict.items())
-            out = super().infer_impl(feed_dict, copy_outputs_to_host=True)
-            return OrderedDict((k, np.asarray(v, dtype=np.float32)) for k, v in out.items())
-
-    report = Report(path)
-    tol = spec.fp16 if half else spec.fp32
-    feeds = [spec.feeds(s, seed=i) for i, s in enumerate(spec.checks)]
-    ok, worst = compare([_ort_runner(fp32_graph, "fp32"), Runner(EngineFromBytes(path.read_bytes()))], feeds,
-                        tol.atol, tol.rtol)
-    report.add(f"TensorRT {meta['precision']} engine vs ONNX Runtime FP32", ok,
-               f"max |Δ| {worst:.2e} (atol {tol.atol:g}) at " + "; ".join(_shape_text(s) for s in spec.checks))
-    return report

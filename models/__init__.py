@@ -1,20 +1,26 @@
-"""PyTorch reference architectures and official-checkpoint loading.
+"""PyTorch reference architectures, official-checkpoint loading, and the registry of model cards.
 
-Importing this package does not import torch: the registry and the released configurations are plain
-Python; `load_model` (and the other loading helpers) import torch on first use.
+Importing this package does not import torch: the registry, the cards and the export specs are plain
+Python; `load_model`, `TorchBackend` (and the other loading helpers) import torch on first use.
 """
 
-from .configs import AmesConfig, RamlConfig
-from .registry import MODELS, ModelInfo, get_info
+from .cards import EXTRACTOR, IMAGE, KINDS, LIST_WISE, LOOPS, PAIR_WISE, ModelInfo
+from .registry import MODELS, describe, get_info, names, spec_for
+from .specs import ExportSpec, Profile, TensorSpec, Tolerance
 
-_LAZY = {"load_model", "read_state_dict", "identify", "parameter_count"}
+_LAZY = {"load_model": "loading", "read_state_dict": "loading", "identify": "loading",
+         "parameter_count": "loading", "TorchBackend": "torch_backend"}
 
-__all__ = ["MODELS", "AmesConfig", "ModelInfo", "RamlConfig", "get_info", *sorted(_LAZY)]
+__all__ = ["EXTRACTOR", "IMAGE", "KINDS", "LIST_WISE", "LOOPS", "MODELS", "PAIR_WISE", "ExportSpec", "ModelInfo",
+           "Profile", "TensorSpec", "Tolerance", "describe", "get_info", "names", "spec_for", *sorted(_LAZY)]
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        from . import loading
+        import importlib
 
-        return getattr(loading, name)
+        from rerankrt.optional import require
+
+        require("torch", "export", f"rerankrt.models.{name}")
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

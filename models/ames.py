@@ -25,8 +25,8 @@ from torch import nn
 from rerankrt.errors import InputError
 
 from .attention import MASKED, attend
+from .cards.ames import AmesConfig
 from .checks import check_float, check_mask, check_nonempty, checking, tracing
-from .configs import AmesConfig
 from .fp32 import LayerNorm, l2_normalize
 
 

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cards.cvnet import CvnetConfig
 from .checks import check_float, checking
-from .configs import CvnetConfig
 from .fp32 import GroupNorm
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cards.cvnet import CvnetBackboneConfig
 from .checks import check_float, checking
-from .configs import CvnetBackboneConfig
 from .resnet import EXPANSION, RESNET50_STAGES
 
 

@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from rerankrt.errors import CheckpointError
+from rerankrt.optional import require
 
-from .registry import MODELS, ModelInfo, get_info
+from .cards import ModelInfo
+from .registry import MODELS, get_info
 
 #: seed of the deterministic random weights (the same module for the same name and config, every run).
 RANDOM_WEIGHTS_SEED = 0
@@ -36,7 +38,7 @@ def read_state_dict(path: str | os.PathLike, weights_only: bool = True) -> tuple
     with path.open("rb") as f:
         head = f.read(16)
     if len(head) >= 9 and head[8:9] == b"{":
-        from safetensors import SafetensorError
+        SafetensorError = require("safetensors", "export", f"checkpoint {path}").SafetensorError  # noqa: N806
         from safetensors.torch import load_file
 
         try:

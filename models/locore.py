@@ -30,8 +30,8 @@ from torch import nn
 from rerankrt.errors import CheckpointError, InputError
 
 from .attention import MASKED, attend
+from .cards.locore import LocoreConfig
 from .checks import check_float, check_mask, check_nonempty, checking
-from .configs import LocoreConfig
 from .fp32 import LayerNorm
 
 

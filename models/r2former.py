@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import attend
+from .cards.r2former import R2FormerConfig
 from .checks import check_float, checking
-from .configs import R2FormerConfig
 from .fp32 import LayerNorm, l2_normalize
 
 

@@ -14,8 +14,8 @@ from torch import nn
 
 from rerankrt.errors import CheckpointError, InputError
 
+from .cards.raml import RamlConfig
 from .checks import check_float, checking
-from .configs import RamlConfig
 from .resnet import Bottleneck, resnet50_backbone
 
 

@@ -18,8 +18,8 @@ from torch import nn
 from rerankrt.errors import InputError
 
 from .attention import MASKED, SelfAttention
+from .cards.rrt import RrtConfig
 from .checks import check_float, check_mask, checking
-from .configs import RrtConfig
 from .fp32 import LayerNorm, l2_normalize
 
 SEG_SRC, SEG_TGT, SEG_CLS, SEG_SEP, SEG_SRC_GLOBAL, SEG_TGT_GLOBAL = range(6)

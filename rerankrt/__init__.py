@@ -1,7 +1,8 @@
 """rerankrt: image-retrieval re-rankers (RAML, AMES, LOCORE) from PyTorch checkpoints to ONNX and
 TensorRT, one runtime over TensorRT / ONNX Runtime / PyTorch, and a latency profiler.
 
-`import rerankrt` does not import torch: `load_model` imports it on first use.
+`import rerankrt` imports neither torch nor the model registry: `load_model`, `MODELS` and `get_info`
+are resolved on first use, so a process that runs only the runtime (`rerankrt.runtime`) loads only it.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -18,14 +19,15 @@ from rerankrt.errors import (  # noqa: E402
     ModelFileError,
     UnavailableError,
 )
-from rerankrt.models import MODELS, get_info  # noqa: E402
+
+_MODELS = {"MODELS", "get_info", "load_model"}
 
 
 def __getattr__(name: str):
-    if name == "load_model":  # imports torch, so only on first use
-        from rerankrt.models.loading import load_model
+    if name in _MODELS:
+        import rerankrt.models
 
-        return load_model
+        return getattr(rerankrt.models, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

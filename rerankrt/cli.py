@@ -9,7 +9,8 @@ import sys
 
 from rerankrt import environment
 from rerankrt.errors import UnavailableError
-from rerankrt.models import MODELS
+from rerankrt.models import MODELS, names
+from rerankrt.optional import require
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -38,14 +39,17 @@ def cmd_models(args: argparse.Namespace) -> int:
             params = f"{parameter_count(info.name):,}"
         else:
             params = "n/a (install rerankrt[export] for torch)"
-        rows.append({"name": info.name, "summary": info.summary, "parameters": params,
+        rows.append({"name": info.name, "kind": info.kind, "loop": info.loop, "baseline": info.baseline,
+                     "summary": info.summary, "parameters": params,
                      "released_config": dataclasses.asdict(info.config), "checkpoint": info.checkpoint_format})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
         config = ", ".join(f"{k}={v}" for k, v in row["released_config"].items())
-        print(f"{row['name']}\n  {row['summary']}\n  parameters  {row['parameters']}\n"
+        role = ", ".join([row["kind"], *([f"{row['loop']} loop"] if row["loop"] else []),
+                          *(["baseline"] if row["baseline"] else [])])
+        print(f"{row['name']} ({role})\n  {row['summary']}\n  parameters  {row['parameters']}\n"
               f"  released    {config}\n  checkpoint  {row['checkpoint']}")
     return 0
 
@@ -55,21 +59,32 @@ def _log(message: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from rerankrt.export.onnx_export import export_model, onnx_name, parse_profile
+    from rerankrt.export.onnx_export import export_model, parse_profile
     from rerankrt.export.validate import validate
+    from rerankrt.models import load_model
+    from rerankrt.runtime.artifacts import onnx_name
 
     profiles = dict(parse_profile(p) for p in args.profile)
-    meta = export_model(args.name, args.checkpoint, args.out, args.precision, args.opset, profiles, log=_log)
+    require("polygraphy", "export", "the validation ladder after the export")
+    model = load_model(args.name, args.checkpoint)
+    meta = export_model(args.name, args.checkpoint, args.out, args.precision, args.opset, profiles, log=_log,
+                        model=model)
     first = "fp16" if args.precision == "fp16" else "fp32"
-    report = validate(meta.with_name(onnx_name(args.name, first)), args.checkpoint)
+    report = validate(meta.with_name(onnx_name(args.name, first)), args.checkpoint, model=model)
     print(report.table())
     return 0 if report.ok else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from rerankrt.export.validate import validate, validate_engine
+    if args.path.endswith(".plan"):
+        require("tensorrt", "trt", "validating a TensorRT engine")
+        from rerankrt.engines.validate import validate_engine
 
-    report = validate_engine(args.path) if args.path.endswith(".plan") else validate(args.path, args.checkpoint)
+        report = validate_engine(args.path)
+    else:
+        from rerankrt.export.validate import validate
+
+        report = validate(args.path, args.checkpoint)
     print(report.table())
     return 0 if report.ok else 1
 
@@ -77,32 +92,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from rerankrt.export.onnx_export import parse_profile
 
-    try:
-        from rerankrt.engines.build import build_engine
-    except ImportError as e:
-        raise UnavailableError(f"TensorRT is not installed here ({e}); install rerankrt[trt] on a GPU machine") \
-            from None
+    require("tensorrt", "trt", "building a TensorRT engine")
+    from rerankrt.engines.build import build_engine
+
     profiles = {d: (p.min, p.opt, p.max) for d, p in (parse_profile(t) for t in args.profile)}
     build_engine(args.onnx, args.out, profiles, args.workspace, args.opt_level, args.timing_cache, log=_log)
     return 0
 
 
 def _backend_for(args: argparse.Namespace, precision: str):
-    """The backend for --model: torch from the model name, else the artifact (--engine or
-    ARTIFACTS/NAME[.fp16].{plan,onnx})."""
+    """The backend for --model: torch from the model name (and --checkpoint), else the artifact (--engine,
+    or the one `Artifacts.find` picks in --artifacts)."""
     from pathlib import Path
 
-    from rerankrt.runtime.backends import TorchBackend, open_backend
+    from rerankrt.runtime.artifacts import Artifacts, open_backend
 
     if args.backend == "torch":
+        from rerankrt.models import TorchBackend
+
         dtype = "float16" if precision == "fp16" else "float32"
-        return TorchBackend(args.model, device=args.device, dtype=dtype, checkpoint=getattr(args, "checkpoint", None))
-    if getattr(args, "engine", None):
-        return open_backend(args.engine, backend=args.backend, device=args.device, log=_log)
-    name = args.model if precision == "fp32" else f"{args.model}.{precision}"
-    source = Path(args.artifacts) / f"{name}{'.plan' if args.backend == 'trt' else '.onnx'}"
-    if args.backend == "auto" and (Path(args.artifacts) / f"{name}.plan").is_file():
-        source = Path(args.artifacts) / f"{name}.plan"
+        return TorchBackend(args.model, device=args.device, dtype=dtype, checkpoint=args.checkpoint)
+    if args.checkpoint:
+        raise ValueError("--checkpoint: the torch backend's; an exported graph or engine carries its own weights")
+    source = getattr(args, "engine", None) or Artifacts(Path(args.artifacts)).find(args.model, precision, args.backend)
     return open_backend(source, backend=args.backend, device=args.device, log=_log)
 
 
@@ -110,7 +122,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     from rerankrt.runtime.rerank_dataset import rerank_dataset
 
     with _backend_for(args, args.precision) as backend:
-        out = rerank_dataset(args.model, backend, args.data, args.out, args.shortlist, args.desc, args.nn,
+        out = rerank_dataset(backend, args.data, args.out, args.shortlist, args.desc, args.nn,
                              args.lam, args.gamma, log=_log)
     _log(f"wrote {out}")
     return 0
@@ -119,6 +131,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rerankrt.bench.eval import agreement, format_table, rankings, score
     from rerankrt.runtime.atomic import atomic_output
+    from rerankrt.runtime.rerankers import released_settings
 
     precisions = args.compare.split(",") if args.compare else [args.precision]
     if any(p not in ("fp32", "fp16") for p in precisions):
@@ -126,15 +139,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results, tables = {}, {}
     for precision in precisions:
         with _backend_for(args, precision) as backend:
-            results[precision] = rankings(args.model, backend, args.data, args.dataset, args.shortlist, args.desc,
+            results[precision] = rankings(backend, args.data, args.dataset, args.shortlist, args.desc,
                                           args.nn, args.lam, args.gamma, args.plus1m, log=_log)
             tables[f"{args.model} {precision}"] = score(args.dataset, results[precision])
+            shortlist = args.shortlist or released_settings(backend.meta)["shortlist"]
     print(format_table(args.dataset, tables))
     report: dict = {"settings": {k: v for k, v in vars(args).items() if k != "run"}, "tables": tables,
                     "environment": environment.describe()}
     if len(precisions) == 2:
         a, b = (results[p] for p in precisions)
-        shortlist = args.shortlist or (100 if args.model.startswith("ames") else 400)
         report["agreement"] = agreement(a, b, shortlist)
         first, second = (tables[f"{args.model} {p}"]["reranked"] for p in precisions)
         report["map_delta"] = {k: second[k]["map"] - first[k]["map"] for k in first if isinstance(first[k], dict)}
@@ -148,11 +161,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    try:
-        from rerankrt.engines.inspect import inspect_engine
-    except ImportError as e:
-        raise UnavailableError(f"TensorRT is not installed here ({e}); install rerankrt[trt] on a GPU machine") \
-            from None
+    require("tensorrt", "trt", "inspecting a TensorRT engine")
+    from rerankrt.engines.inspect import inspect_engine
+
     report = inspect_engine(args.plan)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -176,7 +187,6 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rerankrt.bench.locore_hf import HF_BASELINES
     from rerankrt.bench.profile import preset_settings, run_bench
 
     settings = preset_settings(args.preset)
@@ -191,12 +201,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         settings["shortlists"] = [int(s) for s in split(args.shortlist)]
     if args.repeat:
         settings["repeat"] = args.repeat
-    unknown = [m for m in settings["models"] if m not in MODELS and m not in HF_BASELINES]
-    if unknown:
-        raise ValueError(f"--models: unknown {unknown}; known: {', '.join([*MODELS, *HF_BASELINES])}")
     results = run_bench(settings["models"], settings["backends"], settings["precisions"], settings["shortlists"],
                         settings["repeat"], Path(args.out), Path(args.artifacts) if args.artifacts else None,
-                        args.device, args.preset, log=_log)
+                        args.device, args.preset, settings.get("configs"), log=_log)
     print((Path(args.out) / "results.md").read_text(), end="")
     return 0 if results["results"] else 1
 
@@ -275,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="retrieval accuracy of a re-ranker on a dataset in the official layout")
     p.add_argument("--data", required=True, help="dataset folder (gnd_DATASET.pkl, nn file, descriptor files)")
     p.add_argument("--dataset", required=True, help="roxford5k, rparis6k, gldv2 or synth")
-    p.add_argument("--model", required=True, choices=["ames", "ames-dist", "locore", "locore-small"])
+    p.add_argument("--model", required=True, choices=names(loop=True))
     p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
     p.add_argument("--artifacts", default="artifacts", help="folder of NAME.onnx / NAME.plan (default artifacts)")
     p.add_argument("--engine", help="an explicit .plan or .onnx instead of --artifacts")
@@ -304,9 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(run=cmd_data_synth)
 
     p = sub.add_parser("rerank", help="re-rank every query of a dataset in the official layout")
-    p.add_argument("--model", required=True, choices=["ames", "ames-dist", "locore", "locore-small"])
+    p.add_argument("--model", required=True, choices=names(loop=True))
     p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
     p.add_argument("--artifacts", default="artifacts", help="folder of NAME.onnx / NAME.plan (default artifacts)")
+    p.add_argument("--checkpoint", help="the official checkpoint (torch backend)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
     p.add_argument("--device", default="cpu", help="torch device, or cuda for ONNX Runtime's CUDA provider")
     p.add_argument("--data", required=True, help="dataset folder in the official layout")

@@ -1,10 +1,11 @@
-"""The thin runtime: backends (ONNX Runtime, torch) behind one contract, re-rankers, LOCORE's sliding
-windows, score fusion and the official descriptor files. TensorRT engines join with `engines`.
+"""The thin runtime: backends (ONNX Runtime, TensorRT) behind one contract, re-rankers, LOCORE's sliding
+windows, score fusion, the official descriptor files and the artifact names.
 
-No torch at import time: the runtime serves TensorRT and ONNX Runtime processes without PyTorch.
+No torch, and nothing of `rerankrt.models`, `export` or `bench`: this is what ships to a device. The
+PyTorch model behind the same contract is `rerankrt.models.TorchBackend`.
 """
 
-from .backends import IOSpec, OrtBackend, TorchBackend, open_backend
+from .artifacts import Artifacts, open_backend
 from .descriptors import (
     LocalDescriptorFile,
     LocalDescriptors,
@@ -15,13 +16,16 @@ from .descriptors import (
     write_local,
     write_nn,
 )
+from .feeds import Backend, IOSpec
 from .fusion import fuse
 from .images import RamlEncoder, preprocess
-from .rerankers import AmesReranker, LocoreReranker, Reranked
+from .ort_backend import OrtBackend
+from .rerankers import AmesReranker, LocoreReranker, Reranked, released_settings, reranker_for
 from .sliding import ORDERS, SlidingResult, sliding_rerank, window_starts
 
 __all__ = [
-    "ORDERS", "AmesReranker", "IOSpec", "LocalDescriptorFile", "LocalDescriptors", "LocoreReranker", "OrtBackend",
-    "RamlEncoder", "Reranked", "SlidingResult", "TorchBackend", "fuse", "open_backend", "preprocess", "read_global",
-    "read_gnd", "read_nn", "sliding_rerank", "window_starts", "write_global", "write_local", "write_nn",
+    "ORDERS", "AmesReranker", "Artifacts", "Backend", "IOSpec", "LocalDescriptorFile", "LocalDescriptors",
+    "LocoreReranker", "OrtBackend", "RamlEncoder", "Reranked", "SlidingResult", "fuse", "open_backend", "preprocess",
+    "read_global", "read_gnd", "read_nn", "released_settings", "reranker_for", "sliding_rerank", "window_starts",
+    "write_global", "write_local", "write_nn",
 ]

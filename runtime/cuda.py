@@ -13,6 +13,7 @@ import ctypes
 import numpy as np
 
 from rerankrt.errors import UnavailableError
+from rerankrt.optional import require
 
 #: error names that mean "there is no usable GPU here" rather than "this call went wrong"
 NO_DEVICE = {"cudaErrorInsufficientDriver", "cudaErrorNoDevice", "cudaErrorInitializationError",
@@ -20,11 +21,7 @@ NO_DEVICE = {"cudaErrorInsufficientDriver", "cudaErrorNoDevice", "cudaErrorIniti
 
 
 def cudart():
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        raise UnavailableError("cuda-python is not installed: pip install rerankrt[gpu]") from None
-    return runtime
+    return require("cuda.bindings.runtime", "gpu", "CUDA memory and streams")
 
 
 def check(result: tuple):
@@ -102,6 +99,13 @@ class DeviceBuffer(_Allocation):
         check(cudart().cudaMemcpyAsync(host.ctypes.data, self.ptr, host.nbytes,
                                        cudart().cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle))
 
+    def copy_from(self, ptr: int, nbytes: int, stream: Stream) -> None:
+        """Device-to-device: `nbytes` from another allocation (a caller's CUDA tensor) into this one."""
+        if nbytes > self.nbytes:
+            raise ValueError(f"device buffer of {self.nbytes} bytes cannot hold {nbytes}")
+        check(cudart().cudaMemcpyAsync(self.ptr, ptr, nbytes, cudart().cudaMemcpyKind.cudaMemcpyDeviceToDevice,
+                                       stream.handle))
+
 
 class PinnedBuffer(_Allocation):
     """Page-locked host memory viewed as a numpy array of any dtype (fp16 included), for async copies."""
@@ -109,8 +113,14 @@ class PinnedBuffer(_Allocation):
     allocate, release = "cudaMallocHost", "cudaFreeHost"
 
     def array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A view of the first bytes as an array; the view keeps this buffer alive (its memory is freed
+        when both the buffer and every view are gone, or at an explicit `close`)."""
         count = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if count > self.nbytes:
             raise ValueError(f"pinned buffer of {self.nbytes} bytes cannot hold {count}")
-        raw = np.ctypeslib.as_array((ctypes.c_byte * max(count, 1)).from_address(self.ptr))
+        if not self.ptr:
+            raise ValueError("pinned buffer: closed")
+        memory = (ctypes.c_byte * max(count, 1)).from_address(self.ptr)
+        memory._owner = self  # type: ignore[attr-defined]  # numpy's base chain reaches this buffer
+        raw = np.ctypeslib.as_array(memory)
         return raw[:count].view(dtype).reshape(shape)

@@ -177,8 +177,8 @@ def read_nn(path: str | os.PathLike, num_db: int | None = None) -> tuple[np.ndar
     return sims, idx
 
 
-def write_nn(path: str | os.PathLike, sims: np.ndarray, idx: np.ndarray, *, tensor: bool = False) -> None:
-    """Write a [2, nq, K] shortlist; `tensor=True` pickles a torch tensor as the released files do."""
+def write_nn(path: str | os.PathLike, sims: np.ndarray, idx: np.ndarray) -> None:
+    """Write a [2, nq, K] shortlist as a pickled numpy array (indices stored as float, as released)."""
     sims = np.asarray(sims, dtype=np.float32)
     idx = np.asarray(idx)
     if sims.ndim != 2 or idx.shape != sims.shape:
@@ -187,13 +187,8 @@ def write_nn(path: str | os.PathLike, sims: np.ndarray, idx: np.ndarray, *, tens
             f"{list(sims.shape)} and {list(idx.shape)}"
         )
     data = np.stack([sims, idx.astype(np.float32)])
-    payload: object = data
-    if tensor:
-        import torch
-
-        payload = torch.from_numpy(data)
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        pickle.dump(payload, f)
+        pickle.dump(data, f)
 
 
 def read_gnd(path: str | os.PathLike) -> dict:

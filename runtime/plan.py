@@ -9,13 +9,15 @@ from pathlib import Path
 
 from rerankrt.errors import ModelFileError, UnavailableError
 
+from .artifacts import plan_sidecar_path
 from .sidecar import read_json_sidecar
 
-PLAN_FORMAT = "rerankrt-plan/1"
+#: version 2 embeds the export sidecar of version 2 (`runtime.sidecar.FORMAT`)
+PLAN_FORMAT = "rerankrt-plan/2"
 
 
 def read_plan_sidecar(plan_path: Path) -> dict:
-    return read_json_sidecar(plan_path, plan_path.with_name(plan_path.name + ".json"), PLAN_FORMAT, "rerankrt build")
+    return read_json_sidecar(plan_path, plan_sidecar_path(plan_path), PLAN_FORMAT, "rerankrt build")
 
 
 def check_compatible(plan_path: Path, meta: dict, version: str, device: dict | None) -> None:

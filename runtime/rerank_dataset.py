@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from rerankrt.errors import InputError
-from rerankrt.models.configs import AMES, AMES_DIST, LOCORE
 
 from .descriptors import LocalDescriptorFile, read_global, read_nn, write_nn
-from .rerankers import AmesReranker, LocoreReranker
+from .rerankers import reranker_for
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,15 @@ class DatasetLayout:
         return self.root / f"{self.desc}{split}_global.pt"
 
 
+def _input_shape(backend, name: str) -> tuple:
+    return next(s.shape for s in backend.input_specs() if s.name == name)
+
+
 def _input_dim(backend, name: str) -> int:
-    return int(next(s.shape[-1] for s in backend.input_specs() if s.name == name))
+    return int(_input_shape(backend, name)[-1])
 
 
 def rerank_dataset(
-    model: str,
     backend,
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -53,10 +55,10 @@ def rerank_dataset(
     gamma: float | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> Path:
-    """Re-rank every query's first-stage shortlist with `model` ("ames" or "locore", any variant)
-    through an entered `backend` and write the result; defaults are the released settings."""
+    """Re-rank every query's first-stage shortlist with the model of an entered `backend` (AMES or LOCORE,
+    any variant) and write the result; defaults are the released settings."""
     layout = DatasetLayout(Path(data), desc, nn_file)
-    with DatasetFiles(layout, model, backend) as files:
+    with DatasetFiles(layout, backend) as files:
         sims, idx = read_nn(layout.root / nn_file, num_db=files.gallery.num_images)
         new_sims, new_idx = files.rerank(sims, idx, shortlist, lam, gamma, log)
     write_nn(out, new_sims, new_idx)
@@ -66,11 +68,11 @@ def rerank_dataset(
 class DatasetFiles:
     """The open descriptor files of a dataset, checked against the backend's descriptor dimension."""
 
-    def __init__(self, layout: DatasetLayout, model: str, backend) -> None:
-        self.family = "locore" if model.startswith("locore") else "ames" if model.startswith("ames") else None
-        if self.family is None:
-            raise ValueError(f"--model: expected ames, ames-dist, locore or locore-small, got {model!r}")
-        self.layout, self.model, self.backend = layout, model, backend
+    def __init__(self, layout: DatasetLayout, backend) -> None:
+        self.family = backend.meta["loop"]
+        if self.family not in ("ames", "locore"):
+            raise ValueError(f"{backend.meta['model']}: not a re-ranker a dataset loop drives (AMES or LOCORE)")
+        self.layout, self.backend = layout, backend
         self.dim = _input_dim(backend, "q_desc" if self.family == "ames" else "q_local")
 
     def __enter__(self) -> DatasetFiles:
@@ -90,13 +92,12 @@ class DatasetFiles:
 
     def rerank(self, sims: np.ndarray, idx: np.ndarray, shortlist: int | None, lam: float | None,
                gamma: float | None, log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
-        """Each query's first `shortlist` (AMES 100, LOCORE 400 by default) re-ranked, the rest as given.
+        """Each query's first `shortlist` (released: AMES 100, LOCORE 400) re-ranked, the rest as given.
         `lam`, `gamma` are the fusion weight and temperature (LOCORE's α, t); None: the released ones."""
         if len(sims) != self.queries.num_images:
             raise InputError(f"{self.layout.nn}: {len(sims)} queries, but {self.layout.local('query')} holds "
                              f"{self.queries.num_images}")
-        # AMES: the original evaluation's num_rerank=[100]; LOCORE: the released sliding shortlist of 400.
-        s = (100 if self.family == "ames" else LOCORE.shortlist) if shortlist is None else shortlist
+        reranker, s = reranker_for(self.backend, lam, gamma, shortlist)
         if not 1 <= s <= idx.shape[1]:
             raise InputError(f"--shortlist: expected 1 … {idx.shape[1]} (the neighbours in {self.layout.nn}), got {s}")
         if s > self.gallery.num_images:
@@ -105,35 +106,24 @@ class DatasetFiles:
         for q in range(len(sims)):
             top = idx[q, :s]
             if self.family == "ames":
-                order, scores = _ames(self.backend, self.model, self.queries, self.gallery, q, top, sims[q, :s],
-                                      lam, gamma)
+                order, scores = self._ames(reranker, q, top, sims[q, :s])
             else:
-                order, scores = _locore(self.backend, self.globals, self.queries, self.gallery, q, top,
-                                        sims[q, :s], s, lam, gamma)
+                order, scores = self._locore(reranker, q, top, sims[q, :s])
             new_idx[q, :s], new_sims[q, :s] = top[order], scores
             if (q + 1) % 10 == 0 or q + 1 == len(sims):
                 log(f"re-ranked {q + 1}/{len(sims)} queries")
         return new_sims, new_idx
 
+    def _ames(self, reranker, q: int, top: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.backend.config
+        query = self.queries.read([q], n=min(cfg["query_descriptors"], self.queries.topk))
+        db = self.gallery.read(top, n=min(cfg["db_descriptors"], self.gallery.topk))
+        result = reranker.rerank(query.desc[0], query.mask[0], db.desc, db.mask, sims)
+        return result.order, result.scores
 
-def _ames(backend, model, queries, gallery, q, top, sims, lam, gamma) -> tuple[np.ndarray, np.ndarray]:
-    released = AMES_DIST if model == "ames-dist" else AMES
-    query = queries.read([q], n=min(released.query_descriptors, queries.topk))
-    db = gallery.read(top, n=min(released.db_descriptors, gallery.topk))
-    reranker = AmesReranker(backend, released.fusion_lambda if lam is None else lam,
-                            released.fusion_gamma if gamma is None else gamma)
-    result = reranker.rerank(query.desc[0], query.mask[0], db.desc, db.mask, sims)
-    return result.order, result.scores
-
-
-def _locore(backend, globals_, queries, gallery, q, top, sims, s, alpha, temperature
-            ) -> tuple[np.ndarray, np.ndarray]:
-    n = int(next(spec.shape[1] for spec in backend.input_specs() if spec.name == "q_local"))  # 48 as released
-    query, db = queries.read([q], n=n), gallery.read(top, n=n)
-    q_global, g_global = np.asarray(globals_["query"][q]), np.asarray(globals_["gallery"][top])
-    window = min(LOCORE.window, int(backend.check.profiles["images"]["max"]))
-    reranker = LocoreReranker(backend, shortlist=s, window=window, stride=min(LOCORE.stride, window),
-                              alpha=LOCORE.fusion_alpha if alpha is None else alpha,
-                              temperature=LOCORE.fusion_temperature if temperature is None else temperature)
-    result = reranker.rerank(q_global, query.desc[0], query.mask[0], g_global, db.desc, db.mask, sims)
-    return result.order, result.scores
+    def _locore(self, reranker, q: int, top: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = _input_shape(self.backend, "q_local")[1]  # 48 locals per image as released
+        query, db = self.queries.read([q], n=n), self.gallery.read(top, n=n)
+        q_global, g_global = np.asarray(self.globals["query"][q]), np.asarray(self.globals["gallery"][top])
+        result = reranker.rerank(q_global, query.desc[0], query.mask[0], g_global, db.desc, db.mask, sims)
+        return result.order, result.scores

@@ -3,7 +3,9 @@ the new order and fused scores out.
 
 `AmesReranker` scores the shortlist pair by pair (the query's descriptors repeated per pair) in batches
 that fit the backend's `pairs` profile; `LocoreReranker` runs LOCORE's sliding windows
-(`runtime.sliding`) with one backend call per window.
+(`runtime.sliding`) with one backend call per window. `released_settings` is the one rule for the
+settings a loop runs with, read from the model's sidecar (its `loop` and configuration) and fitted to
+its profiles: the CLI, dataset re-ranking, Triton's loop models and the profiler all use it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .sliding import SlidingResult, sliding_rerank
 class Reranked:
     order: np.ndarray  #: [S] shortlist positions, best first
     scores: np.ndarray  #: [S] fused scores, aligned with `order`
-    logits: np.ndarray  #: [S] raw re-ranker logits, in shortlist order
+    logits: np.ndarray  #: [S] raw re-ranker logits, aligned with `order`
 
 
 def check_fusion(weight: float, temperature: float, names: tuple[str, str]) -> None:
@@ -32,27 +34,36 @@ def check_fusion(weight: float, temperature: float, names: tuple[str, str]) -> N
         raise ValueError(f"{names[1]}: expected a positive temperature, got {temperature}")
 
 
-def _profile_max(backend, dim: str) -> int:
-    return int(backend.check.profiles[dim]["max"])
-
-
-def _float_dtype(backend) -> np.dtype:
-    return next(s.dtype for s in backend.input_specs() if s.dtype != np.bool_)
+def released_settings(meta: dict) -> dict:
+    """The settings the loop of an exported model (`meta`: its sidecar, or a backend's `meta`) runs with as
+    released, as keyword arguments of its re-ranker plus the `shortlist` it re-ranks: AMES in batches of
+    the `pairs` profile's opt size (what engines are tuned for, and what fits a CPU's memory), LOCORE's
+    window clamped to the `images` profile and its stride to the window."""
+    cfg, profiles = meta["config"], meta["profiles"]
+    if meta["loop"] == "ames":
+        return {"shortlist": cfg["shortlist"], "lam": cfg["fusion_lambda"], "gamma": cfg["fusion_gamma"],
+                "batch": profiles["pairs"]["opt"]}
+    if meta["loop"] == "locore":
+        window = min(cfg["window"], profiles["images"]["max"])
+        return {"shortlist": cfg["shortlist"], "window": window, "stride": min(cfg["stride"], window),
+                "order": cfg["order"], "alpha": cfg["fusion_alpha"], "temperature": cfg["fusion_temperature"]}
+    raise ValueError(f"{meta['model']}: no re-ranking loop drives this model (loop {meta['loop']!r})")
 
 
 class AmesReranker:
     """`AmesReranker(backend, lam, gamma).rerank(q_desc [Q,D], q_mask [Q], db_desc [S,T,D], db_mask [S,T],
-    global_sim [S])`. Released fusion defaults per variant: reference §2.6 (`rerankrt.models.configs`)."""
+    global_sim [S])`. Released fusion defaults per variant: reference §2.6 (`released_settings`)."""
 
     def __init__(self, backend, lam: float, gamma: float, batch: int | None = None) -> None:
         check_fusion(lam, gamma, ("lambda", "gamma"))
         self.backend, self.lam, self.gamma = backend, lam, gamma
-        limit = _profile_max(backend, "pairs")
+        limit = backend.profiles()["pairs"]["max"]
         self.batch = min(batch or limit, limit)
 
     def logits(self, q_desc, q_mask, db_desc, db_mask) -> np.ndarray:
+        """Raw logits [S] in shortlist order."""
         s = len(db_desc)
-        dtype = _float_dtype(self.backend)
+        dtype = self.backend.float_dtype()
         out = []
         for start in range(0, s, self.batch):
             n = min(self.batch, s - start)
@@ -70,7 +81,7 @@ class AmesReranker:
         raw = self.logits(q_desc, q_mask, db_desc, db_mask)
         fused = fuse(global_sim, raw, self.lam, self.gamma)
         order = np.argsort(-fused, kind="stable")
-        return Reranked(order, fused[order], raw)
+        return Reranked(order, fused[order], raw[order])
 
 
 class LocoreReranker:
@@ -81,7 +92,7 @@ class LocoreReranker:
     def __init__(self, backend, shortlist: int = 400, window: int = 100, stride: int = 50,
                  order: str = "end-to-start", alpha: float = 0.5, temperature: float = 0.1) -> None:
         check_fusion(alpha, temperature, ("alpha", "temperature"))
-        limit = _profile_max(backend, "images")
+        limit = backend.profiles()["images"]["max"]
         if window > limit:
             raise ValueError(f"window: {window} images exceed the backend's profile (images ≤ {limit})")
         self.backend = backend
@@ -89,7 +100,7 @@ class LocoreReranker:
         self.alpha, self.temperature = alpha, temperature
 
     def rerank(self, q_global, q_local, q_mask, g_global, g_local, g_mask, global_sim) -> SlidingResult:
-        dtype = _float_dtype(self.backend)
+        dtype = self.backend.float_dtype()
 
         def score_window(positions: np.ndarray) -> np.ndarray:
             feeds = {"q_global": q_global[None].astype(dtype), "q_local": q_local[None].astype(dtype),
@@ -100,3 +111,22 @@ class LocoreReranker:
         return sliding_rerank(score_window, np.asarray(global_sim, dtype=np.float64), shortlist=self.shortlist,
                               window=self.window, stride=self.stride, order=self.order, alpha=self.alpha,
                               temperature=self.temperature)
+
+
+RERANKERS = {"ames": AmesReranker, "locore": LocoreReranker}
+
+
+def reranker_for(backend, weight: float | None = None, temperature: float | None = None,
+                 shortlist: int | None = None) -> tuple[AmesReranker | LocoreReranker, int]:
+    """The loop of the backend's model at its released settings, with the fusion weight (AMES λ, LOCORE α),
+    temperature (AMES γ, LOCORE t) and shortlist overridden where given; returns (re-ranker, shortlist)."""
+    settings = released_settings(backend.meta)
+    released = settings.pop("shortlist")
+    s = released if shortlist is None else shortlist
+    names = ("lam", "gamma") if backend.meta["loop"] == "ames" else ("alpha", "temperature")
+    for name, value in zip(names, (weight, temperature), strict=True):
+        if value is not None:
+            settings[name] = value
+    if backend.meta["loop"] == "locore":
+        settings["shortlist"] = s
+    return RERANKERS[backend.meta["loop"]](backend, **settings), s

@@ -1,27 +1,31 @@
 """The JSON sidecar that travels with every exported graph (`DIR/NAME.json` beside `DIR/NAME.onnx` and
-`DIR/NAME.fp16.onnx`): model, configuration, checkpoint hash, I/O, symbolic dims and TensorRT profiles,
-tolerances, opset. Written by `rerankrt export`, read by validation, the backends and Triton.
+`DIR/NAME.fp16.onnx`): model, kind and loop, configuration, checkpoint hash, I/O, symbolic dims and
+TensorRT profiles, tolerances, opset. Written by `rerankrt export`, read by validation, the backends and
+Triton; engines embed it in theirs (`runtime.plan`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 from rerankrt.errors import ModelFileError
 
-FORMAT = "rerankrt-onnx/1"
-PRECISIONS = ("fp32", "fp16")
+from .artifacts import sidecar_path
+
+#: version 2 added the model's kind and loop, and AMES's released shortlist, to what a sidecar records
+FORMAT = "rerankrt-onnx/2"
 
 
-def sidecar_path(onnx_path: str | os.PathLike) -> Path:
-    """`DIR/NAME.json` for `DIR/NAME.onnx` and `DIR/NAME.fp16.onnx`."""
-    path = Path(onnx_path)
-    stem = path.name.removesuffix(".onnx")
-    for precision in PRECISIONS[1:]:
-        stem = stem.removesuffix(f".{precision}")
-    return path.with_name(f"{stem}.json")
+def sha256(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file (checkpoints and graphs are recorded by it), read in 1 MB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def precision_of(onnx_path: str | os.PathLike, meta: dict) -> str:
@@ -39,10 +43,12 @@ def read_json_sidecar(owner: str | os.PathLike, path: Path, fmt: str, writer: st
         meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise ModelFileError(f"{owner}: its sidecar {path} is missing (written by `{writer}`)") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{path}: not valid JSON ({e})") from None
-    if meta.get("format") != fmt:
-        raise ModelFileError(f"{path}: expected format {fmt!r}, got {meta.get('format')!r}")
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelFileError(f"{path}: expected format {fmt!r}, got {found!r} (written by another rerankrt: "
+                             f"run `{writer}` again)")
     return meta
 
 

@@ -16,57 +16,51 @@ profiles). Both are written by `rerankrt triton`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rerankrt.errors import InputError
 
-from .backends import FeedChecker, IOSpec
+from .feeds import Backend, IOSpec
 from .rerankers import AmesReranker, LocoreReranker
 
 TARGET_FILE = "target.json"
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str  #: Triton's data type
-    dims: tuple[int, ...]  #: -1 where the size varies
-
-
-#: The I/O of each loop model: one query per request (max_batch_size 0). `rerankrt triton` writes these
-#: into config.pbtxt and `--check` compares the config against them. D and n come from the target's sidecar.
-def rerank_io(kind: str, dim: int, locals_: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def rerank_io(kind: str, dim: int, locals_: int) -> tuple[list[IOSpec], list[IOSpec]]:
+    """The I/O of each loop model: one query per request (max_batch_size 0). `rerankrt triton` writes these
+    into config.pbtxt (named dimensions become -1) and `--check` compares the config against them. D and n
+    come from the target's sidecar."""
+    f32, flag = np.dtype(np.float32), np.dtype(np.bool_)
     if kind == "ames":
-        inputs = [TensorSpec("q_desc", "TYPE_FP32", (-1, dim)), TensorSpec("q_mask", "TYPE_BOOL", (-1,)),
-                  TensorSpec("db_desc", "TYPE_FP32", (-1, -1, dim)), TensorSpec("db_mask", "TYPE_BOOL", (-1, -1)),
-                  TensorSpec("global_sim", "TYPE_FP32", (-1,))]
+        inputs = [IOSpec("q_desc", f32, ("query_descriptors", dim)), IOSpec("q_mask", flag, ("query_descriptors",)),
+                  IOSpec("db_desc", f32, ("shortlist", "db_descriptors", dim)),
+                  IOSpec("db_mask", flag, ("shortlist", "db_descriptors")), IOSpec("global_sim", f32, ("shortlist",))]
     elif kind == "locore":
-        inputs = [TensorSpec("q_global", "TYPE_FP32", (dim,)), TensorSpec("q_local", "TYPE_FP32", (locals_, dim)),
-                  TensorSpec("q_mask", "TYPE_BOOL", (locals_,)), TensorSpec("g_global", "TYPE_FP32", (-1, dim)),
-                  TensorSpec("g_local", "TYPE_FP32", (-1, locals_, dim)),
-                  TensorSpec("g_mask", "TYPE_BOOL", (-1, locals_)), TensorSpec("global_sim", "TYPE_FP32", (-1,))]
+        inputs = [IOSpec("q_global", f32, (dim,)), IOSpec("q_local", f32, (locals_, dim)),
+                  IOSpec("q_mask", flag, (locals_,)), IOSpec("g_global", f32, ("shortlist", dim)),
+                  IOSpec("g_local", f32, ("shortlist", locals_, dim)), IOSpec("g_mask", flag, ("shortlist", locals_)),
+                  IOSpec("global_sim", f32, ("shortlist",))]
     else:
         raise ValueError(f"kind: expected ames or locore, got {kind!r}")
-    outputs = [TensorSpec("order", "TYPE_INT64", (-1,)), TensorSpec("scores", "TYPE_FP32", (-1,))]
+    outputs = [IOSpec("order", np.dtype(np.int64), ("shortlist",)), IOSpec("scores", f32, ("shortlist",))]
     return inputs, outputs
 
 
-class BlsBackend:
-    """The backend contract (`input_specs`, `check`, `infer`) over BLS requests to another model."""
+def triton_dims(spec: IOSpec) -> list[int]:
+    """A shape as Triton writes it: -1 for every named (variable) dimension."""
+    return [d if isinstance(d, int) else -1 for d in spec.shape]
+
+
+class BlsBackend(Backend):
+    """The backend contract over BLS requests to another model of the repository."""
 
     def __init__(self, pb_utils, model_name: str, meta: dict, precision: str) -> None:
+        super().__init__(f"triton-bls:{model_name}", meta, precision)
         self.pb_utils, self.model_name = pb_utils, model_name
-        self.check = FeedChecker(meta, precision)
-        self.name = f"triton-bls:{model_name}"
 
-    def input_specs(self) -> list[IOSpec]:
-        return list(self.check.inputs)
-
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.check(feeds)
+    def infer_impl(self, feeds: dict) -> dict[str, np.ndarray]:
         pb = self.pb_utils
         request = pb.InferenceRequest(
             model_name=self.model_name, requested_output_names=[s.name for s in self.check.outputs],
@@ -80,19 +74,17 @@ class BlsBackend:
         return {s.name: pb.get_output_tensor_by_name(response, s.name).as_numpy() for s in self.check.outputs}
 
 
-NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_BOOL": np.bool_}
-
-
-def _checked(tensor, spec: TensorSpec) -> np.ndarray:
+def _checked(tensor, spec: IOSpec) -> np.ndarray:
     """A request's input against the loop's own I/O, so that errors name the caller's shapes (Triton
     checks them too, but the adapter does not rely on it)."""
     if tensor is None:
         raise InputError(f"{spec.name}: missing from the request")
     x = tensor.as_numpy()
-    if x.dtype != NUMPY_DTYPES[spec.dtype]:
-        raise InputError(f"{spec.name}: expected dtype {np.dtype(NUMPY_DTYPES[spec.dtype])}, got {x.dtype}")
-    if x.ndim != len(spec.dims) or any(w not in (-1, g) for w, g in zip(spec.dims, x.shape, strict=True)):
-        raise InputError(f"{spec.name}: expected shape {list(spec.dims)} (-1: any size), got {list(x.shape)}")
+    if x.dtype != spec.dtype:
+        raise InputError(f"{spec.name}: expected dtype {spec.dtype}, got {x.dtype}")
+    dims = triton_dims(spec)
+    if x.ndim != len(dims) or any(w not in (-1, g) for w, g in zip(dims, x.shape, strict=True)):
+        raise InputError(f"{spec.name}: expected shape {dims} (-1: any size), got {list(x.shape)}")
     return x
 
 
@@ -110,10 +102,15 @@ class _RerankModel:
         self.pb_utils = pb_utils
         target = json.loads((version_dir / TARGET_FILE).read_text())
         self.params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.backend = BlsBackend(pb_utils, self.params["target_model"], target["sidecar"], target["precision"])
+        backend = BlsBackend(pb_utils, self.params["target_model"], target["sidecar"], target["precision"])
+        self.backend = backend.__enter__()
         cfg = target["sidecar"]["config"]
         self.inputs, _ = rerank_io(self.kind, cfg["local_dim"], cfg.get("local_descriptors", 0))
         self.reranker = self.make_reranker()
+
+    def finalize(self) -> None:
+        """Triton's unload hook."""
+        self.backend.__exit__(None, None, None)
 
     def make_reranker(self):
         raise NotImplementedError
@@ -144,8 +141,8 @@ class AmesRerankModel(_RerankModel):
     kind = "ames"
 
     def make_reranker(self) -> AmesReranker:
-        batch = int(self.params["batch"]) if "batch" in self.params else None
-        return AmesReranker(self.backend, float(self.params["lambda"]), float(self.params["gamma"]), batch)
+        return AmesReranker(self.backend, float(self.params["lambda"]), float(self.params["gamma"]),
+                            int(self.params["batch"]))
 
     def run(self, a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         result = self.reranker.rerank(a["q_desc"], a["q_mask"], a["db_desc"], a["db_mask"], a["global_sim"])

@@ -3,8 +3,13 @@
 Named tensors, `set_input_shape` per call, device and pinned host buffers and a non-default stream
 through `runtime.cuda`, `execute_async_v3`, and optionally one CUDA graph per input shape. Feeds may be
 numpy arrays or CUDA tensors (anything with `__cuda_array_interface__`, e.g. torch): device tensors are
-used in place, without a copy. An engine is refused before it is deserialised when its sidecar says it
-was built by another TensorRT version or for another compute capability (TensorRT would fail obscurely).
+used in place, without a copy, unless CUDA graphs are on. An engine is refused before it is deserialised
+when its sidecar says it was built by another TensorRT version or for another compute capability
+(TensorRT would fail obscurely).
+
+A captured CUDA graph replays the device addresses it was captured with. So with graphs on, every tensor
+lives in a buffer of this backend (a caller's device tensor is copied in, device to device), and growing a
+buffer for a larger shape drops every captured graph: a replay never reads freed or stale memory.
 
 `import tensorrt` sits at the top for the type checker (`scripts/trt_conformance.py`); the runtime
 imports this module lazily.
@@ -22,23 +27,23 @@ from rerankrt import environment
 from rerankrt.errors import InputError, ModelFileError, UnavailableError
 
 from . import cuda
-from .backends import FeedChecker, IOSpec
+from .feeds import Backend
 from .plan import check_compatible, read_plan_sidecar
 
 
-class TrtBackend:
+class TrtBackend(Backend):
     def __init__(self, plan_path: str | os.PathLike, cuda_graphs: bool = False) -> None:
         self.path = Path(plan_path)
         if not self.path.is_file():
             raise ModelFileError(f"{self.path}: no such file")
-        self.meta = read_plan_sidecar(self.path)
-        self.check = FeedChecker(self.meta["onnx"]["sidecar"], self.meta["precision"])
+        self.plan_meta = read_plan_sidecar(self.path)
+        precision = self.plan_meta["precision"]
+        super().__init__(f"trt-{precision}", self.plan_meta["onnx"]["sidecar"], precision)
         self.cuda_graphs = cuda_graphs
-        self.name = f"trt-{self.meta['precision']}"
         self.context: trt.IExecutionContext | None = None
 
-    def __enter__(self) -> TrtBackend:
-        check_compatible(self.path, self.meta, trt.__version__, environment.cuda_device())
+    def open(self) -> None:
+        check_compatible(self.path, self.plan_meta, trt.__version__, environment.cuda_device())
         self.logger = trt.Logger(trt.Logger.WARNING)
         try:
             runtime = trt.Runtime(self.logger)
@@ -53,11 +58,9 @@ class TrtBackend:
         self.device: dict[str, cuda.DeviceBuffer] = {}
         self.pinned: dict[str, cuda.PinnedBuffer] = {}
         self.graphs: dict[tuple, object] = {}
-        return self
 
-    def __exit__(self, *exc) -> None:
-        for graph in self.graphs.values():
-            cuda.check(cuda.cudart().cudaGraphExecDestroy(graph))
+    def close(self) -> None:
+        self._drop_graphs()
         for device in self.device.values():
             device.close()
         for pinned in self.pinned.values():
@@ -65,34 +68,42 @@ class TrtBackend:
         self.stream.close()
         self.context = None
 
-    def input_specs(self) -> list[IOSpec]:
-        return list(self.check.inputs)
+    def _drop_graphs(self) -> None:
+        for graph in self.graphs.values():
+            cuda.check(cuda.cudart().cudaGraphExecDestroy(graph))
+        self.graphs.clear()
 
     def _buffers(self, name: str, nbytes: int) -> tuple[cuda.DeviceBuffer, cuda.PinnedBuffer]:
-        """Per-tensor buffers that grow to the largest shape seen."""
+        """Per-tensor buffers that grow to the largest shape seen; growing one drops the captured graphs,
+        which hold the old addresses."""
         if name not in self.device or self.device[name].nbytes < nbytes:
+            self.stream.synchronize()  # the old buffers may still be in use by queued work
+            self._drop_graphs()
             for pool in (self.device, self.pinned):
                 if name in pool:
                     pool[name].close()
             self.device[name], self.pinned[name] = cuda.DeviceBuffer(nbytes), cuda.PinnedBuffer(nbytes)
         return self.device[name], self.pinned[name]
 
-    def infer(self, feeds: dict) -> dict[str, np.ndarray]:
+    def infer_impl(self, feeds: dict) -> dict[str, np.ndarray]:
         context = self.context
-        if context is None:
-            raise RuntimeError(f"{self.name}: use the backend inside a `with` block")
-        self.check({k: _describe(v) for k, v in feeds.items()})
+        assert context is not None
         for spec in self.check.inputs:
             x = feeds[spec.name]
             if not context.set_input_shape(spec.name, trt.Dims(list(x.shape))):
                 raise InputError(f"{spec.name}: shape {list(x.shape)} is outside the engine's optimisation profile")
-            if hasattr(x, "__cuda_array_interface__"):  # zero copy: the caller's device memory
-                context.set_tensor_address(spec.name, int(x.__cuda_array_interface__["data"][0]))
+            iface = getattr(x, "__cuda_array_interface__", None)
+            nbytes = int(np.prod(x.shape)) * spec.dtype.itemsize
+            if iface is not None and not self.cuda_graphs:  # zero copy: the caller's device memory
+                context.set_tensor_address(spec.name, int(iface["data"][0]))
                 continue
-            device, pinned = self._buffers(spec.name, x.nbytes)
-            staged = pinned.array(x.shape, x.dtype)
-            staged[...] = x
-            device.upload(staged, self.stream)
+            device, pinned = self._buffers(spec.name, nbytes)
+            if iface is not None:
+                device.copy_from(int(iface["data"][0]), nbytes, self.stream)
+            else:
+                staged = pinned.array(x.shape, x.dtype)
+                staged[...] = x
+                device.upload(staged, self.stream)
             context.set_tensor_address(spec.name, device.ptr)
         outputs = {}
         for spec in self.check.outputs:
@@ -133,12 +144,3 @@ class TrtBackend:
             cuda.check(rt.cudaGraphDestroy(captured))
             self.graphs[shapes] = graph
         cuda.check(rt.cudaGraphLaunch(graph, self.stream.handle))
-
-
-def _describe(x) -> np.ndarray:
-    """A zero-size stand-in with the shape and dtype of a device tensor, for the feed checks."""
-    if not hasattr(x, "__cuda_array_interface__"):
-        return x
-    iface = x.__cuda_array_interface__
-    shape = tuple(iface["shape"])
-    return np.lib.stride_tricks.as_strided(np.zeros(1, np.dtype(iface["typestr"])), shape, (0,) * len(shape))

@@ -2,7 +2,8 @@
 # Set up on a fresh machine and run the main job on the built-in default (released configurations
 # with random weights): the environment, the registered models, and every model exported to FP32 and
 # FP16 ONNX in artifacts/ with its validation ladder, evaluated on a synthetic dataset through ONNX
-# Runtime, and profiled (the quick preset: AMES, LOCORE-small and RAML on torch and ONNX Runtime).
+# Runtime, and profiled (the quick preset: AMES and LOCORE-small beside the pair-wise re-rankers RRT,
+# R2Former and CVNet-Rerank at reduced sizes, and RAML, on torch and ONNX Runtime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -22,10 +22,17 @@ def synth(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
+    """AMES with perturbed weights (tests/weights.py): the released random initialisation gives every pair
+    nearly the same logit, so the first stage alone would decide the re-ranked order."""
+    import torch
+    from weights import perturb
+
     from rerankrt.export.onnx_export import export_model
+    from rerankrt.models import load_model
 
     out = tmp_path_factory.mktemp("artifacts")
-    export_model("ames", out_dir=out, precision="fp32")
+    torch.save({"state": perturb(load_model("ames"), gain=2.0, spread=0.1).state_dict()}, out / "ames.pt")
+    export_model("ames", out / "ames.pt", out_dir=out, precision="fp32")
     return out
 
 
@@ -41,21 +48,24 @@ def test_eval_ort_and_torch_give_the_same_table(synth, artifacts, tmp_path, caps
     common = ["eval", "--data", str(synth), "--dataset", "synth", "--model", "ames", "--shortlist", "20"]
     assert main([*common, "--backend", "ort", "--artifacts", str(artifacts), "--out", str(tmp_path / "ort.json")]) == 0
     ort_table = capsys.readouterr().out
-    assert main([*common, "--backend", "torch", "--out", str(tmp_path / "torch.json")]) == 0
+    assert main([*common, "--backend", "torch", "--checkpoint", str(artifacts / "ames.pt"),
+                 "--out", str(tmp_path / "torch.json")]) == 0
     torch_table = capsys.readouterr().out
     assert ort_table == torch_table
     assert "synth      ames fp32      reranked     mAP  E " in ort_table
     report = json.loads((tmp_path / "ort.json").read_text())
-    assert set(report["tables"]["ames fp32"]["reranked"]) == {"easy", "medium", "hard"}
+    table = report["tables"]["ames fp32"]
+    assert set(table["reranked"]) == {"easy", "medium", "hard"}
+    assert table["reranked"] != table["first_stage"]  # the re-ranker's logits changed the orders
     assert report["settings"]["shortlist"] == 20 and report["settings"]["backend"] == "ort"
 
 
 def test_medium_and_hard_runs_see_their_own_shortlists(synth):
-    from rerankrt.runtime.backends import TorchBackend
+    from rerankrt.models.torch_backend import TorchBackend
 
     gnd = read_gnd(synth / "gnd_synth.pkl")["gnd"]
     with TorchBackend("ames") as backend:
-        result = rankings("ames", backend, synth, "synth", shortlist=20)
+        result = rankings(backend, synth, "synth", shortlist=20)
     for q, g in enumerate(gnd):
         medium, hard = result["runs"]["medium"][0][q], result["runs"]["hard"][0][q]
         n_junk = sum(i in set(g["junk"]) for i in medium)

@@ -8,10 +8,11 @@ import json
 
 import pytest
 
-from rerankrt.bench.flops import ames_flops, locore_flops, raml_flops
 from rerankrt.bench.profile import SCHEMA, preset_settings, run_bench
 from rerankrt.cli import main
-from rerankrt.models.configs import AMES, LOCORE, RAML
+from rerankrt.models.cards.ames import AMES, ames_flops
+from rerankrt.models.cards.locore import LOCORE, locore_flops
+from rerankrt.models.cards.raml import RAML, raml_flops
 
 pytest.importorskip("torch")
 
@@ -41,7 +42,9 @@ def test_every_output_is_written(run):
     assert json.loads((out / "results.json").read_text()) == results
     with open(out / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == len(results["results"])
-    assert "| ames | torch | fp32 | 5 |" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()  # a reduced size is named as such
+    assert "| ames (num_layers=1, query_descriptors=20, db_descriptors=5) | torch | fp32 | 5 |" in table
+    assert "| raml | torch | fp32 | 5 |" in table
     assert said[0] == "[1/30] ames torch fp32 S=5"  # 3 backends × 2 precisions × (2 + 2 + 1) shortlists
 
 
@@ -77,7 +80,14 @@ def test_flops_and_calls_follow_the_workload(run):
 
 
 def test_presets_and_bad_arguments(capsys):
-    assert preset_settings("quick")["shortlists"] == [100]
+    quick = preset_settings("quick")
+    assert quick["shortlists"] == [100] and quick["backends"] == ["torch", "ort"]
+    assert {"ames", "locore-small", "rrt", "r2former", "cvnet-rerank"} <= set(quick["models"])  # the comparison
+    from rerankrt.bench.profile import variant
+
+    assert [variant(m, quick["configs"].get(m, {})) for m in quick["models"]] == [
+        "ames", "locore-small", "rrt (local_descriptors=100)", "r2former",
+        "cvnet-rerank (map_height=12, map_width=16)", "raml"]
     with pytest.raises(ValueError, match="--preset: expected one of quick, paper, edge, got 'huge'"):
         preset_settings("huge")
     assert main(["bench", "--models", "ames,bert"]) == 2
@@ -87,8 +97,8 @@ def test_presets_and_bad_arguments(capsys):
 def test_baselines_and_the_hugging_face_path(tmp_path):
     """R2Former, CVNet-Rerank's head and locore-hf (HF Longformer with LOCORE's weights) in one tiny run."""
     pytest.importorskip("transformers", reason="locore-hf needs transformers (rerankrt[hf], in the dev extra)")
-    from rerankrt.bench.flops import cvnet_backbone_flops, cvnet_flops, r2former_flops
-    from rerankrt.models.configs import CVNET, CVNET_BACKBONE, R2FORMER
+    from rerankrt.models.cards.cvnet import CVNET, CVNET_BACKBONE, cvnet_backbone_flops, cvnet_flops
+    from rerankrt.models.cards.r2former import R2FORMER, r2former_flops
 
     configs = {"r2former": {"tokens": 30}, "locore": CONFIGS["locore"],
                "cvnet-rerank": {"feature_dim": 32, "conv_dim": 16, "map_height": 6, "map_width": 8},
@@ -123,7 +133,7 @@ def test_locore_hf_scores_match_rerankrt():
 
     from rerankrt.bench.locore_hf import HfLocoreBackend
     from rerankrt.errors import InputError
-    from rerankrt.runtime.backends import TorchBackend
+    from rerankrt.models.torch_backend import TorchBackend
 
     config = {**CONFIGS["locore"], "local_dim": 48, "global_dim": 40}  # both projections present
     with HfLocoreBackend("locore", **config) as hf, TorchBackend("locore", **config) as ours:
@@ -137,7 +147,7 @@ def test_locore_hf_scores_match_rerankrt():
             for name in ("local_to_lm", "global_to_lm"):
                 setattr(hf, name, tuple(3.0 * t for t in getattr(hf, name)))
             hf.scale0, hf.sep, hf.pad = 3.0 * hf.scale0, 3.0 * hf.sep, 3.0 * hf.pad
-        from rerankrt.export.specs import spec_for
+        from rerankrt.models import spec_for
 
         spec = spec_for("locore", ours.model.config)
         feeds = spec.feeds({"batch": 2, "images": 9}, seed=3)

@@ -21,7 +21,7 @@ conformance = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(conformance)
 
 META = {
-    "format": "rerankrt-onnx/1", "model": "ames", "checkpoint": None,
+    "format": "rerankrt-onnx/2", "model": "ames", "checkpoint": None,
     "files": {"fp32": "ames.onnx", "fp16": "ames.fp16.onnx"},
     "inputs": [
         {"name": "q_desc", "dtype": {"fp16": "float16"}, "shape": ["pairs", "query_descriptors", 768]},
@@ -105,7 +105,7 @@ def test_build_fails_clearly_without_a_gpu_and_writes_nothing(release, tmp_path)
 BACKEND_PROBE = """
 import json, sys
 from rerankrt.errors import ModelFileError, UnavailableError
-from rerankrt.runtime.backends import open_backend
+from rerankrt.runtime.artifacts import open_backend
 out = {}
 for plan in sys.argv[1:]:
     try:
@@ -122,7 +122,7 @@ def test_trt_backend_refuses_foreign_engines_and_needs_a_gpu(release, tmp_path):
     for built_by in ("9.9.9", release):
         plan = tmp_path / f"built-by-{built_by}.plan"
         plan.write_bytes(b"not an engine")
-        sidecar = {"format": "rerankrt-plan/1", "tensorrt": built_by, "precision": "fp16",
+        sidecar = {"format": "rerankrt-plan/2", "tensorrt": built_by, "precision": "fp16",
                    "gpu": {"name": "H100", "compute_capability": "9.0"}, "onnx": {"sidecar": META}}
         plan.with_name(plan.name + ".json").write_text(json.dumps(sidecar))
         plans.append(str(plan))
@@ -145,7 +145,8 @@ def test_type_check_against_each_release(release):
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_cli_without_tensorrt(capsys, tmp_path):
     assert main(["build", str(tmp_path / "ames.fp16.onnx")]) == 2
-    assert "rerankrt build: error: TensorRT is not installed here" in capsys.readouterr().err
+    assert "rerankrt build: error: building a TensorRT engine needs tensorrt, which is not available here (" \
+        in capsys.readouterr().err
 
 
 def test_inspector_json_of_both_schemas():
@@ -174,13 +175,15 @@ def test_inspector_json_of_both_schemas():
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_inspect_cli_without_tensorrt(capsys, tmp_path):
     assert main(["inspect", str(tmp_path / "ames.plan")]) == 2
-    assert "rerankrt inspect: error: TensorRT is not installed here" in capsys.readouterr().err
+    assert "rerankrt inspect: error: inspecting a TensorRT engine needs tensorrt, which is not available here (" \
+        in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_validate_engine_without_tensorrt(capsys, tmp_path):
     plan = tmp_path / "ames.plan"
     plan.write_bytes(b"engine")
-    plan.with_name("ames.plan.json").write_text(json.dumps({"format": "rerankrt-plan/1", "tensorrt": "10.3.0"}))
+    plan.with_name("ames.plan.json").write_text(json.dumps({"format": "rerankrt-plan/2", "tensorrt": "10.3.0"}))
     assert main(["validate", str(plan)]) == 2
-    assert f"rerankrt validate: error: {plan}: TensorRT is not installed here" in capsys.readouterr().err
+    assert "rerankrt validate: error: validating a TensorRT engine needs tensorrt, which is not available here (" \
+        in capsys.readouterr().err

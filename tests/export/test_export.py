@@ -13,8 +13,9 @@ from onnx import TensorProto, helper
 from rerankrt.cli import main
 from rerankrt.errors import CheckpointError, ModelFileError
 from rerankrt.export.onnx_export import export_model, parse_profile
-from rerankrt.export.specs import Profile, spec_for
-from rerankrt.export.validate import kendall_tau, lint, top_overlap, validate
+from rerankrt.export.validate import lint, validate
+from rerankrt.models import Profile, spec_for
+from rerankrt.runtime.agreement import kendall_tau, top_overlap
 from rerankrt.runtime.sidecar import sidecar_path
 
 pytest.importorskip("torch")
@@ -76,7 +77,7 @@ def test_ladder_passes(exported):
                 "(b) ONNX Runtime FP32 vs PyTorch FP32", "(c) FP16 graph vs FP32 graph (ONNX Runtime)",
                 "(d) PyTorch .half() overflow check"}
     if name not in ("raml", "cvnet-backbone"):
-        expected.add("(5) FP16 vs FP32 ranking agreement")  # the re-rankers, the baselines included
+        expected.add("(f) FP16 vs FP32 ranking agreement")  # the re-rankers, the baselines included
     assert set(names) == expected
 
 
@@ -232,4 +233,10 @@ def test_helpers():
     assert sidecar_path("d/ames.fp16.onnx").name == "ames.json" and sidecar_path("d/ames.onnx").name == "ames.json"
     a = np.arange(10.0)
     assert kendall_tau(a, a) == 1.0 and kendall_tau(a, -a) == -1.0
+    swapped = a.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]  # one discordant pair of 45
+    assert kendall_tau(a, swapped) == pytest.approx(43 / 45, rel=1e-12)
+    tied = np.array([0.0, 0.0, 1.0, 2.0])  # tau-b: (5 − 0) / sqrt(5 · 6)
+    assert kendall_tau(tied, np.arange(4.0)) == pytest.approx(5 / np.sqrt(30), rel=1e-12)
+    assert np.isnan(kendall_tau(np.ones(10), a))  # every pair tied: no order to compare
     assert top_overlap(a, a) == 1.0 and top_overlap(np.arange(20.0), -np.arange(20.0)) == 0.0

@@ -67,7 +67,7 @@ def test_repository_layout_and_configs(repo):
     loop = _config(repo, "ames_rerank")
     assert (loop.backend, loop.max_batch_size) == ("python", 0)
     assert {k: v.string_value for k, v in loop.parameters.items()} == \
-        {"loop": "ames", "target_model": "ames", "lambda": "0.5", "gamma": "0.2", "batch": "400"}
+        {"loop": "ames", "target_model": "ames", "lambda": "0.5", "gamma": "0.2", "batch": "100"}
     params = {k: v.string_value for k, v in _config(repo, "locore_rerank").parameters.items()}
     assert params == {"loop": "locore", "target_model": "locore", "shortlist": "400", "window": "17",
                       "stride": "17", "order": "end-to-start", "alpha": "0.5", "temperature": "0.1"}
@@ -88,7 +88,7 @@ def test_options_precision_and_engines(artifacts, tmp_path):
     shutil.copytree(artifacts, engines)
     (engines / "ames.fp16.plan").write_bytes(b"engine")
     (engines / "ames.fp16.plan.json").write_text(json.dumps(
-        {"format": "rerankrt-plan/1", "model": "ames", "precision": "fp16", "profiles": [{}], "tensorrt": "10.3.0"}))
+        {"format": "rerankrt-plan/2", "model": "ames", "precision": "fp16", "profiles": [{}], "tensorrt": "10.3.0"}))
     out = write_repository(engines, tmp_path / "trt", models=["ames"])
     config = _config(out, "ames")
     assert (config.platform, list(config.instance_group[0].profile)) == ("tensorrt_plan", ["0"])

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import unit_descriptors
 from literal.ames import PublishedStyle, per_pair
+from weights import perturb
 
 from rerankrt.errors import InputError
 from rerankrt.models import load_model
@@ -48,18 +49,8 @@ def test_state_dict_matches_release(name, local_dim, params):
 
 
 def randomised(name: str, **config) -> torch.nn.Module:
-    """The model with every parameter drawn at a scale where the logits depend on the inputs (the
-    released random initialisation is so small that every pair gets nearly the same logit)."""
-    model = load_model(name, **config)
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if p.dim() == 1:
-                centre = 1.0 if "norm" in n and n.endswith("weight") else 0.0
-                p.copy_(centre + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 2.0 / p.shape[-1] ** 0.5)
-    return model
+    """The model with weights at a scale where the logits depend on the inputs (tests/weights.py)."""
+    return perturb(load_model(name, **config), gain=2.0, spread=0.1)
 
 
 def pairs(rng, b: int, q: int, t: int, dim: int = 768):
@@ -84,12 +75,17 @@ def test_matches_literal_reference(name, b, q, t, rng):
     torch.testing.assert_close(ours, published, atol=1e-5, rtol=0)
 
 
-def test_cpu_chunking_is_exact(rng):
-    """Eager CPU forwards run `cpu_chunk_pairs` pairs at a time; the result is the one-batch result."""
+def test_cpu_chunking_equals_one_batch_to_rounding(rng):
+    """Eager CPU forwards run `cpu_chunk_pairs` pairs at a time; the result is the one-batch result, equal
+    to float32 rounding (chunking changes how the GEMMs are blocked, so not bit for bit: 1.2e-6 apart on a
+    logit of 3 was seen): a few ulps of the largest logit."""
     model = randomised("ames")
     inputs = pairs(rng, 2 * model.cpu_chunk_pairs + 3, 10, 7)
     with torch.no_grad():
-        torch.testing.assert_close(model(*inputs), model._logits(*inputs), atol=1e-6, rtol=0)
+        chunked, whole = model(*inputs), model._logits(*inputs)
+    assert whole.std() > 0.05  # logits that differ between pairs
+    ulp = torch.finfo(torch.float32).eps * float(whole.abs().max())
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=16 * ulp)
 
 
 def test_cvnet_dimension(rng):
@@ -121,7 +117,7 @@ def test_all_padding_image_gives_one_finite_logit(rng):
     with torch.no_grad():
         out = model(qd, qm, dd, dm)
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out, out[:1].expand(4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, out[:1].expand(4), rtol=1e-6, atol=1e-6 * float(out.abs().max()))
 
 
 @pytest.mark.parametrize("name", ["ames", "ames-dist"])

@@ -8,11 +8,10 @@ import torch
 from literal.cvnet import literal_cvnet
 from torch.utils.flop_counter import FlopCounterMode
 
-from rerankrt.bench.flops import cvnet_flops
 from rerankrt.errors import InputError
 from rerankrt.models import load_model, parameter_count
+from rerankrt.models.cards.cvnet import CVNET, cvnet_flops
 from rerankrt.models.checks import prechecked
-from rerankrt.models.configs import CVNET
 
 SMALL = {"feature_dim": 32, "conv_dim": 16}  # the real learner over narrow maps
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rerankrt.bench.flops import cvnet_backbone_flops, resnet50_flops
 from rerankrt.errors import InputError
 from rerankrt.models import load_model
+from rerankrt.models.cards.cvnet import cvnet_backbone_flops
+from rerankrt.models.cards.raml import resnet50_flops
 from rerankrt.models.checks import prechecked
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import unit_descriptors
 from safetensors.torch import save_file
+from weights import perturb
 
 from rerankrt.errors import CheckpointError, InputError
 from rerankrt.models import load_model, parameter_count
@@ -51,18 +52,8 @@ def test_state_dict_matches_release(name, layers, params):
 
 
 def randomised(**config) -> torch.nn.Module:
-    """TINY LOCORE with weights large enough that attention is far from uniform."""
-    model = load_model("locore", **(TINY | config))
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm.weight" in name:
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-            elif p.dim() == 1:
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 1.5 / p.shape[-1] ** 0.5)
-    return model
+    """TINY LOCORE with weights large enough that attention is far from uniform (tests/weights.py)."""
+    return perturb(load_model("locore", **(TINY | config)), gain=1.5, spread=0.2)
 
 
 def inputs(rng, b: int, k: int, n: int, dim: int = 32, global_dim: int = 32, pad: bool = True):

@@ -8,10 +8,11 @@ import torch
 from conftest import unit_descriptors
 from literal.rrt import literal_rrt
 from torch.utils.flop_counter import FlopCounterMode
+from weights import perturb
 
-from rerankrt.bench.flops import rrt_flops
 from rerankrt.errors import InputError
 from rerankrt.models import load_model, parameter_count
+from rerankrt.models.cards.rrt import rrt_flops
 from rerankrt.models.checks import prechecked
 
 
@@ -34,16 +35,7 @@ def pair(rng, b=3, l1=9, l2=14):
 
 
 def randomised():
-    model = load_model("rrt")
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.copy_((1.0 if "norm" in name and name.endswith("weight") else 0.0)
-                        + 0.2 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 1.5 / p.shape[-1] ** 0.5)
-    return model
+    return perturb(load_model("rrt"), gain=1.5, spread=0.2, seed=3)
 
 
 def test_matches_literal(rng):
@@ -86,6 +78,6 @@ def test_flops(rng, l1, l2):
 
 
 def test_released_cost():
-    from rerankrt.models.configs import RRT
+    from rerankrt.models.cards.rrt import RRT
 
     assert rrt_flops(RRT, 500, 500) == pytest.approx(7.05e9, rel=0.01)  # reference §1: 7.05 GFLOP per pair

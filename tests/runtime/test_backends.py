@@ -1,16 +1,23 @@
-"""Backends (ONNX Runtime, torch) behind one contract, and the re-rankers over them."""
+"""Backends (ONNX Runtime, torch) behind one contract, and the re-rankers over them.
+
+The graphs are exported from checkpoints with perturbed weights (tests/weights.py): with the released
+random initialisation every pair gets nearly the same logit, the first-stage similarity alone would
+decide each order, and two backends could agree while computing different things.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rerankrt.errors import InputError, ModelFileError
-from rerankrt.runtime.backends import OrtBackend, TorchBackend, open_backend
-from rerankrt.runtime.rerankers import AmesReranker, LocoreReranker
+from rerankrt.errors import InputError, ModelFileError, UnavailableError
+from rerankrt.runtime.artifacts import open_backend
+from rerankrt.runtime.ort_backend import OrtBackend
+from rerankrt.runtime.rerankers import AmesReranker, LocoreReranker, released_settings, reranker_for
 from rerankrt.runtime.sliding import sliding_rerank
 
 pytest.importorskip("torch")
+from rerankrt.models.torch_backend import TorchBackend  # noqa: E402
 
 LOCORE_TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "attention_window": 8,
                "max_positions": 130, "local_dim": 32, "global_dim": 32, "local_descriptors": 5}
@@ -18,11 +25,19 @@ LOCORE_TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
+    import torch
+    from safetensors.torch import save_file
+    from weights import perturb
+
     from rerankrt.export.onnx_export import export_model
+    from rerankrt.models import load_model
 
     out = tmp_path_factory.mktemp("artifacts")
-    export_model("ames", out_dir=out, precision="fp32")
-    export_model("locore", out_dir=out, precision="fp32", **LOCORE_TINY)
+    torch.save({"state": perturb(load_model("ames"), gain=2.0, spread=0.1).state_dict()}, out / "ames.pt")
+    save_file(perturb(load_model("locore", **LOCORE_TINY), gain=1.5, spread=0.2).state_dict(),
+              str(out / "locore.safetensors"))
+    export_model("ames", out / "ames.pt", out_dir=out, precision="fp32")
+    export_model("locore", out / "locore.safetensors", out_dir=out, precision="fp32", **LOCORE_TINY)
     return out
 
 
@@ -39,10 +54,13 @@ def test_ames_reranker_ort_equals_torch(artifacts, rng):
     with OrtBackend(artifacts / "ames.onnx") as ort_backend, TorchBackend(artifacts / "ames.onnx") as torch_backend:
         ours = AmesReranker(ort_backend, 0.5, 0.2, batch=7).rerank(*args)  # 23 pairs in batches of 7
         ref = AmesReranker(torch_backend, 0.5, 0.2).rerank(*args)
-    assert ours.order.tolist() == ref.order.tolist()
-    np.testing.assert_allclose(ours.scores, ref.scores, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(ours.logits, ref.logits, atol=1e-4, rtol=0)
-    assert ref.logits.std() > 0 and sorted(ours.order.tolist()) == list(range(23))
+        logits = AmesReranker(torch_backend, 0.5, 0.2).logits(*args[:4])
+    assert np.ptp(logits) > 1.0  # the logits vary, and (below) change the first-stage order
+    assert ours.order.tolist() == ref.order.tolist() != list(range(23))
+    assert sorted(ours.order.tolist()) == list(range(23))
+    np.testing.assert_allclose(ours.scores, ref.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours.logits, ref.logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(ref.logits, logits[ref.order])  # aligned with `order`, like `scores`
     np.testing.assert_allclose(ours.scores, np.sort(ours.scores)[::-1])
 
 
@@ -61,7 +79,7 @@ def test_locore_reranker_ort_equals_torch_sliding_reference(artifacts, rng):
     with OrtBackend(artifacts / "locore.onnx") as backend:
         ours = LocoreReranker(backend, **settings).rerank(q_global, q_local, q_mask, g_global, g_local, g_mask, sims)
 
-    model = load_model("locore", **LOCORE_TINY)
+    model = load_model("locore", artifacts / "locore.safetensors", **LOCORE_TINY)
 
     def torch_window(pos):
         args = [torch.from_numpy(np.ascontiguousarray(a))[None]
@@ -70,9 +88,10 @@ def test_locore_reranker_ort_equals_torch_sliding_reference(artifacts, rng):
             return model(*args)[0].numpy()
 
     ref = sliding_rerank(torch_window, sims, **settings)
+    assert np.ptp(torch_window(np.arange(17))) > 1.0  # the windows' logits vary
     assert ours.starts == ref.starts == [23, 15, 7, 0]
-    assert ours.order.tolist() == ref.order.tolist()
-    np.testing.assert_allclose(ours.scores[:40], ref.scores[:40], atol=1e-4, rtol=0)
+    assert ours.order.tolist() == ref.order.tolist() != list(range(total))
+    np.testing.assert_allclose(ours.scores[:40], ref.scores[:40], rtol=1e-5, atol=1e-5)
 
 
 def ames_feeds(b=2, q=3, t=4):
@@ -103,26 +122,58 @@ def test_bad_feeds(artifacts, change, message):
     assert str(e.value) == message
 
 
-def test_same_feeds_same_outputs_on_every_backend(artifacts):
-    feeds = ames_feeds()
-    feeds["q_desc"][:] = 0.03
-    feeds["db_desc"][:] = -0.02
-    with OrtBackend(artifacts / "ames.onnx") as a, TorchBackend("ames") as b:
-        assert [s.name for s in a.input_specs()] == [s.name for s in b.input_specs()]
-        np.testing.assert_allclose(a.infer(feeds)["logits"], b.infer(feeds)["logits"], atol=1e-4)
+def test_same_feeds_same_outputs_on_every_backend(artifacts, rng):
+    from rerankrt.models import spec_for
+
+    feeds = spec_for("ames").feeds({"pairs": 6, "query_descriptors": 30, "db_descriptors": 9}, seed=4)
+    with OrtBackend(artifacts / "ames.onnx") as a, TorchBackend(artifacts / "ames.onnx") as b:
+        assert a.input_specs() == b.input_specs() and a.output_specs() == b.output_specs()
+        assert a.profiles() == b.profiles() and a.meta["loop"] == b.meta["loop"] == "ames"
+        assert a.config == b.config
+        ours, ref = a.infer(feeds)["logits"], b.infer(feeds)["logits"]
+    assert np.ptp(ref) > 0.1  # a thousand times the tolerance: the comparison can tell models apart
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_provider_must_really_be_active(artifacts):
-    with pytest.raises(RuntimeError, match=r"ONNX Runtime provider CUDAExecutionProvider is not available here"):
+def test_provider_must_really_be_active(artifacts, monkeypatch):
+    with pytest.raises(UnavailableError, match=r"ONNX Runtime provider CUDAExecutionProvider is not available here"):
         with OrtBackend(artifacts / "ames.onnx", provider="cuda"):
             pass
     with pytest.raises(ValueError, match=r"provider: expected one of trt, cuda, cpu, got 'rocm'"):
         OrtBackend(artifacts / "ames.onnx", provider="rocm")
 
 
+def test_a_silent_fallback_to_the_cpu_is_an_error(artifacts, monkeypatch):
+    """ONNX Runtime lists the CUDA provider, is asked for it, and starts the CPU one without a word (a
+    missing CUDA library does that): the backend refuses to run."""
+    import onnxruntime as ort
+
+    class FellBack:
+        def __init__(self, path, providers):
+            assert providers == ["CUDAExecutionProvider"]
+
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", FellBack)
+    backend = OrtBackend(artifacts / "ames.onnx", provider="cuda")
+    with pytest.raises(UnavailableError) as e:
+        backend.__enter__()
+    assert str(e.value) == ("ONNX Runtime did not start CUDAExecutionProvider; active providers: "
+                            "CPUExecutionProvider")
+    assert not backend.entered
+
+
 def test_unentered_backend_and_missing_sidecar(artifacts, tmp_path):
+    for backend in (OrtBackend(artifacts / "ames.onnx"), TorchBackend("ames")):
+        with pytest.raises(RuntimeError, match=r"^(ort-cpu|torch-cpu-float32): use the backend inside a `with` block"):
+            backend.infer(ames_feeds())
+    backend = OrtBackend(artifacts / "ames.onnx")
+    with backend:
+        assert backend.infer(ames_feeds())["logits"].shape == (2,)
     with pytest.raises(RuntimeError, match=r"ort-cpu: use the backend inside a `with` block"):
-        OrtBackend(artifacts / "ames.onnx").infer(ames_feeds())
+        backend.infer(ames_feeds())  # not after the block either
     (tmp_path / "lonely.onnx").write_bytes((artifacts / "ames.onnx").read_bytes())
     with pytest.raises(ModelFileError, match=r"lonely.onnx: its sidecar .*lonely.json is missing"):
         OrtBackend(tmp_path / "lonely.onnx")
@@ -133,8 +184,37 @@ def test_open_backend_says_what_it_chose(artifacts):
     backend = open_backend(artifacts / "ames.onnx", log=said.append)
     assert isinstance(backend, OrtBackend) and backend.name == "ort-cpu"
     assert said == [f"backend auto: ONNX Runtime with CPUExecutionProvider for {artifacts / 'ames.onnx'}"]
-    with pytest.raises(ValueError, match=r"backend: expected auto, ort or torch, got 'tvm'"):
+    with pytest.raises(ValueError, match=r"backend: expected one of auto, trt, ort, got 'tvm'"):
         open_backend(artifacts / "ames.onnx", backend="tvm")
+    with pytest.raises(ValueError, match=r"ames.pt: backend 'auto' runs an exported .onnx graph or a .plan engine"):
+        open_backend(artifacts / "ames.pt")
+
+
+def test_artifacts_resolve_names_and_say_how_to_make_what_is_missing(artifacts):
+    from rerankrt.runtime.artifacts import Artifacts
+
+    folder = Artifacts(artifacts)
+    assert folder.find("ames", "fp32") == folder.find("ames", "fp32", "ort") == artifacts / "ames.onnx"
+    assert folder.plan("ames", "fp16") == artifacts / "ames.fp16.plan"
+    assert sorted(folder.exported()) == ["ames", "locore"]
+    with pytest.raises(ModelFileError, match=r"^no engine .*ames.plan: build it on this GPU with `rerankrt build "):
+        folder.find("ames", "fp32", "trt")
+    with pytest.raises(ModelFileError, match=r"^no graph .*ames.fp16.onnx: export it with `rerankrt export ames --out"):
+        folder.find("ames", "fp16")
+
+
+def test_released_settings_follow_the_sidecar(artifacts):
+    """One rule for every loop: AMES in batches of the pairs profile's opt, LOCORE's window within the images
+    profile (17 for the tiny position table) and its stride within the window."""
+    with OrtBackend(artifacts / "ames.onnx") as ames, OrtBackend(artifacts / "locore.onnx") as locore:
+        assert released_settings(ames.meta) == {"shortlist": 100, "lam": 0.5, "gamma": 0.2, "batch": 100}
+        assert released_settings(locore.meta) == {"shortlist": 400, "window": 17, "stride": 17,
+                                                  "order": "end-to-start", "alpha": 0.5, "temperature": 0.1}
+        reranker, shortlist = reranker_for(locore, weight=0.3, shortlist=40)
+        assert (shortlist, reranker.shortlist, reranker.window, reranker.alpha, reranker.temperature) == (
+            40, 40, 17, 0.3, 0.1)
+        reranker, shortlist = reranker_for(ames, temperature=0.7)
+        assert (shortlist, reranker.batch, reranker.lam, reranker.gamma) == (100, 100, 0.5, 0.7)
 
 
 def test_reranker_settings_are_checked(artifacts):
@@ -176,7 +256,7 @@ def test_rerank_dataset_with_ames(artifacts, tmp_path, rng):
 
     sims, idx = write_dataset(tmp_path, rng, "dinov2", 768)
     with OrtBackend(artifacts / "ames.onnx") as backend:
-        out = rerank_dataset("ames", backend, tmp_path, tmp_path / "out.pkl", shortlist=10)
+        out = rerank_dataset(backend, tmp_path, tmp_path / "out.pkl", shortlist=10)
         with LocalDescriptorFile(tmp_path / "dinov2_query_local.hdf5") as qf, \
                 LocalDescriptorFile(tmp_path / "dinov2_gallery_local.hdf5") as gf:
             q, db = qf.read([1], n=60), gf.read(idx[1, :10], n=8)
@@ -188,7 +268,8 @@ def test_rerank_dataset_with_ames(artifacts, tmp_path, rng):
         assert new_idx[row, 10:].tolist() == idx[row, 10:].tolist()  # the rest untouched
         np.testing.assert_allclose(new_sims[row, 10:], sims[row, 10:], rtol=1e-6)
     assert new_idx[1, :10].tolist() == idx[1, :10][direct.order].tolist()
-    np.testing.assert_allclose(new_sims[1, :10], direct.scores, atol=1e-6)
+    assert direct.order.tolist() != list(range(10))
+    np.testing.assert_allclose(new_sims[1, :10], direct.scores, rtol=1e-6)  # stored as float32
 
 
 def test_rerank_cli_with_locore(artifacts, tmp_path, rng, capsys):
@@ -203,7 +284,19 @@ def test_rerank_cli_with_locore(artifacts, tmp_path, rng, capsys):
     new_sims, new_idx = read_nn(out)
     assert all(sorted(new_idx[r, :12]) == sorted(idx[r, :12]) for r in range(3))
     assert new_idx[:, 12:].tolist() == idx[:, 12:].tolist()
-    assert not np.allclose(new_sims[:, :12], sims[:, :12])
+    np.testing.assert_allclose(new_sims[:, 12:], sims[:, 12:], rtol=1e-6)
+    from rerankrt.runtime.descriptors import LocalDescriptorFile, read_global
+
+    with OrtBackend(artifacts / "locore.onnx") as backend, \
+            LocalDescriptorFile(tmp_path / "tiny_query_local.hdf5") as qf, \
+            LocalDescriptorFile(tmp_path / "tiny_gallery_local.hdf5") as gf:
+        q, db = qf.read([2], n=5), gf.read(idx[2, :12], n=5)
+        q_global, g_global = read_global(tmp_path / "tinyquery_global.pt", 32), read_global(
+            tmp_path / "tinygallery_global.pt", 32)
+        direct = LocoreReranker(backend, shortlist=12, window=17, stride=17).rerank(
+            q_global[2], q.desc[0], q.mask[0], g_global[idx[2, :12]], db.desc, db.mask, sims[2, :12])
+    assert new_idx[2, :12].tolist() == idx[2, :12][direct.order].tolist()
+    np.testing.assert_allclose(new_sims[2, :12], direct.scores, rtol=1e-6)
 
 
 def test_rerank_bad_input(artifacts, tmp_path, rng):
@@ -213,18 +306,20 @@ def test_rerank_bad_input(artifacts, tmp_path, rng):
     write_dataset(tmp_path, rng, "dinov2", 768)
     with OrtBackend(artifacts / "ames.onnx") as backend:
         with pytest.raises(InputError, match=r"--shortlist: expected 1 … 20 \(the neighbours in nn_superglobal.pkl\)"):
-            rerank_dataset("ames", backend, tmp_path, tmp_path / "o.pkl", shortlist=21)
-        with pytest.raises(ValueError, match=r"--model: expected ames, ames-dist, locore or locore-small, got 'rrt'"):
-            rerank_dataset("rrt", backend, tmp_path, tmp_path / "o.pkl")
+            rerank_dataset(backend, tmp_path, tmp_path / "o.pkl", shortlist=21)
+    import types
+
+    with pytest.raises(ValueError, match=r"^rrt: not a re-ranker a dataset loop drives \(AMES or LOCORE\)$"):
+        rerank_dataset(types.SimpleNamespace(meta={"model": "rrt", "loop": None}), tmp_path, tmp_path / "o.pkl")
     small = tmp_path / "small"
     small.mkdir()
     write_dataset(small, rng, "dinov2", 768, ndb=15, k=20)
     with OrtBackend(artifacts / "ames.onnx") as backend:
         with pytest.raises(InputError, match=r"--shortlist: 18 is longer than the database \(15 images\)"):
-            rerank_dataset("ames", backend, small, tmp_path / "o.pkl", shortlist=18)
+            rerank_dataset(backend, small, tmp_path / "o.pkl", shortlist=18)
     with OrtBackend(artifacts / "locore.onnx") as backend:
         with pytest.raises(DescriptorFileError, match=r"expected descriptors of dimension 32, the file has 768"):
-            rerank_dataset("locore", backend, tmp_path, tmp_path / "o.pkl", shortlist=5)
+            rerank_dataset(backend, tmp_path, tmp_path / "o.pkl", shortlist=5)
     assert not (tmp_path / "o.pkl").exists()
 
 

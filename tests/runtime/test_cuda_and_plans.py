@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 
 import numpy as np
@@ -37,7 +39,51 @@ def test_host_device_round_trip():
     np.testing.assert_array_equal(back, x)
 
 
-PLAN = {"format": "rerankrt-plan/1", "tensorrt": "10.3.0", "gpu": {"name": "Orin", "compute_capability": "8.7"}}
+class FakeRuntime:
+    """Host allocations standing in for cuda.bindings' pinned memory, recording what is freed."""
+
+    class cudaError_t:  # noqa: N801  (cuda.bindings' name)
+        cudaSuccess = 0
+
+    def __init__(self) -> None:
+        self.live: dict[int, ctypes.Array] = {}
+        self.freed: list[int] = []
+
+    def cudaMallocHost(self, nbytes: int) -> tuple[int, int]:  # noqa: N802
+        memory = ctypes.create_string_buffer(nbytes)
+        self.live[ctypes.addressof(memory)] = memory
+        return 0, ctypes.addressof(memory)
+
+    def cudaFreeHost(self, ptr: int) -> tuple[int]:  # noqa: N802
+        del self.live[ptr]
+        self.freed.append(ptr)
+        return (0,)
+
+
+def test_pinned_views_keep_their_buffer_alive(monkeypatch):
+    """A view returned by `PinnedBuffer.array` outlives the buffer object: the memory is freed only when
+    the last view is gone (or at an explicit close)."""
+    fake = FakeRuntime()
+    monkeypatch.setattr(cuda, "cudart", lambda: fake)
+    pinned = cuda.PinnedBuffer(64)
+    view, ptr = pinned.array((4, 2), np.float32), pinned.ptr
+    del pinned
+    gc.collect()
+    assert fake.freed == []
+    view[...] = 7.0  # still the pinned memory, still writable
+    assert np.frombuffer(fake.live[ptr], np.float32, 8).tolist() == [7.0] * 8
+    del view
+    gc.collect()
+    assert fake.freed == [ptr]
+    closed = cuda.PinnedBuffer(16)
+    closed.close()
+    with pytest.raises(ValueError, match="pinned buffer: closed"):
+        closed.array((4,), np.float32)
+    with pytest.raises(ValueError, match="pinned buffer of 16 bytes cannot hold 32"):
+        cuda.PinnedBuffer(16).array((8,), np.float32)
+
+
+PLAN = {"format": "rerankrt-plan/2", "tensorrt": "10.3.0", "gpu": {"name": "Orin", "compute_capability": "8.7"}}
 ORIN = {"name": "Orin", "compute_capability": "8.7"}
 
 
@@ -61,7 +107,7 @@ def test_plan_sidecar_errors(tmp_path):
     with pytest.raises(ModelFileError, match=r"ames.plan.json: not valid JSON"):
         read_plan_sidecar(plan)
     (tmp_path / "ames.plan.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(ModelFileError, match=r"expected format 'rerankrt-plan/1', got 'other'"):
+    with pytest.raises(ModelFileError, match=r"expected format 'rerankrt-plan/2', got 'other'"):
         read_plan_sidecar(plan)
     (tmp_path / "ames.plan.json").write_text(json.dumps(PLAN))
     assert read_plan_sidecar(plan) == PLAN

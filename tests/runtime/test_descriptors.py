@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pickle
 import re
+import tempfile
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
 from conftest import unit_descriptors
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rerankrt.errors import DescriptorFileError
 from rerankrt.runtime import (
@@ -140,12 +144,11 @@ def test_global_round_trip_and_size_check(tmp_path, rng):
         read_global(path, 7)
 
 
-@pytest.mark.parametrize("tensor", [False, True])
-def test_nn_round_trip(tmp_path, rng, tensor):
+def test_nn_round_trip(tmp_path, rng):
     sims = rng.random((3, 8)).astype(np.float32)
     idx = rng.integers(0, 100, (3, 8))
     path = tmp_path / "nn_superglobal.pkl"
-    write_nn(path, sims, idx, tensor=tensor)
+    write_nn(path, sims, idx)
     got_sims, got_idx = read_nn(path, num_db=100)
     np.testing.assert_array_equal(got_sims, sims)
     np.testing.assert_array_equal(got_idx, idx)
@@ -228,3 +231,29 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
         write_nn(path, np.ones((1, 2)), np.ones((1, 2)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nn.pkl"]
     assert path.read_bytes() == before  # the previous file is intact
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), images=st.integers(1, 6), topk=st.integers(1, 9), dim=st.integers(1, 5),
+       half=st.booleans())
+def test_local_files_round_trip_whatever_the_layout(data, images, topk, dim, half):
+    """Any number of images, descriptors and dimensions, any padding (an image may be all padding), stored
+    as float32 or float16: a read of any images in any order, repeats included, and any first n of each,
+    gives back what was written (padded rows as zeros, True in the mask)."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    desc = rng.standard_normal((images, topk, dim)).astype(np.float16 if half else np.float32)
+    valid = np.array(data.draw(st.lists(st.integers(0, topk), min_size=images, max_size=images), label="valid"))
+    mask = np.arange(topk) >= valid[:, None]
+    weight = rng.random((images, topk)).astype(np.float32)
+    order = data.draw(st.lists(st.integers(0, images - 1), min_size=1, max_size=8), label="order")
+    n = data.draw(st.integers(1, topk), label="n")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dinov2_gallery_local.hdf5"
+        write_local(path, desc, mask, weight=weight, dtype=np.float16 if half else np.float32)
+        with LocalDescriptorFile(path, dim=dim) as f:
+            got = f.read(order, n=n)
+    expected = np.where(mask[..., None], 0.0, desc.astype(np.float32))[order, :n]
+    np.testing.assert_array_equal(got.desc, expected)
+    np.testing.assert_array_equal(got.mask, mask[order, :n])
+    np.testing.assert_array_equal(got.weight, weight.astype(np.float16 if half else np.float32)[order, :n])
+    assert got.desc.dtype == np.float32 and got.mask.dtype == np.bool_

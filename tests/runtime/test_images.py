@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from rerankrt.errors import InputError
+from rerankrt.models.cards.raml import RAML
 from rerankrt.runtime.images import RamlEncoder, preprocess
 
 pytest.importorskip("PIL", reason="Pillow (images extra) is not installed")
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+CONFIG = dataclasses.asdict(RAML)  # what a backend's `config` holds
 
 
 def test_constant_image_is_normalised_exactly():
-    x = preprocess(np.full((300, 400, 3), 128, np.uint8))
+    x = preprocess(np.full((300, 400, 3), 128, np.uint8), CONFIG)
     assert x.shape == (3, 224, 224) and x.dtype == np.float32
     np.testing.assert_allclose(x[:, 0, 0], (128 / 255 - MEAN) / STD, rtol=1e-6)
     assert np.ptp(x, axis=(1, 2)).max() < 1e-6
@@ -24,12 +28,12 @@ def test_shorter_side_to_256_then_centre_crop():
     column 112 of the crop."""
     image = np.zeros((300, 600, 3), np.uint8)
     image[:, 300:] = 255
-    x = preprocess(image)
+    x = preprocess(image, CONFIG)
     black, white = (0 - MEAN[0]) / STD[0], (1 - MEAN[0]) / STD[0]
     np.testing.assert_allclose(x[0, :, :100], black, atol=1e-5)
     np.testing.assert_allclose(x[0, :, 124:], white, atol=1e-5)
     assert x[0, 0, 108] < x[0, 0, 112] < x[0, 0, 116]
-    assert preprocess(image, size=448).shape == (3, 448, 448)
+    assert preprocess(image, CONFIG, size=448).shape == (3, 448, 448)
 
 
 @pytest.mark.parametrize(("array", "message"), [
@@ -38,13 +42,14 @@ def test_shorter_side_to_256_then_centre_crop():
 ])
 def test_bad_arrays(array, message):
     with pytest.raises(InputError, match=message):
-        preprocess(array)
+        preprocess(array, CONFIG)
 
 
 def test_encoder_ort_equals_torch(tmp_path, rng):
     pytest.importorskip("torch")
     from rerankrt.export.onnx_export import export_model
-    from rerankrt.runtime.backends import OrtBackend, TorchBackend
+    from rerankrt.models.torch_backend import TorchBackend
+    from rerankrt.runtime.ort_backend import OrtBackend
 
     export_model("raml", out_dir=tmp_path, precision="fp32")
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((240, 320), (300, 200), (224, 224))]

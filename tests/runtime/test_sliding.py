@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rerankrt.errors import InputError
 from rerankrt.runtime import ORDERS, fuse, sliding_rerank, window_starts
@@ -25,11 +27,11 @@ def literal_sliding(score, g, s, w, stride, order, alpha, t):
     """§3.6's algorithm step by step with Python lists."""
     s = min(w if order == "single" else s, len(g))
     order_list = list(range(s))  # 1. positions in the shortlist
-    for st in literal_starts(s, w, stride, order):
-        idx = order_list[st:st + w]
-        raw = score(np.array(idx))
+    for start in literal_starts(s, w, stride, order):
+        idx = order_list[start:start + w]
+        raw = score(np.array(idx, dtype=np.int64))
         c = [alpha * g[i] + (1 - alpha) / (1 + np.exp(-t * r)) for i, r in zip(idx, raw, strict=True)]
-        order_list[st:st + w] = [i for _, i in sorted(zip(c, idx, strict=True), key=lambda p: -p[0])]
+        order_list[start:start + w] = [i for _, i in sorted(zip(c, idx, strict=True), key=lambda p: -p[0])]
     return order_list + list(range(s, len(g)))  # 4. then the untouched global order
 
 
@@ -120,3 +122,27 @@ def test_bad_scorer_and_similarities():
 def test_empty_list():
     result = sliding_rerank(lambda idx: np.zeros(len(idx)), np.zeros(0))
     assert result.order.tolist() == [] and result.starts == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 60), s=st.integers(1, 70), w=st.integers(1, 30), data=st.data(),
+       order=st.sampled_from(ORDERS), alpha=st.floats(0.0, 1.0), t=st.floats(0.01, 0.1))
+def test_any_setting_matches_the_literal_reading(n, s, w, data, order, alpha, t):
+    """For every valid setting: the literal §3.6 order, a permutation of the list, windows inside the
+    shortlist that together cover all of it, and the rest untouched. (Temperatures up to the released 0.1:
+    beyond, the logistic of these logits rounds to 1.0 in float64, and two formulas of it break the
+    resulting ties differently.)"""
+    stride = data.draw(st.integers(1, w), label="stride")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    g = np.sort(rng.uniform(0.0, 1.0, n))[::-1].copy()
+    score = window_scorer(rng, n)
+    result = sliding_rerank(score, g, shortlist=s, window=w, stride=stride, order=order, alpha=alpha, temperature=t)
+    assert result.order.tolist() == literal_sliding(score, g, s, w, stride, order, alpha, t)
+    assert sorted(result.order.tolist()) == list(range(n))
+    reranked = min(w if order == "single" else s, n)
+    assert result.order[reranked:].tolist() == list(range(reranked, n))
+    covered = np.zeros(reranked, bool)
+    for start in result.starts:
+        assert 0 <= start and (start + w <= reranked or start == 0)
+        covered[start:start + w] = True
+    assert covered.all()

@@ -2,7 +2,8 @@
 
 The released evaluation setting: 100 pairs, 600 query and 50 database descriptors (some padding).
 Prints medians, the ratios and the largest logit difference. Not a test: run it by hand,
-`python tests/bench_ames_latency.py [--pairs 100 --q 600 --t 50 --repeat 7]`.
+`python scripts/bench_ames_latency.py [--pairs 100 --q 600 --t 50 --repeat 7]` (the literal references
+live in tests/literal).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import unit_descriptors  # noqa: E402
 from literal.ames import PublishedStyle, per_pair  # noqa: E402
-from models.test_ames import randomised  # noqa: E402
+from weights import perturb  # noqa: E402
 
 from rerankrt.bench.timing import median_ms  # noqa: E402
+from rerankrt.models import load_model  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +36,7 @@ def main() -> None:
     qd, qm = unit_descriptors(rng, (args.pairs, args.q, 768), rng.integers(args.q // 2, args.q + 1, args.pairs))
     dd, dm = unit_descriptors(rng, (args.pairs, args.t, 768), rng.integers(args.t // 2, args.t + 1, args.pairs))
     inputs = [torch.from_numpy(a) for a in (qd, qm, dd, dm)]
-    model = randomised(args.name)
+    model = perturb(load_model(args.name), gain=2.0, spread=0.1)
     dense = PublishedStyle(model.state_dict(), binarized=args.name == "ames-dist")
     sd = model.state_dict()
     with torch.inference_mode():

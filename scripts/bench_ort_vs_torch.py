@@ -2,7 +2,7 @@
 
 AMES (100 pairs, Q 600, T 50), RAML (224 px, batch 1 and 32), LOCORE-small (K 100), released
 configurations with random weights. Prints the medians and the ratio (torch / ORT: above 1 means ONNX
-Runtime is faster). Not a test: run it by hand, `python tests/bench_ort_vs_torch.py [--repeat 5]`.
+Runtime is faster). Not a test: run it by hand, `python scripts/bench_ort_vs_torch.py [--repeat 5]`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import torch
 
 from rerankrt.bench.timing import median_ms
 from rerankrt.export.onnx_export import export_model
-from rerankrt.export.specs import spec_for
-from rerankrt.models import load_model
+from rerankrt.models import load_model, spec_for
 
 CASES = [
     ("ames", {"pairs": 100, "query_descriptors": 600, "db_descriptors": 50}),

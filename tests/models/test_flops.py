@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rerankrt.bench.flops import ames_flops, locore_flops, raml_flops
-from rerankrt.export.specs import spec_for
-from rerankrt.models import load_model
+from rerankrt.models import load_model, spec_for
+from rerankrt.models.cards.ames import AMES, ames_flops
+from rerankrt.models.cards.locore import LOCORE, locore_flops
+from rerankrt.models.cards.raml import RAML, raml_flops
 from rerankrt.models.checks import prechecked
-from rerankrt.models.configs import RAML
 
 
 def counted(model, feeds: dict, names: list[str], **kwargs) -> int:
@@ -59,7 +59,6 @@ def test_released_figures():
     """Orders of magnitude the reference quotes: ResNet-50 ≈ 4.1 GMAC at 224²; LOCORE ≈ 577 GMAC a window
     for the HF computation (ours computes less: no band waste of HF's 2w chunks, last layer on K tokens)."""
     assert 8.0e9 < raml_flops(RAML, 224, 224) < 8.4e9
-    from rerankrt.models.configs import AMES, LOCORE
 
     assert 2 * 1.5e9 < ames_flops(AMES, 600, 50) < 2 * 1.7e9  # 1.62 GMAC per pair (session-1 analysis)
     window = locore_flops(LOCORE, 100)

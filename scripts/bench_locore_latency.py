@@ -4,7 +4,8 @@ The released setting: one query and K = 100 gallery images of 48 DINOv2 descript
 HF pads to 5120), identical random weights in both. The HF path is timed from its prepared inputs
 (the Longformer and the classifier); ours from the six descriptor tensors. Prints medians, the ratio
 and the largest score differences. Not a test: run it by hand,
-`python tests/bench_locore_latency.py [--name locore-small] [--k 100] [--repeat 5]`.
+`python scripts/bench_locore_latency.py [--name locore-small] [--k 100] [--repeat 5]` (the literal HF
+reference lives in tests/literal).
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from literal.locore import HFLocore  # noqa: E402
-from models.test_locore import inputs  # noqa: E402
 
-from rerankrt.bench.timing import median_ms
-from rerankrt.models import load_model  # noqa: E402
+from rerankrt.bench.timing import median_ms  # noqa: E402
+from rerankrt.models import load_model, spec_for  # noqa: E402
 
 
 def main() -> None:
@@ -33,15 +32,17 @@ def main() -> None:
     model = load_model(args.name)
     cfg = model.config
     n = cfg.local_descriptors
-    x = inputs(np.random.default_rng(0), 1, args.k, n, dim=cfg.local_dim, global_dim=cfg.global_dim)
+    spec = spec_for(args.name, cfg)
+    feeds = spec.feeds({"batch": 1, "images": args.k})
+    x = [torch.from_numpy(feeds[t.name]) for t in spec.inputs]
     length = (args.k + 1) * (n + 2)
     hf = HFLocore(model.state_dict(), num_heads=cfg.heads, attention_window=cfg.attention_window)
-    feeds = hf.prepare(*x)
+    prepared = hf.prepare(*x)
     with torch.inference_mode():
         ours_tokens = model(*x, token_logits=True)
         ours = median_ms(lambda: model(*x), args.repeat)
-    hf_tokens = hf.token_logits(feeds, length)
-    theirs = median_ms(lambda: hf.token_logits(feeds, length), args.repeat)
+    hf_tokens = hf.token_logits(prepared, length)
+    theirs = median_ms(lambda: hf.token_logits(prepared, length), args.repeat)
     end = slice(None), slice(None), n
     ours_end = ours_tokens[..., 1].reshape(1, args.k + 1, n + 2)[:, 1:][end]
     hf_end = hf_tokens[..., 1].reshape(1, args.k + 1, n + 2)[:, 1:][end]

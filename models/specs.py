@@ -1,0 +1,122 @@
+"""The ExportSpec: the declarative description of what a model's exported graph looks like.
+
+Input/output names and dtypes, symbolic dimensions with their default TensorRT optimisation profiles
+(min/opt/max), realistic dummy inputs, the shapes validation runs at, tolerances, and the FP32 islands
+of the FP16 graph. Each model's card (`rerankrt.models.cards`) builds its spec from a configuration;
+`rerankrt.models.spec_for(name, config)` is the one way in. numpy only: the profiler and the validation ladder read
+specs where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A symbolic dimension's TensorRT optimisation profile."""
+
+    min: int
+    opt: int
+    max: int
+
+    def check(self, dim: str) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"profile {dim}: expected 1 ≤ min ≤ opt ≤ max, got {self.min}/{self.opt}/{self.max}")
+
+    def covers(self, size: int) -> bool:
+        return self.min <= size <= self.max
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  #: "float" (float32 in the FP32 graph, float16 in the FP16 graph) or "bool"
+    shape: tuple[str | int, ...]  #: symbolic dimensions by name, fixed ones by size
+
+
+Shape = dict[str, int]
+InputMaker = Callable[[Shape, np.random.Generator, bool], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    model: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    profiles: dict[str, Profile]  #: every symbolic dimension, with its default profile
+    trace: Shape  #: the dummy shape torch.export traces (sizes ≥ 2 and distinct: no specialisation)
+    checks: tuple[Shape, ...]  #: validation shapes inside the profiles, not only the traced one
+    make_inputs: InputMaker  #: (shape, rng, one_query) → feeds; `one_query` repeats a single query
+    fp32: Tolerance  #: ONNX Runtime FP32 vs PyTorch FP32
+    fp16: Tolerance  #: the FP16 graph vs the FP32 result
+    fp32_islands: tuple[str, ...]  #: what the FP16 graph computes in FP32, and why
+    ranking: Shape | None = None  #: a shortlist shape for FP16-vs-FP32 ranking agreement
+    ranking_axis: int = 0  #: the output axis that lists the shortlist's candidates
+    overflow_checks: tuple[Shape, ...] = field(default=())  #: torch .half() shapes (CPU half is slow)
+
+    def feeds(self, shape: Shape, seed: int = 0, one_query: bool = False) -> dict[str, np.ndarray]:
+        return self.make_inputs(shape, np.random.default_rng(seed), one_query)
+
+    def with_profiles(self, overrides: dict[str, Profile]) -> ExportSpec:
+        """The spec with some profiles replaced; every profile must still cover the traced shape."""
+        unknown = sorted(set(overrides) - set(self.profiles))
+        if unknown:
+            raise ValueError(f"profile: unknown dimension {unknown} for {self.model}; known: {sorted(self.profiles)}")
+        profiles = {**self.profiles, **overrides}
+        checks = tuple(s for s in self.checks if all(profiles[d].covers(v) for d, v in s.items()))
+        spec = dataclasses.replace(self, profiles=profiles, checks=checks)
+        spec.check_profiles()
+        return spec
+
+    def check_profiles(self) -> None:
+        for dim, profile in self.profiles.items():
+            profile.check(dim)
+            if not profile.covers(self.trace[dim]):
+                raise ValueError(
+                    f"profile {dim}: {profile.min}/{profile.opt}/{profile.max} does not cover the traced size "
+                    f"{self.trace[dim]}"
+                )
+
+    def io_meta(self, precisions: list[str]) -> dict:
+        """Inputs, outputs and profiles as the sidecar records them (dtype per precision)."""
+        dtypes = {"float": {"fp32": "float32", "fp16": "float16"}, "bool": {"fp32": "bool", "fp16": "bool"}}
+
+        def tensors(ts: tuple[TensorSpec, ...]) -> list[dict]:
+            return [{"name": t.name, "dtype": {p: dtypes[t.dtype][p] for p in precisions}, "shape": list(t.shape)}
+                    for t in ts]
+
+        return {"inputs": tensors(self.inputs), "outputs": tensors(self.outputs),
+                "profiles": {d: dataclasses.asdict(p) for d, p in self.profiles.items()}}
+
+    def dims(self) -> dict[str, dict[int, str]]:
+        """`dynamic_shapes` for torch.onnx.export: input name → {axis: symbolic name}."""
+        return {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in self.inputs}
+
+
+def unit_rows(rng: np.random.Generator, shape: tuple[int, ...], valid: np.ndarray | None = None):
+    """Unit-norm float32 rows; rows at or past `valid` (per leading index) are zero padding (True)."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    if valid is None:
+        return x
+    mask = np.arange(shape[-2]) >= valid[..., None]
+    x[mask] = 0.0
+    return x, mask
+
+
+def valid_counts(rng: np.random.Generator, lead: tuple[int, ...], n: int) -> np.ndarray:
+    """How many descriptors each image has: mostly full, some padded, never empty."""
+    counts = np.where(rng.random(lead) < 0.7, n, rng.integers(1, n + 1, lead))
+    return counts.astype(np.int64)
+

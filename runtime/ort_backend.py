@@ -1,0 +1,61 @@
+"""`OrtBackend`: an exported graph run by ONNX Runtime, behind the backend contract (`runtime.feeds`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rerankrt.errors import UnavailableError
+
+from .feeds import Backend
+from .sidecar import precision_of, read_sidecar
+
+#: ONNX Runtime providers by the short names rerankrt accepts.
+ORT_PROVIDERS = {"trt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
+class OrtBackend(Backend):
+    """ONNX Runtime over an exported graph. `provider` is "cpu", "cuda" or "trt" (ONNX Runtime's own
+    TensorRT execution provider); a provider that is not available, or that ONNX Runtime silently
+    replaced by the CPU, is an error. GPU providers run through IO binding."""
+
+    def __init__(self, onnx_path: str | os.PathLike, provider: str = "cpu") -> None:
+        if provider not in ORT_PROVIDERS:
+            raise ValueError(f"provider: expected one of {', '.join(ORT_PROVIDERS)}, got {provider!r}")
+        self.path = Path(onnx_path)
+        meta = read_sidecar(self.path)
+        super().__init__(f"ort-{provider}", meta, precision_of(self.path, meta))
+        self.provider = ORT_PROVIDERS[provider]
+        self.session = None
+
+    def open(self) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if self.provider not in available:
+            raise UnavailableError(f"ONNX Runtime provider {self.provider} is not available here "
+                                   f"(available: {', '.join(available)})")
+        session = ort.InferenceSession(str(self.path), providers=[self.provider])
+        active = session.get_providers()
+        if active[0] != self.provider:  # ONNX Runtime falls back to the CPU without raising
+            raise UnavailableError(f"ONNX Runtime did not start {self.provider}; active providers: {', '.join(active)}")
+        self.session = session
+
+    def close(self) -> None:
+        self.session = None
+
+    def infer_impl(self, feeds: dict) -> dict[str, np.ndarray]:
+        assert self.session is not None
+        names = [spec.name for spec in self.check.outputs]
+        if self.provider == ORT_PROVIDERS["cpu"]:
+            return dict(zip(names, self.session.run(names, feeds), strict=True))
+        # GPU providers: IO binding, so that outputs stay on the device until one copy back at the end.
+        binding = self.session.io_binding()
+        for name, x in feeds.items():
+            binding.bind_cpu_input(name, x)
+        for name in names:
+            binding.bind_output(name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
