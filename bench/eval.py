@@ -34,24 +34,26 @@ def _runs(dataset: str) -> tuple[str, ...]:
 
 def rankings(backend, data: str | os.PathLike, dataset: str, shortlist: int | None = None,
              desc: str = "dinov2", nn_file: str = "nn_superglobal.pkl", lam: float | None = None,
-             gamma: float | None = None, plus1m: bool = False, log: Callable[[str], None] = lambda m: None) -> dict:
+             gamma: float | None = None, plus1m: bool = False, log: Callable[[str], None] = lambda m: None,
+             store=None, encoder=None) -> dict:
     """{run: (first-stage ranks, re-ranked ranks)} with each run's junk-reordered shortlists.
 
     `plus1m`: the folder holds the +1M files (the gallery HDF5 is the virtual gallery + R1M dataset and
-    the shortlist ranks it); LOCORE's fusion then defaults to α = t = 0.5 as in its +1M evaluation."""
+    the shortlist ranks it); LOCORE's fusion then defaults to α = t = 0.5 as in its +1M evaluation.
+    `store`, `encoder`: an AMES scorer's database store and query encoder (`rerankrt.runtime.store`)."""
     runs = _runs(dataset)
     layout = DatasetLayout(Path(data), desc, nn_file)
     ground_truth = read_gnd(layout.root / f"gnd_{dataset}.pkl")
     gnd = ground_truth["gnd"]
     out = {}
-    with DatasetFiles(layout, backend) as files:
+    with DatasetFiles(layout, backend, store, encoder) as files:
         if plus1m:
-            if files.gallery.num_images <= len(ground_truth["imlist"]):
-                raise InputError(f"--plus1m: {layout.local('gallery')} holds {files.gallery.num_images} images, no "
+            if files.num_images <= len(ground_truth["imlist"]):
+                raise InputError(f"--plus1m: {layout.local('gallery')} holds {files.num_images} images, no "
                                  f"more than the {len(ground_truth['imlist'])} of the ground truth: not a +1M folder")
             if backend.meta["loop"] == "locore":
                 lam, gamma = 0.5 if lam is None else lam, 0.5 if gamma is None else gamma
-        sims, idx = read_nn(layout.root / nn_file, num_db=files.gallery.num_images)
+        sims, idx = read_nn(layout.root / nn_file, num_db=files.num_images)
         if len(gnd) != len(idx):
             raise InputError(f"gnd_{dataset}.pkl has {len(gnd)} queries, {nn_file} has {len(idx)}")
         for run in runs:

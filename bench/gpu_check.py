@@ -4,9 +4,9 @@
 1. TorchBackend FP16 on CUDA vs FP32 on the CPU (AMES 100×600×50, LOCORE-small K 100, RAML 8×224²),
    within each spec's FP16 tolerance;
 2. a host↔device round trip through the runtime's buffer and stream wrappers (`runtime.cuda`);
-3. torch FP16 latency on CUDA of AMES, LOCORE-small, LOCORE and the pair-wise baselines (RRT and
-   R2Former at 100 pairs, CVNet-Rerank at 8 pairs of 48×64 maps), with and without CUDA graphs (CUDA
-   events, medians);
+3. torch FP16 latency on CUDA of AMES (and its store scorer), LOCORE-small, LOCORE and the pair-wise
+   baselines (RRT and R2Former at 100 pairs, CVNet-Rerank at 8 pairs of 48×64 maps), with and without
+   CUDA graphs (CUDA events, medians);
 4. where TensorRT is installed: AMES's FP16 graph built into an engine, TrtBackend vs ONNX Runtime, and
    TrtBackend with CUDA graphs: a replay after a larger shape (its buffers grew) equals a fresh run.
 Prints a table, writes `gpu_check.json` to --out, exits 1 when a check fails and 2 without a CUDA device.
@@ -31,7 +31,8 @@ from rerankrt import environment
 PARITY = [("ames", {"pairs": 100, "query_descriptors": 600, "db_descriptors": 50}),
           ("locore-small", {"batch": 1, "images": 100}),
           ("raml", {"batch": 8, "height": 224, "width": 224})]
-LATENCY = [("ames", PARITY[0][1]), ("locore-small", PARITY[1][1]), ("locore", PARITY[1][1]),
+LATENCY = [("ames", PARITY[0][1]), ("ames-dist-scorer", PARITY[0][1]), ("locore-small", PARITY[1][1]),
+           ("locore", PARITY[1][1]),
            ("rrt", {"pairs": 100, "src_descriptors": 500, "tgt_descriptors": 500}),
            ("r2former", {"pairs": 100, "query_tokens": 500, "db_tokens": 500}),
            ("cvnet-rerank", {"pairs": 8})]

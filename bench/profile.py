@@ -19,6 +19,7 @@ results.md and two PNG plots (latency vs shortlist, roofline).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -34,7 +35,7 @@ import numpy as np
 
 from rerankrt import environment
 from rerankrt.errors import ModelFileError, UnavailableError
-from rerankrt.models import IMAGE, LIST_WISE, MODELS, PAIR_WISE, get_info, spec_for
+from rerankrt.models import ENCODER, IMAGE, LIST_WISE, MODELS, PAIR_WISE, encoder_of, get_info, spec_for
 from rerankrt.optional import require
 from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.atomic import atomic_output
@@ -99,46 +100,59 @@ def _graph_folder(artifacts: Path, model: str, config: dict) -> Artifacts:
     return Artifacts(artifacts / "variants" / f"{model}-{digest}")
 
 
-def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[[str], None]):
-    """The case's backend: torch (or the Hugging Face path) from the registry, else the exported graph or
-    engine of the wanted configuration (a missing graph is exported, without the validation ladder)."""
+def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[[str], None], model: str = ""):
+    """The backend of the case's model (or `model`): torch (or the Hugging Face path) from the registry,
+    else the exported graph or engine of the wanted configuration (a missing graph is exported, without
+    the validation ladder)."""
     from rerankrt.runtime.artifacts import open_backend
 
-    if case.model in HF_BASELINES and case.backend != "torch":
-        raise UnavailableError(f"{case.model} is the Hugging Face PyTorch path: torch backend only")
+    model = model or case.model
+    if model in HF_BASELINES and case.backend != "torch":
+        raise UnavailableError(f"{model} is the Hugging Face PyTorch path: torch backend only")
     if case.backend == "torch":
         if case.precision == "fp16" and not device.startswith("cuda"):
             raise UnavailableError("torch FP16 on the CPU is an overflow check, not a deployment: skipped")
         dtype = "float16" if case.precision == "fp16" else "float32"
-        if case.model in HF_BASELINES:
-            return HfLocoreBackend(registered(case.model), device=device, dtype=dtype, **config)
+        if model in HF_BASELINES:
+            return HfLocoreBackend(registered(model), device=device, dtype=dtype, **config)
         from rerankrt.models.torch_backend import TorchBackend
 
-        return TorchBackend(case.model, device=device, dtype=dtype, **config)
-    folder = _graph_folder(artifacts, case.model, config)
+        return TorchBackend(model, device=device, dtype=dtype, **config)
+    folder = _graph_folder(artifacts, model, config)
     if case.backend == "trt":
         try:
-            return open_backend(folder.find(case.model, case.precision, "trt"), "trt", device, log=lambda m: None)
+            return open_backend(folder.find(model, case.precision, "trt"), "trt", device, log=lambda m: None)
         except ModelFileError as e:
             raise UnavailableError(str(e)) from None
-    graph = folder.onnx(case.model, case.precision)
+    graph = folder.onnx(model, case.precision)
     if not graph.is_file():
         from rerankrt.export.onnx_export import export_model
 
-        log(f"exporting {case.model} {case.precision} to {folder.root} (no validation ladder)")
+        log(f"exporting {model} {case.precision} to {folder.root} (no validation ladder)")
         folder.root.mkdir(parents=True, exist_ok=True)
-        export_model(case.model, out_dir=folder.root, precision=case.precision, **config)
+        export_model(model, out_dir=folder.root, precision=case.precision, **config)
     backend = open_backend(graph, "ort", device)
-    wanted = dataclasses.asdict(dataclasses.replace(get_info(case.model).config, **config))
+    wanted = dataclasses.asdict(dataclasses.replace(get_info(model).config, **config))
     if backend.config != json.loads(json.dumps(wanted)):  # as the sidecar holds it: tuples are lists
         raise UnavailableError(f"{graph} was exported in another configuration than the one asked for; "
                                f"export it again or profile from another --artifacts folder")
     return backend
 
 
-def _workload(case: Case, backend) -> tuple[list[dict], int, int]:
-    """The feeds of one query's re-ranking (or one image's encoding), its FLOPs and the number of backend
-    calls, at the released per-item sizes (each profile's opt) of the model as the backend runs it."""
+def _backends(case: Case, artifacts: Path, device: str, config: dict, log: Callable[[str], None],
+              stack: contextlib.ExitStack) -> list:
+    """The entered backends of a case: the model's, and for a store scorer the encoder of its query side."""
+    backends = [stack.enter_context(_open(case, artifacts, device, config, log))]
+    if get_info(registered(case.model)).loop == "ames-store":
+        backends.append(stack.enter_context(_open(case, artifacts, device, config, log, encoder_of(case.model))))
+    return backends
+
+
+def _workload(case: Case, backends: list) -> tuple[list[tuple], int]:
+    """The (backend, feeds) calls of one query's re-ranking (or one image's encoding) and their FLOPs, at the
+    released per-item sizes (each profile's opt) of the model as the backend runs it. A store scorer's
+    query is encoded first, once."""
+    backend = backends[0]
     info = get_info(registered(case.model))
     model_config = type(info.config)(**backend.config)
     spec = spec_for(info.name, model_config)
@@ -150,17 +164,66 @@ def _workload(case: Case, backend) -> tuple[list[dict], int, int]:
         settings = released_settings(backend.meta)
         starts = window_starts(case.shortlist, settings["window"], settings["stride"], settings["order"])
         calls = [{**sizes, "batch": 1, "images": min(settings["window"], case.shortlist)}] * len(starts)
+    elif info.kind == ENCODER:  # one batch of database images
+        calls = [sizes]
     else:  # one image
         calls = [{**sizes, "batch": 1}]
-    cast = {s.name: s.dtype for s in backend.input_specs()}
+    work = [(backend, call, spec) for call in calls]
+    if len(backends) > 1:  # the query through the encoder
+        encoder = backends[1]
+        query = {"images": 1, "descriptors": sizes["query_descriptors"]}
+        work.insert(0, (encoder, query, spec_for(encoder.meta["model"], type(info.config)(**encoder.config))))
     made: dict[tuple, dict] = {}  # identical calls (LOCORE's windows) share their feeds
-    feeds = []
-    for call in calls:
-        key = tuple(sorted(call.items()))
+    out = []
+    for b, call, s in work:
+        key = (b.meta["model"], *sorted(call.items()))
         if key not in made:
-            made[key] = {k: v.astype(cast[k]) for k, v in spec.feeds(call, one_query=True).items()}
-        feeds.append(made[key])
-    return feeds, sum(info.flops(model_config, call) for call in calls), len(calls)
+            cast = {i.name: i.dtype for i in b.input_specs()}
+            made[key] = {k: v.astype(cast[k]) for k, v in s.feeds(call, one_query=True).items()}
+        out.append((b, made[key]))
+    flops = sum(get_info(b.meta["model"]).flops(type(info.config)(**b.config), call) for b, call, _ in work)
+    return out, flops
+
+
+def measured_storage(model: str, config: dict) -> tuple[int | float, bool]:
+    """(bytes per database image, measured): for a model served from a store, the bytes per image of a store
+    of `STORE_IMAGES` synthetic images built here (every file counted); else the card's formula."""
+    info = get_info(registered(model))
+    cfg = dataclasses.replace(info.config, **config)
+    parent = next((i for i in MODELS.values() if i.store and info.name in (i.name, *i.store)), None)
+    if parent is None or not _torch_available():
+        return info.storage(cfg), False
+    key = json.dumps([parent.name, dataclasses.asdict(cfg)], sort_keys=True, default=str)
+    if key not in _STORES:
+        import tempfile
+
+        from rerankrt.models.torch_backend import TorchBackend
+        from rerankrt.runtime.descriptors import write_local
+        from rerankrt.runtime.store import build_store, store_info
+
+        rng = np.random.default_rng(0)
+        t = cfg.db_descriptors
+        desc = rng.standard_normal((STORE_IMAGES, t, cfg.local_dim)).astype(np.float32)
+        mask = np.arange(t) >= rng.integers(t // 2, t + 1, STORE_IMAGES)[:, None]
+        with tempfile.TemporaryDirectory() as tmp, \
+                TorchBackend(parent.store[0], **{k: v for k, v in config.items()}) as encoder:
+            write_local(Path(tmp) / "gallery.hdf5", desc, mask)
+            build_store(encoder, Path(tmp) / "gallery.hdf5", Path(tmp) / "store")
+            _STORES[key] = store_info(Path(tmp) / "store")["bytes_per_image"]
+    return _STORES[key], True
+
+
+#: images of the store `measured_storage` builds (its manifest adds about 4 bytes an image)
+STORE_IMAGES = 256
+_STORES: dict[str, float] = {}
+
+
+def _torch_available() -> bool:
+    try:
+        require("torch", "export", "a measured store")
+    except UnavailableError:
+        return False
+    return True
 
 
 def _timer(backend, device: str) -> Callable[[Callable[[], object]], float]:
@@ -267,16 +330,18 @@ def run_bench(
     for i, case in enumerate(cases, 1):
         log(f"[{i}/{len(cases)}] {case}")
         config = configs.get(case.model, configs.get(registered(case.model), {}))  # locore-hf: locore's
-        info = get_info(registered(case.model))
         try:
-            with _open(case, artifacts, device, config, log) as backend:
-                feeds, flops, calls = _workload(case, backend)
-                storage = info.storage(type(info.config)(**backend.config))
+            with contextlib.ExitStack() as stack:
+                opened = _backends(case, artifacts, device, config, log, stack)
+                work, flops = _workload(case, opened)
+                backend = opened[0]
+                storage, measured = measured_storage(case.model, config)
+                fed = sum(x.nbytes for _, feeds in work for x in feeds.values())
                 timer = _timer(backend, device)
 
-                def one_query(backend=backend, feeds=feeds) -> None:
-                    for f in feeds:
-                        backend.infer(f)
+                def one_query(work=work) -> None:
+                    for b, feeds in work:
+                        b.infer(feeds)
 
                 memory = _device_memory(backend, device)
                 one_query()  # warm-up
@@ -295,9 +360,9 @@ def run_bench(
             probes[key] = {"gflops": matmul_probe(case.backend, case.precision, device), "n": 1024}
         achieved = flops / (stats["median"] / 1e3) / 1e9
         rows.append({**dataclasses.asdict(case), "label": variant(case.model, config), "device": device,
-                     "calls": calls, **stats, "flops": flops,
+                     "calls": len(work), **stats, "flops": flops, "bytes_fed": fed,
                      "gflops_per_s": achieved, "roofline_fraction": achieved / probes[key]["gflops"],
-                     "storage_bytes_per_image": storage,
+                     "storage_bytes_per_image": storage, "storage_measured": measured,
                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                      "peak_device_mb": peak_device_mb})
         log(f"  median {stats['median']:.1f} ms, {achieved:.1f} GFLOP/s")
@@ -312,7 +377,8 @@ def run_bench(
 
 
 COLUMNS = ["model", "label", "backend", "precision", "shortlist", "calls", "median", "p90", "p99", "mean", "std", "n",
-           "flops", "gflops_per_s", "roofline_fraction", "storage_bytes_per_image", "peak_rss_mb", "peak_device_mb"]
+           "flops", "bytes_fed", "gflops_per_s", "roofline_fraction", "storage_bytes_per_image", "storage_measured",
+           "peak_rss_mb", "peak_device_mb"]
 
 
 def write_outputs(results: dict, out: Path) -> None:
@@ -322,11 +388,12 @@ def write_outputs(results: dict, out: Path) -> None:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results["results"])
-    lines = ["| model | backend | precision | S | median ms | p90 ms | GFLOP/s | roofline | bytes/image |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | backend | precision | S | median ms | p90 ms | GFLOP/s | roofline | MB fed/query "
+             "| bytes/image |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['label']} | {r['backend']} | {r['precision']} | {r['shortlist']} | {r['median']:.1f} | "
               f"{r['p90']:.1f} | {r['gflops_per_s']:.1f} | {100 * r['roofline_fraction']:.0f} % | "
-              f"{r['storage_bytes_per_image']} |" for r in results["results"]]
+              f"{r['bytes_fed'] / 1e6:.2f} | {r['storage_bytes_per_image']:.0f}"
+              f"{'' if r['storage_measured'] else ' (formula)'} |" for r in results["results"]]
     lines += [f"\nskipped: {s['case']}: {s['reason']}" for s in results["skipped"]]
     with atomic_output(out / "results.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")

@@ -6,7 +6,9 @@ For each exported model in the artifacts folder (`NAME.json` sidecar) the reposi
 by `rerankrt build`, when there is one) or `model.onnx`, with the sidecars beside them (`model.json`,
 `model.plan.json`) so that `--check` can compare the config with what the model really takes. Every
 re-ranker also gets its loop as a Python-backend model (`ames_rerank`, `locore_rerank`;
-`runtime.triton_bls`).
+`runtime.triton_bls`). With `--store STORE` (an AMES database store, `rerankrt index build`) and the
+variant's encoder and scorer exported, `<variant>_rerank` re-ranks from the store instead: the shortlist
+comes in as image indices, the database side out of the store named by the `store` parameter.
 
 Configs are built as `ModelConfig` protobuf messages (tritonclient's `model_config_pb2`) and written
 with protobuf's `text_format`, so a field Triton does not know cannot be written; `check_repository`
@@ -89,19 +91,20 @@ def find_artifacts(artifacts: Path, precision: str, models: list[str] | None = N
     return list(found.values())
 
 
-def _batch_dim(meta: dict, where: str) -> str:
-    """The leading symbolic dimension every input and output shares: Triton's batch dimension."""
+def batch_dim(meta: dict) -> str | None:
+    """The leading symbolic dimension every input and output shares: Triton's batch dimension. None for a
+    model whose requests cannot be merged (a store scorer: its query comes once, without the pairs)."""
     tensors = meta["inputs"] + meta["outputs"]
     first = tensors[0]["shape"][0]
     if not isinstance(first, str) or any(t["shape"][0] != first for t in tensors):
-        raise ModelFileError(f"{where}: the inputs and outputs do not share a leading batch dimension")
+        return None
     return first
 
 
-def _tensor(t: dict, precision: str) -> dict:
-    """A batched tensor's config entry: dims without the batch dimension. Triton wants a tensor that is
-    only the batch ([pairs] logits) as dims [1] reshaped to []."""
-    dims = [d if isinstance(d, int) else -1 for d in t["shape"][1:]]
+def _tensor(t: dict, precision: str, batched: bool) -> dict:
+    """A tensor's config entry: for a batched model dims without the batch dimension (Triton wants a tensor
+    that is only the batch, [pairs] logits, as dims [1] reshaped to []); else the whole shape."""
+    dims = [d if isinstance(d, int) else -1 for d in t["shape"][1 if batched else 0:]]
     entry = {"name": t["name"], "data_type": TRITON_DTYPES[t["dtype"][precision]], "dims": dims or [1]}
     return entry if dims else {**entry, "reshape": {"shape": []}}
 
@@ -109,41 +112,45 @@ def _tensor(t: dict, precision: str) -> dict:
 def model_config(a: Artifact, max_batch: int | None, instances: int, queue_delay_us: int) -> dict:
     """The ModelConfig (as a dict in protobuf's JSON mapping) of an exported model."""
     meta, profiles = a.meta, a.meta["profiles"]
-    batch = profiles[_batch_dim(meta, str(a.path))]
-    max_batch_size = min(max_batch or batch["max"], batch["max"])
+    lead = batch_dim(meta)
+    batch = profiles[lead] if lead else None
+    max_batch_size = min(max_batch or batch["max"], batch["max"]) if batch else 0
     group: dict = {"kind": "KIND_GPU", "count": instances}
     if a.platform == "tensorrt_plan":
         group["profile"] = ["0"]  # the one profile `rerankrt build` writes
-    warm_batch = min(batch["opt"], max_batch_size)
+    warm_batch = min(batch["opt"], max_batch_size) if batch else 1
     warmup = {"name": "opt_shapes", "batch_size": warm_batch, "inputs": {
         t["name"]: {"data_type": TRITON_DTYPES[t["dtype"][a.precision]],
-                    "dims": [d if isinstance(d, int) else profiles[d]["opt"] for d in t["shape"][1:]],
+                    "dims": [d if isinstance(d, int) else profiles[d]["opt"] for d in t["shape"][1 if batch else 0:]],
                     # masks all False (nothing padded): random masks could pad a whole image
                     **({"zero_data": True} if t["dtype"][a.precision] == "bool" else {"random_data": True})}
         for t in meta["inputs"]}}
     config = {
         "name": a.name, "platform": a.platform, "max_batch_size": max_batch_size,
-        "input": [_tensor(t, a.precision) for t in meta["inputs"]],
-        "output": [_tensor(t, a.precision) for t in meta["outputs"]],
+        "input": [_tensor(t, a.precision, batch is not None) for t in meta["inputs"]],
+        "output": [_tensor(t, a.precision, batch is not None) for t in meta["outputs"]],
         "instance_group": [group], "model_warmup": [warmup],
     }
-    if get_info(a.meta["model"]).dynamic_batching:
+    if batch and get_info(a.meta["model"]).dynamic_batching:
         preferred = [b for b in (batch["opt"],) if 1 < b <= max_batch_size]
         config["dynamic_batching"] = {"max_queue_delay_microseconds": queue_delay_us,
                                       **({"preferred_batch_size": preferred} if preferred else {})}
     return config
 
 
-def loop_config(a: Artifact, max_batch_size: int, instances: int) -> dict:
-    """The ModelConfig of the re-ranking loop of `a`, with the released settings as parameters."""
+def loop_config(a: Artifact, max_batch_size: int, instances: int, name: str, extra: dict | None = None) -> dict:
+    """The ModelConfig of the re-ranking loop `name` over `a`, with the released settings as parameters
+    (and `extra` ones: the store loop's encoder model and store path)."""
     kind, cfg = a.meta["loop"], a.meta["config"]
     inputs, outputs = rerank_io(kind, cfg["local_dim"], cfg.get("local_descriptors", 0))
     params = released_settings(a.meta)
-    if kind == "ames":  # pairs per BLS request: what the dynamic batcher merges across queries
-        params = {"lambda": params["lam"], "gamma": params["gamma"], "batch": min(params["batch"], max_batch_size)}
-    params = {"loop": kind, "target_model": a.name, **params}
+    if kind != "locore":  # pairs per BLS request: what the dynamic batcher merges across queries (a store
+        # scorer is not batched by Triton: max_batch_size 0, its own profile bounds the pairs)
+        batch = min(params["batch"], max_batch_size) if max_batch_size else params["batch"]
+        params = {"lambda": params["lam"], "gamma": params["gamma"], "batch": batch}
+    params = {"loop": kind, "target_model": a.name, **params, **(extra or {})}
     return {
-        "name": f"{a.name}_rerank", "backend": "python", "max_batch_size": 0,
+        "name": name, "backend": "python", "max_batch_size": 0,
         "input": [_loop_tensor(t) for t in inputs], "output": [_loop_tensor(t) for t in outputs],
         "instance_group": [{"kind": "KIND_CPU", "count": instances}],
         "parameters": {k: {"string_value": str(v)} for k, v in params.items()},
@@ -171,8 +178,10 @@ def write_repository(
     queue_delay_us: int = 100,
     force: bool = False,
     log: Callable[[str], None] = lambda message: None,
+    stores: list[str] | None = None,
 ) -> Path:
-    """Write and validate the repository; `out` appears only once the whole repository checks out."""
+    """Write and validate the repository; `out` appears only once the whole repository checks out.
+    `stores`: AMES database stores; each one's variant re-ranks from it (`<variant>_rerank`)."""
     artifacts, out = Path(artifacts), Path(out)
     for flag, value in (("--instances", instances), ("--max-batch", max_batch or 1)):
         if value < 1:
@@ -182,11 +191,14 @@ def write_repository(
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"--out: {out} exists and is not empty (pass --force to replace it)")
     found = find_artifacts(artifacts, precision, models)
+    loops = _loops(found, stores or [])
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        max_batch_sizes = {}
         for a in found:
             config = model_config(a, max_batch, instances, queue_delay_us)
+            max_batch_sizes[a.name] = config["max_batch_size"]
             version = staging / a.name / "1"
             _write_config(staging / a.name, config)
             version.mkdir()
@@ -196,16 +208,18 @@ def write_repository(
                 plan_side = plan_sidecar_path(version / MODEL_FILES[a.platform])
                 plan_side.write_text(json.dumps(a.plan_meta, indent=2) + "\n")
             log(f"{a.name}: {a.platform} ({a.precision}), max_batch_size {config['max_batch_size']}")
-            if a.meta["loop"]:
-                loop = loop_config(a, config["max_batch_size"], instances)
-                folder = staging / loop["name"]
-                _write_config(folder, loop)
-                (folder / "1").mkdir()
-                kind = a.meta["loop"]
-                (folder / "1" / "model.py").write_text(ADAPTER.format(kind=kind, cls=LOOP_MODELS[kind].__name__))
-                target = {"precision": a.precision, "sidecar": a.meta}
-                (folder / "1" / TARGET_FILE).write_text(json.dumps(target, indent=2) + "\n")
-                log(f"{loop['name']}: the {kind} loop over {a.name} (Python backend, BLS)")
+        for name, (a, encoder, store) in loops.items():
+            extra = {"encoder_model": encoder.name, "store": str(store.path.resolve())} if encoder else None
+            loop = loop_config(a, max_batch_sizes[a.name], instances, name, extra)
+            folder = staging / name
+            _write_config(folder, loop)
+            (folder / "1").mkdir()
+            kind = a.meta["loop"]
+            (folder / "1" / "model.py").write_text(ADAPTER.format(kind=kind, cls=LOOP_MODELS[kind].__name__))
+            target = {"precision": a.precision, "sidecar": a.meta, **({"encoder": encoder.meta} if encoder else {})}
+            (folder / "1" / TARGET_FILE).write_text(json.dumps(target, indent=2) + "\n")
+            log(f"{name}: the {kind} loop over {a.name}" + (f" from the store {store.path}" if store else "")
+                + " (Python backend, BLS)")
         problems = check_repository(staging)
         if problems:
             raise ModelFileError("the generated repository does not validate:\n  " + "\n  ".join(problems))
@@ -216,6 +230,28 @@ def write_repository(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _loops(found: list[Artifact], stores: list[str]) -> dict[str, tuple]:
+    """{loop model name: (target artifact, encoder artifact or None, store or None)}: `<model>_rerank` for
+    every re-ranker; with a store, `<variant>_rerank` re-ranks from it through the variant's scorer."""
+    from rerankrt.runtime.store import AmesStore
+
+    by_name = {a.name: a for a in found}
+    loops: dict[str, tuple] = {f"{a.name}_rerank": (a, None, None) for a in found if a.meta["loop"] in
+                               ("ames", "locore")}
+    for path in stores:
+        store = AmesStore(path)
+        encoder_name, scorer_name = get_info(store.model).store or ("", "")
+        missing = [n for n in (encoder_name, scorer_name) if n not in by_name]
+        if missing:
+            raise ModelFileError(f"--store: {path} is a store of {store.model}; its loop needs "
+                                 f"{' and '.join(missing)} (export them with `rerankrt export`)")
+        scorer, encoder = by_name[scorer_name], by_name[encoder_name]
+        store.check_scorer(scorer.meta)
+        store.check_encoder(encoder.meta)
+        loops[f"{store.model}_rerank"] = (scorer, encoder, store)
+    return loops
 
 
 def _dims(msg) -> list[int]:
@@ -269,12 +305,15 @@ def _check_model(repo: Path, name: str, config, configs: dict) -> list[str]:
     precision = _precision(meta, version, kind, problems)
     if precision is None:
         return problems
-    batch = meta["profiles"][_batch_dim(meta, str(version / 'model.json'))]
-    if not 0 < config.max_batch_size <= batch["max"]:
-        problems.append(f"max_batch_size: {config.max_batch_size}, expected 1…{batch['max']} (the profile's maximum)")
+    lead = batch_dim(meta)
+    if lead is None and config.max_batch_size != 0:
+        problems.append(f"max_batch_size: {config.max_batch_size}, expected 0 (the inputs share no batch dimension)")
+    if lead is not None and not 0 < config.max_batch_size <= meta["profiles"][lead]["max"]:
+        problems.append(f"max_batch_size: {config.max_batch_size}, expected 1…{meta['profiles'][lead]['max']} "
+                        f"(the profile's maximum)")
     for field, tensors, expected in (("input", config.input, meta["inputs"]),
                                      ("output", config.output, meta["outputs"])):
-        problems += _compare_io(field, tensors, [_tensor(t, precision) for t in expected])
+        problems += _compare_io(field, tensors, [_tensor(t, precision, lead is not None) for t in expected])
     if config.HasField("dynamic_batching") and config.max_batch_size == 0:
         problems.append("dynamic_batching: needs max_batch_size > 0")
     return problems
@@ -326,6 +365,19 @@ def _compare_io(field: str, tensors, expected: list[dict]) -> list[str]:
     return problems
 
 
+def _check_store_loop(params: dict, configs: dict) -> list[str]:
+    """The store loop's encoder is a model of the repository and its store opens and fits the scorer."""
+    from rerankrt.runtime.store import AmesStore
+
+    if params.get("encoder_model") not in configs:
+        return [f"parameters encoder_model: {params.get('encoder_model')!r} is not a model of this repository"]
+    try:
+        AmesStore(params.get("store", ""))
+    except ModelFileError as e:
+        return [f"parameters store: {e}"]
+    return []
+
+
 def _check_loop(config, configs: dict, version: Path) -> list[str]:
     params = {k: v.string_value for k, v in config.parameters.items()}
     kind, target = params.get("loop"), params.get("target_model")
@@ -343,6 +395,8 @@ def _check_loop(config, configs: dict, version: Path) -> list[str]:
     problems = []
     for field, tensors, expected in (("input", config.input, inputs), ("output", config.output, outputs)):
         problems += _compare_io(field, tensors, [_loop_tensor(t) for t in expected])
+    if kind == "ames-store":
+        problems += _check_store_loop(params, configs)
     if config.max_batch_size != 0:
         problems.append(f"max_batch_size: {config.max_batch_size}, expected 0 (one query per request)")
     target_inputs = [t.name for t in configs[target].input]

@@ -4,15 +4,16 @@ Importing this package does not import torch: the registry, the cards and the ex
 Python; `load_model`, `TorchBackend` (and the other loading helpers) import torch on first use.
 """
 
-from .cards import EXTRACTOR, IMAGE, KINDS, LIST_WISE, LOOPS, PAIR_WISE, ModelInfo
-from .registry import MODELS, describe, get_info, names, spec_for
+from .cards import ENCODER, EXTRACTOR, IMAGE, KINDS, LIST_WISE, LOOPS, PAIR_WISE, ModelInfo
+from .registry import MODELS, describe, encoder_of, get_info, names, spec_for
 from .specs import ExportSpec, Profile, TensorSpec, Tolerance
 
 _LAZY = {"load_model": "loading", "read_state_dict": "loading", "identify": "loading",
          "parameter_count": "loading", "TorchBackend": "torch_backend"}
 
-__all__ = ["EXTRACTOR", "IMAGE", "KINDS", "LIST_WISE", "LOOPS", "MODELS", "PAIR_WISE", "ExportSpec", "ModelInfo",
-           "Profile", "TensorSpec", "Tolerance", "describe", "get_info", "names", "spec_for", *sorted(_LAZY)]
+__all__ = ["ENCODER", "EXTRACTOR", "IMAGE", "KINDS", "LIST_WISE", "LOOPS", "MODELS", "PAIR_WISE", "ExportSpec",
+           "ModelInfo", "Profile", "TensorSpec", "Tolerance", "describe", "encoder_of", "get_info", "names", "spec_for",
+           *sorted(_LAZY)]
 
 
 def __getattr__(name: str):

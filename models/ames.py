@@ -18,6 +18,8 @@ logit for every pair in which both images are all padding). This is what the pub
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,7 +28,7 @@ from rerankrt.errors import InputError
 
 from .attention import MASKED, attend
 from .cards.ames import AmesConfig
-from .checks import check_float, check_mask, check_nonempty, checking, tracing
+from .checks import check_float, check_mask, check_nonempty, checking, fmt_shape, tracing
 from .fp32 import LayerNorm, l2_normalize
 
 
@@ -39,6 +41,12 @@ class BinarizationLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sign(l2_normalize(x) @ self.W.to(x.dtype))
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The code as stored: bool, True = +1. The projection is an FP32 island, so that an FP16 graph
+        flips a bit only where its fp16 input does; a projection of exactly 0 (sign 0, padding rows) is
+        False, i.e. −1, which changes nothing for padding (masked) and is a measure-zero event otherwise."""
+        return (l2_normalize(x.float()) @ self.W.float()) > 0
 
 
 class BlockAttention(nn.Module):
@@ -116,12 +124,9 @@ class AmesDecoder(nn.Module):
         self.layers = nn.ModuleList(AmesLayer(cfg) for _ in range(cfg.num_layers))
 
 
-class Ames(nn.Module):
-    """`model(q_desc [B,Q,D], q_mask [B,Q], db_desc [B,T,D], db_mask [B,T]) → logits [B]`.
-
-    Masks are bool, True = padding (column 3 of the official HDF5 files). The logit is raw: fuse it
-    with the global similarity as λ·g + (1−λ)·sigmoid(γ·logit).
-    """
+class AmesWeights(nn.Module):
+    """AMES's parameters with the released names (the whole model, its encoder and its scorer share them,
+    so each loads the same checkpoints) and the matching of two remapped token sets."""
 
     #: eager CPU forwards run this many pairs at a time: a chunk's activations stay in cache, which
     #: measured 1.5–1.8× faster at Q 600 / T 50 on a 2-core CPU than one batch of 100 pairs.
@@ -140,6 +145,26 @@ class Ames(nn.Module):
             self.remap_local = nn.Sequential(nn.Linear(cfg.local_dim, d), LayerNorm(d, eps=cfg.layer_norm_eps))
         self.decoder = AmesDecoder(cfg)
         self.classifier = nn.Linear(d, 1)
+
+    def _match(self, s: torch.Tensor, q_mask: torch.Tensor, t: torch.Tensor, db_mask: torch.Tensor) -> torch.Tensor:
+        """Logits [B] of the remapped query tokens s [B,Q,E] against the database tokens t [B,T,E]."""
+        b = s.shape[0]
+        x = torch.cat([self.mtc_token.to(s.dtype).expand(b, 1, -1), s, t], dim=1)
+        valid = torch.cat([torch.ones_like(q_mask[:, :1]), ~q_mask, ~db_mask], dim=1)
+        bias = torch.where(valid, 0.0, MASKED)
+        q_len = s.shape[1]
+        last = len(self.decoder.layers) - 1
+        for i, layer in enumerate(self.decoder.layers):
+            x = layer(x, q_len, bias, last=i == last)
+        return self.classifier(x[:, 0]).squeeze(-1)
+
+
+class Ames(AmesWeights):
+    """`model(q_desc [B,Q,D], q_mask [B,Q], db_desc [B,T,D], db_mask [B,T]) → logits [B]`.
+
+    Masks are bool, True = padding (column 3 of the official HDF5 files). The logit is raw: fuse it
+    with the global similarity as λ·g + (1−λ)·sigmoid(γ·logit).
+    """
 
     def check_inputs(self, q_desc, q_mask, db_desc, db_mask) -> None:
         """Shape, dtype and finiteness of the four inputs; raises InputError naming the culprit."""
@@ -172,15 +197,68 @@ class Ames(nn.Module):
         t = self.remap_local(l2_normalize(db_desc))
         if not self.config.binarized:
             t = t.to(torch.float16).to(t.dtype)  # the database side is stored as fp16 (§2.3 step 3)
-        b = s.shape[0]
-        x = torch.cat([self.mtc_token.to(s.dtype).expand(b, 1, -1), s, t], dim=1)
-        valid = torch.cat([torch.ones_like(q_mask[:, :1]), ~q_mask, ~db_mask], dim=1)
-        bias = torch.where(valid, 0.0, MASKED)
-        q_len = q_desc.shape[1]
-        last = len(self.decoder.layers) - 1
-        for i, layer in enumerate(self.decoder.layers):
-            x = layer(x, q_len, bias, last=i == last)
-        return self.classifier(x[:, 0]).squeeze(-1)
+        return self._match(s, q_mask, t, db_mask)
+
+
+class AmesEncoder(AmesWeights):
+    """`encoder(desc [N,T,D], mask [N,T]) → stored [N,T,E]`: what a database store keeps of an image, and
+    what the scorer takes of the query. fp: the remapped tokens LN(W·L2N(x) + b) (the store rounds them to
+    fp16); dist: the 128-bit sign codes, bool (True = +1). The same weights (and state_dict) as `Ames`;
+    padded rows are encoded too (the mask travels beside them)."""
+
+    def forward(self, desc: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if checking():
+            check_float("desc", desc, ("N", "T", self.config.local_dim))
+            check_mask("mask", mask, desc.shape[:2])
+        if self.config.binarized:
+            return cast(BinarizationLayer, self.remap_local[0]).codes(desc)
+        return self.remap_local(l2_normalize(desc))
+
+
+class AmesScorer(AmesWeights):
+    """`scorer(q [Q,E], q_mask [Q], db [P,T,E], db_mask [P,T]) → logits [P]`: one query, encoded once
+    (`AmesEncoder`), against P stored database images; the query is broadcast inside. fp: q float tokens,
+    db fp16 tokens; dist: q and db bool codes. Equal to `Ames` on the descriptors they were encoded from."""
+
+    def tokens(self, stored: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The remapped tokens of stored entries: fp16 tokens as they are, codes through remap_local.1/.2."""
+        if not self.config.binarized:
+            return stored.to(dtype)
+        signs = torch.where(stored, 1.0, -1.0).to(dtype)
+        return self.remap_local[2](self.remap_local[1](signs))
+
+    def forward(self, q: torch.Tensor, q_mask: torch.Tensor, db: torch.Tensor, db_mask: torch.Tensor) -> torch.Tensor:
+        dtype = self.mtc_token.dtype
+        if checking():
+            self._check_stored(q, q_mask, db, db_mask)
+        s = self.tokens(q, dtype)
+        if not tracing():
+            c = self.cpu_chunk_pairs
+            if db.device.type == "cpu" and db.shape[0] > c:
+                return torch.cat([self._score(s, q_mask, d, m, dtype) for d, m in
+                                  zip(db.split(c), db_mask.split(c), strict=True)])
+        return self._score(s, q_mask, db, db_mask, dtype)
+
+    def _score(self, s: torch.Tensor, q_mask: torch.Tensor, db: torch.Tensor, db_mask: torch.Tensor,
+               dtype: torch.dtype) -> torch.Tensor:
+        p = db.shape[0]
+        return self._match(s.expand(p, -1, -1), q_mask.expand(p, -1), self.tokens(db, dtype), db_mask)
+
+    def _check_stored(self, q, q_mask, db, db_mask) -> None:
+        e = self.config.model_dim
+        if self.config.binarized:
+            for name, x, shape in (("q", q, f"[Q, {e}]"), ("db", db, f"[P, T, {e}]")):
+                if not isinstance(x, torch.Tensor) or x.dtype != torch.bool or x.dim() != shape.count(",") + 1 \
+                        or x.shape[-1] != e:
+                    got = f"{x.dtype} {fmt_shape(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+                    raise InputError(f"{name}: expected bool codes of shape {shape}, got {got}")
+        else:
+            check_float("q", q, ("Q", e))
+            check_float("db", db, ("P", "T", e))
+        check_nonempty("q", q.shape[0], "query descriptor (Q ≥ 1)")
+        check_nonempty("db", db.shape[1], "database descriptor (T ≥ 1)")
+        check_mask("q_mask", q_mask, q.shape[:1])
+        check_mask("db_mask", db_mask, db.shape[:2])
 
 
 # --- registry hooks (see registry.ModelInfo.implementation) -------------------------------------
@@ -190,6 +268,14 @@ BACKBONES = {768: "DINOv2", 1024: "CVNet"}
 
 def build(cfg: AmesConfig) -> Ames:
     return Ames(cfg)
+
+
+def build_encoder(cfg: AmesConfig) -> AmesEncoder:
+    return AmesEncoder(cfg)
+
+
+def build_scorer(cfg: AmesConfig) -> AmesScorer:
+    return AmesScorer(cfg)
 
 
 def init_weights(model: Ames) -> None:

@@ -25,6 +25,11 @@ def _implementation(info: ModelInfo):
     return importlib.import_module(info.implementation)
 
 
+def _build(info: ModelInfo, cfg):
+    """The network of `info` in configuration `cfg` (its implementation's `info.builder`)."""
+    return getattr(_implementation(info), info.builder)(cfg)
+
+
 def read_state_dict(path: str | os.PathLike, weights_only: bool = True) -> tuple[dict, object]:
     """Read a checkpoint file → (state_dict, container).
 
@@ -146,7 +151,7 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, *, weight
         cfg = _config(info, config, None, None)
         with torch.random.fork_rng(devices=[]):  # the caller's random stream is left untouched
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            model = impl.build(cfg)
+            model = _build(info, cfg)
             impl.init_weights(model)
         return model.eval()
     path = Path(checkpoint)
@@ -166,14 +171,14 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, *, weight
         )
     if impl.identify(sd) is None:
         with torch.device("meta"):
-            reference = impl.build(info.config)
+            reference = _build(info, info.config)
         _check_keys(name, reference, sd, path)  # raises, naming what the file is
     if hasattr(impl, "prepare_state_dict"):  # e.g. LOCORE-small keeps the first 6 layers
         sd = impl.prepare_state_dict(sd, _config(info, config, None, None), path)
     cfg = _config(info, config, impl.config_from_state_dict(sd), path)
     if hasattr(impl, "check_meta") and isinstance(container, dict) and container is not sd:
         impl.check_meta(container.get("meta"), cfg)
-    model = impl.build(cfg)
+    model = _build(info, cfg)
     _check_keys(name, model, sd, path)
     model.load_state_dict(sd, strict=True)
     return model.eval()
@@ -184,5 +189,5 @@ def parameter_count(name: str, **config) -> int:
     (no memory is allocated, no weights are initialised)."""
     info = get_info(name)
     with torch.device("meta"):
-        model = _implementation(info).build(_config(info, config, None, None))
+        model = _build(info, _config(info, config, None, None))
     return sum(p.numel() for p in model.parameters())

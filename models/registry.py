@@ -29,6 +29,15 @@ def names(loop: bool = False) -> list[str]:
     return [name for name, info in MODELS.items() if info.loop or not loop]
 
 
+def encoder_of(scorer: str) -> str:
+    """The encoder that makes a store scorer's query side (and its store)."""
+    for info in MODELS.values():
+        if info.store and info.store[1] == scorer:
+            return info.store[0]
+    scorers = ", ".join(i.store[1] for i in MODELS.values() if i.store)
+    raise ValueError(f"{scorer}: not a store scorer; those are {scorers}")
+
+
 def spec_for(name: str, config: Any = None) -> ExportSpec:
     """The ExportSpec of registered model `name` in `config` (default: its released configuration)."""
     info = get_info(name)

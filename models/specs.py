@@ -35,7 +35,9 @@ class Profile:
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    dtype: str  #: "float" (float32 in the FP32 graph, float16 in the FP16 graph) or "bool"
+    #: "float" (float32 in the FP32 graph, float16 in the FP16 graph), "half" (float16 in both: what a store
+    #: keeps in fp16) or "bool"
+    dtype: str
     shape: tuple[str | int, ...]  #: symbolic dimensions by name, fixed ones by size
 
 
@@ -64,6 +66,9 @@ class ExportSpec:
     ranking: Shape | None = None  #: a shortlist shape for FP16-vs-FP32 ranking agreement
     ranking_axis: int = 0  #: the output axis that lists the shortlist's candidates
     overflow_checks: tuple[Shape, ...] = field(default=())  #: torch .half() shapes (CPU half is slow)
+    #: how the tolerances apply to the outputs: "max" (every element) or "mean" (the mean |Δ|: bool codes,
+    #: where a few bits flip for projections within rounding of 0)
+    error_stat: str = "max"
 
     def feeds(self, shape: Shape, seed: int = 0, one_query: bool = False) -> dict[str, np.ndarray]:
         return self.make_inputs(shape, np.random.default_rng(seed), one_query)
@@ -90,7 +95,8 @@ class ExportSpec:
 
     def io_meta(self, precisions: list[str]) -> dict:
         """Inputs, outputs and profiles as the sidecar records them (dtype per precision)."""
-        dtypes = {"float": {"fp32": "float32", "fp16": "float16"}, "bool": {"fp32": "bool", "fp16": "bool"}}
+        dtypes = {"float": {"fp32": "float32", "fp16": "float16"}, "half": {"fp32": "float16", "fp16": "float16"},
+                  "bool": {"fp32": "bool", "fp16": "bool"}}
 
         def tensors(ts: tuple[TensorSpec, ...]) -> list[dict]:
             return [{"name": t.name, "dtype": {p: dtypes[t.dtype][p] for p in precisions}, "shape": list(t.shape)}
@@ -99,9 +105,10 @@ class ExportSpec:
         return {"inputs": tensors(self.inputs), "outputs": tensors(self.outputs),
                 "profiles": {d: dataclasses.asdict(p) for d, p in self.profiles.items()}}
 
-    def dims(self) -> dict[str, dict[int, str]]:
-        """`dynamic_shapes` for torch.onnx.export: input name → {axis: symbolic name}."""
-        return {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in self.inputs}
+    def dims(self) -> tuple[dict[int, str], ...]:
+        """`dynamic_shapes` for torch.onnx.export, in input order (the forward's argument names may differ
+        from the graph's input names): {axis: symbolic name} per input."""
+        return tuple({i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in self.inputs)
 
 
 def unit_rows(rng: np.random.Generator, shape: tuple[int, ...], valid: np.ndarray | None = None):

@@ -16,7 +16,7 @@ import numpy as np
 from rerankrt.errors import UnavailableError
 from rerankrt.optional import require
 from rerankrt.runtime.feeds import Backend
-from rerankrt.runtime.sidecar import read_sidecar
+from rerankrt.runtime.sidecar import read_sidecar, sha256
 
 from .registry import describe, get_info, spec_for
 
@@ -65,13 +65,17 @@ class TorchBackend(Backend):
             self.overrides = meta["config"] | config
         info = get_info(self.model_name)
         self.device, self.dtype, self.cuda_graphs = device, dtype, cuda_graphs
+        # as an exported sidecar records it: a store refuses a scorer of other weights by this hash
+        self.recorded = {"path": str(Path(self.checkpoint).resolve()), "sha256": sha256(self.checkpoint)} \
+            if self.checkpoint is not None and Path(self.checkpoint).is_file() else None
         super().__init__(f"torch-{device}-{dtype}" + ("-graphs" if cuda_graphs else ""),
                          self._meta(dataclasses.replace(info.config, **self.overrides)), DTYPES[dtype])
         self.model = None
         self._graphs: dict[tuple, tuple] = {}
 
     def _meta(self, config) -> dict:
-        return describe(spec_for(self.model_name, config), config, [DTYPES[self.dtype]])
+        return describe(spec_for(self.model_name, config), config, [DTYPES[self.dtype]]) | \
+            {"checkpoint": self.recorded}
 
     def open(self) -> None:
         import torch

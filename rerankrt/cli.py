@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -100,31 +101,78 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend_for(args: argparse.Namespace, precision: str):
-    """The backend for --model: torch from the model name (and --checkpoint), else the artifact (--engine,
-    or the one `Artifacts.find` picks in --artifacts)."""
+def _backend_for(args: argparse.Namespace, precision: str, model: str | None = None):
+    """The backend of `model` (default --model): torch from the model name (and --checkpoint), else the
+    artifact (--engine, or the one `Artifacts.find` picks in --artifacts)."""
     from pathlib import Path
 
     from rerankrt.runtime.artifacts import Artifacts, open_backend
 
+    model = model or args.model
     if args.backend == "torch":
         from rerankrt.models import TorchBackend
 
         dtype = "float16" if precision == "fp16" else "float32"
-        return TorchBackend(args.model, device=args.device, dtype=dtype, checkpoint=args.checkpoint)
+        return TorchBackend(model, device=args.device, dtype=dtype, checkpoint=args.checkpoint)
     if args.checkpoint:
         raise ValueError("--checkpoint: the torch backend's; an exported graph or engine carries its own weights")
-    source = getattr(args, "engine", None) or Artifacts(Path(args.artifacts)).find(args.model, precision, args.backend)
+    source = getattr(args, "engine", None) or Artifacts(Path(args.artifacts)).find(model, precision, args.backend)
     return open_backend(source, backend=args.backend, device=args.device, log=_log)
+
+
+def _rerankers(args: argparse.Namespace, precision: str, stack: contextlib.ExitStack) -> dict:
+    """What a dataset loop needs, entered on `stack`: {"backend"} for --model, or with --index the store,
+    the model's scorer as "backend" and its encoder (the query side)."""
+    if not getattr(args, "index", None):
+        return {"backend": stack.enter_context(_backend_for(args, precision))}
+    from rerankrt.models import get_info
+    from rerankrt.runtime.store import AmesStore
+
+    if getattr(args, "engine", None):
+        raise ValueError("--engine: a store is re-ranked by two graphs (encoder and scorer): use --artifacts")
+    if get_info(args.model).store is None:
+        raise ValueError(f"--index: {args.model} has no database store (ames and ames-dist have)")
+    store = AmesStore(args.index)
+    if store.model != args.model:
+        raise ValueError(f"--index: {args.index} is a store of {store.model}, --model is {args.model}")
+    encoder, scorer = get_info(args.model).store
+    return {"store": store, "backend": stack.enter_context(_backend_for(args, precision, scorer)),
+            "encoder": stack.enter_context(_backend_for(args, precision, encoder))}
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:
     from rerankrt.runtime.rerank_dataset import rerank_dataset
 
-    with _backend_for(args, args.precision) as backend:
-        out = rerank_dataset(backend, args.data, args.out, args.shortlist, args.desc, args.nn,
-                             args.lam, args.gamma, log=_log)
+    with contextlib.ExitStack() as stack:
+        loop = _rerankers(args, args.precision, stack)
+        out = rerank_dataset(loop.pop("backend"), args.data, args.out, args.shortlist, args.desc, args.nn,
+                             args.lam, args.gamma, log=_log, **loop)
     _log(f"wrote {out}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from rerankrt.runtime.store import build_store, store_info
+
+    if args.index_command == "info":
+        info = store_info(args.store)
+        if args.json:
+            print(json.dumps(info, indent=2))
+            return 0
+        for key, value in info.items():
+            print(f"{key:<22} {value:.1f}" if key == "bytes_per_image" else f"{key:<22} {value}")
+        return 0
+    from pathlib import Path
+
+    from rerankrt.models import get_info
+    from rerankrt.runtime.rerank_dataset import DatasetLayout
+
+    encoder = get_info(args.model).store[0]
+    gallery = DatasetLayout(Path(args.data), args.desc).local("gallery")
+    with _backend_for(args, args.precision, encoder) as backend:
+        out = build_store(backend, gallery, args.out, args.db_descriptors, args.force, log=_log)
+    info = store_info(out)
+    _log(f"wrote {out}: {info['images']} images, {info['bytes_per_image']:.1f} bytes per image")
     return 0
 
 
@@ -138,9 +186,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--compare: expected fp32 and/or fp16, got {args.compare!r}")
     results, tables = {}, {}
     for precision in precisions:
-        with _backend_for(args, precision) as backend:
+        with contextlib.ExitStack() as stack:
+            loop = _rerankers(args, precision, stack)
+            backend = loop.pop("backend")
             results[precision] = rankings(backend, args.data, args.dataset, args.shortlist, args.desc,
-                                          args.nn, args.lam, args.gamma, args.plus1m, log=_log)
+                                          args.nn, args.lam, args.gamma, args.plus1m, log=_log, **loop)
             tables[f"{args.model} {precision}"] = score(args.dataset, results[precision])
             shortlist = args.shortlist or released_settings(backend.meta)["shortlist"]
     print(format_table(args.dataset, tables))
@@ -221,7 +271,7 @@ def cmd_triton(args: argparse.Namespace) -> int:
         raise ValueError("expected --artifacts DIR --out REPO (to write a repository) or --check REPO")
     models = [m for m in args.models.split(",") if m] if args.models else None
     repo = write_repository(args.artifacts, args.out, args.precision, models, args.max_batch, args.instances,
-                            args.queue_delay_us, args.force, log=_log)
+                            args.queue_delay_us, args.force, log=_log, stores=args.store)
     print(f"{repo}: the repository validates; serve it with `tritonserver --model-repository {repo.resolve()}`")
     return 0
 
@@ -287,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", default="artifacts", help="folder of NAME.onnx / NAME.plan (default artifacts)")
     p.add_argument("--engine", help="an explicit .plan or .onnx instead of --artifacts")
     p.add_argument("--checkpoint", help="the official checkpoint (torch backend)")
+    p.add_argument("--index", metavar="STORE", help="AMES: the database side from this store (rerankrt index build)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
     p.add_argument("--compare", help="fp32,fp16: run both, report mAP deltas, Kendall tau, top-10 overlap")
     p.add_argument("--device", default="cpu")
@@ -315,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
     p.add_argument("--artifacts", default="artifacts", help="folder of NAME.onnx / NAME.plan (default artifacts)")
     p.add_argument("--checkpoint", help="the official checkpoint (torch backend)")
+    p.add_argument("--index", metavar="STORE", help="AMES: the database side from this store (rerankrt index build)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
     p.add_argument("--device", default="cpu", help="torch device, or cuda for ONNX Runtime's CUDA provider")
     p.add_argument("--data", required=True, help="dataset folder in the official layout")
@@ -326,6 +378,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the re-ranked shortlist, nn_*.pkl layout")
     p.set_defaults(run=cmd_rerank)
 
+    p = sub.add_parser("index", help="AMES database stores: `index build` encodes a gallery, `index info` shows one")
+    index = p.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
+    q = index.add_parser("build", help="encode a gallery's local descriptors into a memory-mapped store")
+    q.add_argument("--model", required=True, choices=[n for n in MODELS if MODELS[n].store])
+    q.add_argument("--data", required=True, help="dataset folder holding {desc}_gallery_local.hdf5")
+    q.add_argument("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
+    q.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
+    q.add_argument("--artifacts", default="artifacts", help="folder of NAME-encoder.onnx / .plan (default artifacts)")
+    q.add_argument("--checkpoint", help="the official checkpoint (torch backend)")
+    q.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported encoder")
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--db-descriptors", type=int, help="descriptors kept per image (default: released, 50)")
+    q.add_argument("--out", required=True, help="the store folder to write")
+    q.add_argument("--force", action="store_true", help="replace an existing store")
+    q.set_defaults(run=cmd_index)
+    q = index.add_parser("info", help="what a store holds, and its measured bytes per image")
+    q.add_argument("store", help="the store folder")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(run=cmd_index)
+
     p = sub.add_parser("triton", help="a Triton Inference Server model repository from exported graphs and engines")
     p.add_argument("--artifacts", help="folder of exported NAME.onnx / NAME.fp16.onnx (+ NAME.json) and NAME*.plan")
     p.add_argument("--out", help="the repository folder to write")
@@ -336,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=1, help="instances of each model (default 1)")
     p.add_argument("--queue-delay-us", type=int, default=100, help="dynamic batching queue delay (default 100)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--store", action="append", default=[], metavar="STORE",
+                   help="an AMES store: its variant's loop re-ranks from it (needs the encoder and scorer exported)")
     p.set_defaults(run=cmd_triton)
 
     p = sub.add_parser("validate", help="the validation ladder of an exported graph, or an engine against ORT")

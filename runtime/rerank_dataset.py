@@ -6,6 +6,9 @@ The folder holds `{desc}_query_local.hdf5` and `{desc}_gallery_local.hdf5` (loca
 the first-stage shortlist `nn_superglobal.pkl` ([2, n_queries, K]: similarities, indices). The output
 has the same layout: for each query the first S neighbours in their re-ranked order with their fused
 scores, then the rest of the first-stage list with its global similarities, untouched.
+
+With a database store (`runtime.store`) and an AMES scorer, the database side comes from the store and
+the gallery HDF5 need not exist; the query side still comes from the query HDF5, encoded once per query.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rerankrt.errors import InputError
 
 from .descriptors import LocalDescriptorFile, read_global, read_nn, write_nn
 from .rerankers import reranker_for
+from .store import AmesStore
 
 
 @dataclass(frozen=True)
@@ -54,29 +58,43 @@ def rerank_dataset(
     lam: float | None = None,
     gamma: float | None = None,
     log: Callable[[str], None] = lambda message: None,
+    store: AmesStore | None = None,
+    encoder=None,
 ) -> Path:
     """Re-rank every query's first-stage shortlist with the model of an entered `backend` (AMES or LOCORE,
-    any variant) and write the result; defaults are the released settings."""
+    any variant; an AMES scorer with its `store` and query `encoder`) and write the result; defaults are
+    the released settings."""
     layout = DatasetLayout(Path(data), desc, nn_file)
-    with DatasetFiles(layout, backend) as files:
-        sims, idx = read_nn(layout.root / nn_file, num_db=files.gallery.num_images)
+    with DatasetFiles(layout, backend, store, encoder) as files:
+        sims, idx = read_nn(layout.root / nn_file, num_db=files.num_images)
         new_sims, new_idx = files.rerank(sims, idx, shortlist, lam, gamma, log)
     write_nn(out, new_sims, new_idx)
     return Path(out)
 
 
 class DatasetFiles:
-    """The open descriptor files of a dataset, checked against the backend's descriptor dimension."""
+    """The open descriptor files of a dataset (or its database store), checked against the backend."""
 
-    def __init__(self, layout: DatasetLayout, backend) -> None:
+    def __init__(self, layout: DatasetLayout, backend, store: AmesStore | None = None, encoder=None) -> None:
         self.family = backend.meta["loop"]
-        if self.family not in ("ames", "locore"):
+        if self.family not in ("ames", "ames-store", "locore"):
             raise ValueError(f"{backend.meta['model']}: not a re-ranker a dataset loop drives (AMES or LOCORE)")
-        self.layout, self.backend = layout, backend
-        self.dim = _input_dim(backend, "q_desc" if self.family == "ames" else "q_local")
+        if (self.family == "ames-store") != (store is not None and encoder is not None):
+            raise ValueError(f"{backend.meta['model']}: " + ("a scorer re-ranks from a store, with the encoder of "
+                                                             "the query side" if self.family == "ames-store" else
+                                                             "re-ranks from descriptor files, not a store"))
+        if store is not None:
+            store.check_scorer(backend.meta)
+            store.check_encoder(encoder.meta)  # the query is encoded with the store's weights too
+        self.layout, self.backend, self.store, self.encoder = layout, backend, store, encoder
+        self.dim = encoder.config["local_dim"] if store is not None else \
+            _input_dim(backend, "q_desc" if self.family == "ames" else "q_local")
 
     def __enter__(self) -> DatasetFiles:
         self.queries = LocalDescriptorFile(self.layout.local("query"), dim=self.dim)
+        self.gallery: LocalDescriptorFile | None = None
+        if self.store is not None:
+            return self
         try:
             self.gallery = LocalDescriptorFile(self.layout.local("gallery"), dim=self.dim)
         except Exception:
@@ -88,7 +106,16 @@ class DatasetFiles:
 
     def __exit__(self, *exc) -> None:
         self.queries.close()
-        self.gallery.close()
+        if self.gallery is not None:
+            self.gallery.close()
+
+    @property
+    def num_images(self) -> int:
+        """The database images: the gallery file's, or the store's."""
+        if self.store is not None:
+            return int(self.store.images)
+        assert self.gallery is not None
+        return self.gallery.num_images
 
     def rerank(self, sims: np.ndarray, idx: np.ndarray, shortlist: int | None, lam: float | None,
                gamma: float | None, log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
@@ -97,15 +124,15 @@ class DatasetFiles:
         if len(sims) != self.queries.num_images:
             raise InputError(f"{self.layout.nn}: {len(sims)} queries, but {self.layout.local('query')} holds "
                              f"{self.queries.num_images}")
-        reranker, s = reranker_for(self.backend, lam, gamma, shortlist)
+        reranker, s = reranker_for(self.backend, lam, gamma, shortlist, self.encoder)
         if not 1 <= s <= idx.shape[1]:
             raise InputError(f"--shortlist: expected 1 … {idx.shape[1]} (the neighbours in {self.layout.nn}), got {s}")
-        if s > self.gallery.num_images:
-            raise InputError(f"--shortlist: {s} is longer than the database ({self.gallery.num_images} images)")
+        if s > self.num_images:
+            raise InputError(f"--shortlist: {s} is longer than the database ({self.num_images} images)")
         new_sims, new_idx = sims.copy(), idx.copy()
         for q in range(len(sims)):
             top = idx[q, :s]
-            if self.family == "ames":
+            if self.family != "locore":
                 order, scores = self._ames(reranker, q, top, sims[q, :s])
             else:
                 order, scores = self._locore(reranker, q, top, sims[q, :s])
@@ -117,12 +144,18 @@ class DatasetFiles:
     def _ames(self, reranker, q: int, top: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.backend.config
         query = self.queries.read([q], n=min(cfg["query_descriptors"], self.queries.topk))
-        db = self.gallery.read(top, n=min(cfg["db_descriptors"], self.gallery.topk))
-        result = reranker.rerank(query.desc[0], query.mask[0], db.desc, db.mask, sims)
+        if self.store is not None:
+            db, db_mask = self.store.entries(top)
+        else:
+            assert self.gallery is not None
+            local = self.gallery.read(top, n=min(cfg["db_descriptors"], self.gallery.topk))
+            db, db_mask = local.desc, local.mask
+        result = reranker.rerank(query.desc[0], query.mask[0], db, db_mask, sims)
         return result.order, result.scores
 
     def _locore(self, reranker, q: int, top: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = _input_shape(self.backend, "q_local")[1]  # 48 locals per image as released
+        assert self.gallery is not None
         query, db = self.queries.read([q], n=n), self.gallery.read(top, n=n)
         q_global, g_global = np.asarray(self.globals["query"][q]), np.asarray(self.globals["gallery"][top])
         result = reranker.rerank(q_global, query.desc[0], query.mask[0], g_global, db.desc, db.mask, sims)

@@ -1,9 +1,10 @@
 """Re-rankers over any backend (numpy only): a query, its shortlist and the first-stage similarities in,
 the new order and fused scores out.
 
-`AmesReranker` scores the shortlist pair by pair (the query's descriptors repeated per pair) in batches
-that fit the backend's `pairs` profile; `LocoreReranker` runs LOCORE's sliding windows
-(`runtime.sliding`) with one backend call per window. `released_settings` is the one rule for the
+`AmesReranker` scores the shortlist pair by pair in batches that fit the backend's `pairs` profile:
+through the whole model (the query's descriptors repeated per pair), or through the scorer from stored
+database entries (`runtime.store`), the query encoded once by the encoder. `LocoreReranker` runs
+LOCORE's sliding windows (`runtime.sliding`), one backend call per window. `released_settings` is the one rule for the
 settings a loop runs with, read from the model's sidecar (its `loop` and configuration) and fitted to
 its profiles: the CLI, dataset re-ranking, Triton's loop models and the profiler all use it.
 """
@@ -40,7 +41,7 @@ def released_settings(meta: dict) -> dict:
     the `pairs` profile's opt size (what engines are tuned for, and what fits a CPU's memory), LOCORE's
     window clamped to the `images` profile and its stride to the window."""
     cfg, profiles = meta["config"], meta["profiles"]
-    if meta["loop"] == "ames":
+    if meta["loop"] in ("ames", "ames-store"):
         return {"shortlist": cfg["shortlist"], "lam": cfg["fusion_lambda"], "gamma": cfg["fusion_gamma"],
                 "batch": profiles["pairs"]["opt"]}
     if meta["loop"] == "locore":
@@ -51,34 +52,54 @@ def released_settings(meta: dict) -> dict:
 
 
 class AmesReranker:
-    """`AmesReranker(backend, lam, gamma).rerank(q_desc [Q,D], q_mask [Q], db_desc [S,T,D], db_mask [S,T],
-    global_sim [S])`. Released fusion defaults per variant: reference §2.6 (`released_settings`)."""
+    """`AmesReranker(backend, lam, gamma).rerank(q_desc [Q,D], q_mask [Q], db [S,…], db_mask [S,T],
+    global_sim [S])`. Released fusion defaults per variant: reference §2.6 (`released_settings`).
 
-    def __init__(self, backend, lam: float, gamma: float, batch: int | None = None) -> None:
+    With the whole model (loop "ames") `db` are the database images' descriptors [S,T,D]. With a scorer
+    (loop "ames-store") `db` are their stored entries [S,T,E] (`AmesStore.entries`: bool codes or fp16
+    tokens) and `encoder` encodes the query, once per `rerank`."""
+
+    def __init__(self, backend, lam: float, gamma: float, batch: int | None = None, encoder=None) -> None:
         check_fusion(lam, gamma, ("lambda", "gamma"))
-        self.backend, self.lam, self.gamma = backend, lam, gamma
+        stored = backend.meta["loop"] == "ames-store"
+        if stored != (encoder is not None):
+            raise ValueError(f"{backend.meta['model']}: " + ("a scorer needs the encoder of the query side"
+                                                             if stored else "the whole model takes no encoder"))
+        self.backend, self.lam, self.gamma, self.encoder = backend, lam, gamma, encoder
         limit = backend.profiles()["pairs"]["max"]
         self.batch = min(batch or limit, limit)
 
-    def logits(self, q_desc, q_mask, db_desc, db_mask) -> np.ndarray:
+    def logits(self, q_desc, q_mask, db, db_mask) -> np.ndarray:
         """Raw logits [S] in shortlist order."""
-        s = len(db_desc)
-        dtype = self.backend.float_dtype()
+        q_name, _, db_name, _ = (spec.name for spec in self.backend.input_specs())
+        dtypes = {spec.name: spec.dtype for spec in self.backend.input_specs()}
+        if self.encoder is not None:  # the query's stored form, once; the graph broadcasts it
+            query = self.encode(q_desc, q_mask).astype(dtypes[q_name])
         out = []
-        for start in range(0, s, self.batch):
-            n = min(self.batch, s - start)
-            feeds = {"q_desc": np.broadcast_to(q_desc, (n, *q_desc.shape)).astype(dtype),
-                     "q_mask": np.broadcast_to(q_mask, (n, *q_mask.shape)).copy(),
-                     "db_desc": db_desc[start:start + n].astype(dtype), "db_mask": db_mask[start:start + n]}
+        for start in range(0, len(db), self.batch):
+            n = min(self.batch, len(db) - start)
+            if self.encoder is None:
+                feeds = {q_name: np.broadcast_to(q_desc, (n, *q_desc.shape)).astype(dtypes[q_name]),
+                         "q_mask": np.broadcast_to(q_mask, (n, *q_mask.shape)).copy()}
+            else:
+                feeds = {q_name: query, "q_mask": q_mask}
+            feeds |= {db_name: db[start:start + n].astype(dtypes[db_name], copy=False),
+                      "db_mask": db_mask[start:start + n]}
             out.append(self.backend.infer(feeds)["logits"].astype(np.float64))
         return np.concatenate(out) if out else np.zeros(0)
 
-    def rerank(self, q_desc, q_mask, db_desc, db_mask, global_sim) -> Reranked:
+    def encode(self, desc, mask) -> np.ndarray:
+        """The stored form [Q,E] of one image's descriptors [Q,D] through the encoder."""
+        assert self.encoder is not None
+        out = next(spec.name for spec in self.encoder.output_specs())
+        return self.encoder.infer({"desc": desc[None].astype(self.encoder.float_dtype()), "mask": mask[None]})[out][0]
+
+    def rerank(self, q_desc, q_mask, db, db_mask, global_sim) -> Reranked:
         global_sim = np.asarray(global_sim, dtype=np.float64)
-        if global_sim.shape != (len(db_desc),):
-            raise InputError(f"global_sim: expected shape [{len(db_desc)}] (one per shortlist image), "
+        if global_sim.shape != (len(db),):
+            raise InputError(f"global_sim: expected shape [{len(db)}] (one per shortlist image), "
                              f"got {list(global_sim.shape)}")
-        raw = self.logits(q_desc, q_mask, db_desc, db_mask)
+        raw = self.logits(q_desc, q_mask, db, db_mask)
         fused = fuse(global_sim, raw, self.lam, self.gamma)
         order = np.argsort(-fused, kind="stable")
         return Reranked(order, fused[order], raw[order])
@@ -113,20 +134,24 @@ class LocoreReranker:
                               temperature=self.temperature)
 
 
-RERANKERS = {"ames": AmesReranker, "locore": LocoreReranker}
+RERANKERS = {"ames": AmesReranker, "ames-store": AmesReranker, "locore": LocoreReranker}
 
 
 def reranker_for(backend, weight: float | None = None, temperature: float | None = None,
-                 shortlist: int | None = None) -> tuple[AmesReranker | LocoreReranker, int]:
+                 shortlist: int | None = None, encoder=None) -> tuple[AmesReranker | LocoreReranker, int]:
     """The loop of the backend's model at its released settings, with the fusion weight (AMES λ, LOCORE α),
-    temperature (AMES γ, LOCORE t) and shortlist overridden where given; returns (re-ranker, shortlist)."""
+    temperature (AMES γ, LOCORE t) and shortlist overridden where given; returns (re-ranker, shortlist).
+    A scorer's loop takes the `encoder` of its query side."""
+    loop = backend.meta["loop"]
     settings = released_settings(backend.meta)
     released = settings.pop("shortlist")
     s = released if shortlist is None else shortlist
-    names = ("lam", "gamma") if backend.meta["loop"] == "ames" else ("alpha", "temperature")
+    names = ("alpha", "temperature") if loop == "locore" else ("lam", "gamma")
     for name, value in zip(names, (weight, temperature), strict=True):
         if value is not None:
             settings[name] = value
-    if backend.meta["loop"] == "locore":
+    if loop == "locore":
         settings["shortlist"] = s
-    return RERANKERS[backend.meta["loop"]](backend, **settings), s
+    if loop == "ames-store":
+        settings["encoder"] = encoder
+    return RERANKERS[loop](backend, **settings), s

@@ -37,13 +37,16 @@ def rerank_io(kind: str, dim: int, locals_: int) -> tuple[list[IOSpec], list[IOS
         inputs = [IOSpec("q_desc", f32, ("query_descriptors", dim)), IOSpec("q_mask", flag, ("query_descriptors",)),
                   IOSpec("db_desc", f32, ("shortlist", "db_descriptors", dim)),
                   IOSpec("db_mask", flag, ("shortlist", "db_descriptors")), IOSpec("global_sim", f32, ("shortlist",))]
+    elif kind == "ames-store":  # the database side comes from the store: the shortlist is image indices
+        inputs = [IOSpec("q_desc", f32, ("query_descriptors", dim)), IOSpec("q_mask", flag, ("query_descriptors",)),
+                  IOSpec("shortlist", np.dtype(np.int64), ("shortlist",)), IOSpec("global_sim", f32, ("shortlist",))]
     elif kind == "locore":
         inputs = [IOSpec("q_global", f32, (dim,)), IOSpec("q_local", f32, (locals_, dim)),
                   IOSpec("q_mask", flag, (locals_,)), IOSpec("g_global", f32, ("shortlist", dim)),
                   IOSpec("g_local", f32, ("shortlist", locals_, dim)), IOSpec("g_mask", flag, ("shortlist", locals_)),
                   IOSpec("global_sim", f32, ("shortlist",))]
     else:
-        raise ValueError(f"kind: expected ames or locore, got {kind!r}")
+        raise ValueError(f"kind: expected ames, ames-store or locore, got {kind!r}")
     outputs = [IOSpec("order", np.dtype(np.int64), ("shortlist",)), IOSpec("scores", f32, ("shortlist",))]
     return inputs, outputs
 
@@ -102,15 +105,21 @@ class _RerankModel:
         self.pb_utils = pb_utils
         target = json.loads((version_dir / TARGET_FILE).read_text())
         self.params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        backend = BlsBackend(pb_utils, self.params["target_model"], target["sidecar"], target["precision"])
-        self.backend = backend.__enter__()
+        self.backends = self.open_targets(target)
+        self.backend = self.backends[0]
         cfg = target["sidecar"]["config"]
         self.inputs, _ = rerank_io(self.kind, cfg["local_dim"], cfg.get("local_descriptors", 0))
         self.reranker = self.make_reranker()
 
+    def open_targets(self, target: dict) -> list[BlsBackend]:
+        """The entered BLS backends of the models the loop calls, the target model first."""
+        backend = BlsBackend(self.pb_utils, self.params["target_model"], target["sidecar"], target["precision"])
+        return [backend.__enter__()]
+
     def finalize(self) -> None:
         """Triton's unload hook."""
-        self.backend.__exit__(None, None, None)
+        for backend in self.backends:
+            backend.__exit__(None, None, None)
 
     def make_reranker(self):
         raise NotImplementedError
@@ -167,4 +176,32 @@ class LocoreRerankModel(_RerankModel):
         return result.order, result.scores
 
 
-LOOP_MODELS = {"ames": AmesRerankModel, "locore": LocoreRerankModel}
+class AmesStoreRerankModel(AmesRerankModel):
+    """A query's descriptors, its shortlist as database image indices and their first-stage similarities in;
+    the re-ranked order and fused scores out. The database side comes from the store named by the `store`
+    parameter (memory-mapped, refused when its checkpoint, variant or sizes do not fit the scorer); the query
+    is encoded once by the encoder model, then scored against batches of stored entries."""
+
+    kind = "ames-store"
+
+    def open_targets(self, target: dict) -> list[BlsBackend]:
+        from .store import AmesStore
+
+        scorer = super().open_targets(target)[0]
+        encoder = BlsBackend(self.pb_utils, self.params["encoder_model"], target["encoder"], target["precision"])
+        self.store = AmesStore(self.params["store"])
+        self.store.check_scorer(scorer.meta)
+        self.store.check_encoder(encoder.meta)
+        return [scorer, encoder.__enter__()]
+
+    def make_reranker(self) -> AmesReranker:
+        return AmesReranker(self.backend, float(self.params["lambda"]), float(self.params["gamma"]),
+                            int(self.params["batch"]), encoder=self.backends[1])
+
+    def run(self, a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        db, db_mask = self.store.entries(a["shortlist"])
+        result = self.reranker.rerank(a["q_desc"], a["q_mask"], db, db_mask, a["global_sim"])
+        return result.order, result.scores
+
+
+LOOP_MODELS = {"ames": AmesRerankModel, "ames-store": AmesStoreRerankModel, "locore": LocoreRerankModel}

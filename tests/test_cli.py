@@ -64,10 +64,12 @@ def test_cuda_bindings_without_a_device_means_no_device(monkeypatch, answer):
 def test_models_lists_released_configurations(capsys):
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert list(rows) == ["ames", "ames-dist", "raml", "rrt", "cvnet-rerank", "cvnet-backbone", "r2former", "locore",
-                          "locore-small"]
+    assert list(rows) == ["ames", "ames-dist", "ames-encoder", "ames-scorer", "ames-dist-encoder", "ames-dist-scorer",
+                          "raml", "rrt", "cvnet-rerank", "cvnet-backbone", "r2former", "locore", "locore-small"]
     assert {n: (r["kind"], r["loop"], r["baseline"]) for n, r in rows.items()} == {
         "ames": ("pair-wise", "ames", False), "ames-dist": ("pair-wise", "ames", False),
+        "ames-encoder": ("encoder", None, False), "ames-scorer": ("pair-wise", "ames-store", False),
+        "ames-dist-encoder": ("encoder", None, False), "ames-dist-scorer": ("pair-wise", "ames-store", False),
         "raml": ("image", None, False), "rrt": ("pair-wise", None, True), "cvnet-rerank": ("pair-wise", None, True),
         "cvnet-backbone": ("image", None, True), "r2former": ("pair-wise", None, True),
         "locore": ("list-wise", "locore", False), "locore-small": ("list-wise", "locore", False)}
@@ -76,6 +78,7 @@ def test_models_lists_released_configurations(capsys):
     assert rows["cvnet-backbone"]["parameters"] == "8,543,296"  # ResNet-50's 23,508,032 less stage 4's 14,964,736
     assert rows["ames"]["parameters"] == "2,079,745"
     assert rows["ames-dist"]["parameters"] == "2,096,129"
+    assert rows["ames-dist-encoder"]["parameters"] == rows["ames-dist-scorer"]["parameters"] == "2,096,129"  # shared
     assert rows["raml"]["parameters"] == "24,557,121"
     assert rows["locore"]["parameters"] == "110,257,154"
     assert rows["locore-small"]["parameters"] == "57,099,266"

@@ -20,9 +20,11 @@ PAIR_WISE = "pair-wise"  #: scores (query, database image) pairs; the leading di
 LIST_WISE = "list-wise"  #: scores a window of database images against one query in one call
 IMAGE = "image"  #: encodes images; the leading dimension is `batch`
 EXTRACTOR = "extractor"  #: an image → local descriptors, weights and global vectors
-KINDS = (PAIR_WISE, LIST_WISE, IMAGE, EXTRACTOR)
-#: The runtime's re-ranking loops (`rerankrt.runtime.rerankers`): AMES's pair batches, LOCORE's sliding windows.
-LOOPS = ("ames", "locore")
+ENCODER = "encoder"  #: a database image's descriptors → what a store keeps of them; the leading dimension is `images`
+KINDS = (PAIR_WISE, LIST_WISE, IMAGE, EXTRACTOR, ENCODER)
+#: The runtime's re-ranking loops (`rerankrt.runtime.rerankers`): AMES's pair batches (from descriptors, or
+#: from a database store through the scorer), LOCORE's sliding windows.
+LOOPS = ("ames", "ames-store", "locore")
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,8 @@ class ModelInfo:
     kind: str  #: one of KINDS
     summary: str
     config: Any  #: the released configuration (a frozen dataclass of the card)
-    #: the torch module with `build`, `init_weights`, `config_from_state_dict`, `identify` (and optionally
-    #: `prepare_state_dict(sd, cfg, path)` and `check_meta(meta, cfg)`)
+    #: the torch module with `build` (or `builder`), `init_weights`, `config_from_state_dict`, `identify` (and
+    #: optionally `prepare_state_dict(sd, cfg, path)` and `check_meta(meta, cfg)`)
     implementation: str
     checkpoint_format: str  #: the official release's container, as `rerankrt models` shows it
     container_key: str | None  #: where the state_dict sits in the container (None: the file is the state_dict)
@@ -47,6 +49,9 @@ class ModelInfo:
     baseline: bool = False  #: a profiler baseline: exported and timed, not served by a loop
     #: the profiler's name for the published code path of the same model and weights, where one is timed
     published_path: str | None = None
+    #: the registered (encoder, scorer) that serve this model from a database store, where they exist
+    store: tuple[str, str] | None = None
+    builder: str = "build"  #: the implementation's function that builds the network from a configuration
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -76,7 +76,13 @@ def test_flops_and_calls_follow_the_workload(run):
     assert rows["locore", "ort", 30]["flops"] == 2 * locore_flops(locore, 17)
     assert rows["locore", "ort", 5]["flops"] == locore_flops(locore, 5)
     assert rows["raml", "torch", 5]["flops"] == raml_flops(RAML, 224, 224)
-    assert rows["ames", "ort", 5]["storage_bytes_per_image"] == 5 * 128 * 2
+    from rerankrt.bench.profile import STORE_IMAGES
+
+    ames_row = rows["ames", "ort", 5]  # measured on a store: 5 fp16 tokens of 128, a mask byte, the manifest
+    assert ames_row["storage_measured"] and ames_row["storage_bytes_per_image"] == pytest.approx(
+        5 * 128 * 2 + 1, abs=4096 / STORE_IMAGES)
+    assert rows["raml", "ort", 5]["storage_bytes_per_image"] == 512 * 4 and not rows["raml", "ort", 5][
+        "storage_measured"]  # the card's formula
 
 
 def test_presets_and_bad_arguments(capsys):
@@ -177,3 +183,28 @@ def test_progress_bar_on_a_terminal(monkeypatch):
     monkeypatch.setattr(profile.sys, "stderr", io.StringIO())  # not a terminal: nothing
     profile.progress("x", 1, 1)
     assert profile.sys.stderr.getvalue() == ""
+
+
+def test_store_path_beside_the_whole_model(tmp_path):
+    """`ames-dist-scorer` is timed as the store path runs: the query through the encoder once, then the
+    scorer's batches of stored entries. Far fewer bytes are fed than the whole model's broadcast query, and
+    the bytes per image are measured on a store the bench builds."""
+    from rerankrt.bench.profile import STORE_IMAGES
+    from rerankrt.models.cards.ames import AMES_DIST, encoder_flops, scorer_flops
+
+    small = {"num_layers": 1, "query_descriptors": 20, "db_descriptors": 5}
+    results = run_bench(["ames-dist", "ames-dist-scorer"], ["torch", "ort"], ["fp32"], [30], repeat=1,
+                        out=tmp_path, configs={"ames-dist": small, "ames-dist-scorer": small}, log=lambda m: None)
+    rows = {(r["model"], r["backend"]): r for r in results["results"]}
+    assert set(rows) == {(m, b) for m in ("ames-dist", "ames-dist-scorer") for b in ("torch", "ort")}
+    cfg = dataclasses.replace(AMES_DIST, **small)
+    store = rows["ames-dist-scorer", "ort"]
+    assert store["calls"] == 2  # the query's encoding, then 30 pairs in one batch (opt 100)
+    assert store["flops"] == encoder_flops(cfg, {"images": 1, "descriptors": 20}) + scorer_flops(
+        cfg, {"pairs": 30, "query_descriptors": 20, "db_descriptors": 5})
+    whole = rows["ames-dist", "ort"]
+    assert whole["bytes_fed"] == 30 * (20 * 768 * 4 + 20 + 5 * 768 * 4 + 5)  # the query repeated per pair
+    assert store["bytes_fed"] == (20 * 768 * 4 + 20) + (20 * 128 + 20 + 30 * 5 * 128 + 30 * 5)  # once, then codes
+    for row in (store, whole):
+        assert row["storage_measured"] is True
+        assert row["storage_bytes_per_image"] == pytest.approx(5 * 16 + 1, abs=4096 / STORE_IMAGES)

@@ -25,6 +25,9 @@ LOCORE_TINY = {"hidden_size": 32, "num_heads": 4, "intermediate_size": 64, "atte
                "max_positions": 130, "local_dim": 32, "global_dim": 32, "local_descriptors": 5}
 CONFIGS = {
     "ames": {}, "ames-dist": {}, "raml": {}, "rrt": {"num_layers": 2},
+    # the store's two halves; the scorers at 2 layers and 60 query descriptors (the ladder's largest shape)
+    "ames-encoder": {}, "ames-dist-encoder": {}, "ames-scorer": {"num_layers": 2, "query_descriptors": 60},
+    "ames-dist-scorer": {"num_layers": 2, "query_descriptors": 60},
     "locore": {**LOCORE_TINY, "num_layers": 2}, "locore-small": LOCORE_TINY,
     "r2former": {"tokens": 40}, "cvnet-rerank": {"feature_dim": 32, "conv_dim": 16, "map_height": 6, "map_width": 8},
     "cvnet-backbone": {"image_height": 64, "image_width": 96},
@@ -52,7 +55,8 @@ def test_export_writes_both_graphs_and_the_sidecar(exported):
     for precision, float_type in (("fp32", "tensor(float)"), ("fp16", "tensor(float16)")):
         session = ort.InferenceSession(str(out / side["files"][precision]), providers=["CPUExecutionProvider"])
         types = {i.name: i.type for i in session.get_inputs()} | {o.name: o.type for o in session.get_outputs()}
-        expected = {t.name: float_type if t.dtype == "float" else "tensor(bool)" for t in spec.inputs + spec.outputs}
+        kinds = {"float": float_type, "half": "tensor(float16)", "bool": "tensor(bool)"}
+        expected = {t.name: kinds[t.dtype] for t in spec.inputs + spec.outputs}
         assert types == expected
         shapes = {i.name: i.shape for i in session.get_inputs()}
         assert shapes == {t.name: list(t.shape) for t in spec.inputs}  # only the spec's symbolic dims
@@ -76,7 +80,7 @@ def test_ladder_passes(exported):
                 "(e) TensorRT parser lint [fp32]", "(e) TensorRT parser lint [fp16]",
                 "(b) ONNX Runtime FP32 vs PyTorch FP32", "(c) FP16 graph vs FP32 graph (ONNX Runtime)",
                 "(d) PyTorch .half() overflow check"}
-    if name not in ("raml", "cvnet-backbone"):
+    if name not in ("raml", "cvnet-backbone", "ames-encoder", "ames-dist-encoder"):
         expected.add("(f) FP16 vs FP32 ranking agreement")  # the re-rankers, the baselines included
     assert set(names) == expected
 

@@ -321,3 +321,59 @@ def test_readme_client_example_reranks_through_the_loop_model(repo, artifacts, m
         expected = AmesReranker(backend, 0.5, 0.2).rerank(*(seen[k] for k in ("q_desc", "q_mask", "db_desc",
                                                                              "db_mask", "global_sim")))
     np.testing.assert_array_equal(scope["order"], expected.order)
+
+
+def test_store_loop_reranks_from_the_store(tmp_path, rng, monkeypatch):
+    """`--store`: `ames-dist_rerank` takes image indices, encodes the query once through the encoder model and
+    scores batches of stored entries through the scorer model, as the runtime does."""
+    import torch
+    from weights import perturb
+
+    from rerankrt.export.onnx_export import export_model
+    from rerankrt.models import load_model
+    from rerankrt.models.torch_backend import TorchBackend
+    from rerankrt.runtime.descriptors import write_local
+    from rerankrt.runtime.store import AmesStore, build_store
+
+    art = tmp_path / "art"
+    art.mkdir()
+    torch.save({"state": perturb(load_model("ames-dist"), gain=2.0, spread=0.1).state_dict()}, art / "dist.pt")
+    for part in ("encoder", "scorer"):
+        export_model(f"ames-dist-{part}", art / "dist.pt", out_dir=art, precision="fp32")
+    desc = rng.standard_normal((30, 50, 768)).astype(np.float32)
+    write_local(tmp_path / "gallery.hdf5", desc, np.arange(50) >= rng.integers(1, 51, 30)[:, None])
+    with TorchBackend("ames-dist-encoder", checkpoint=art / "dist.pt") as encoder:
+        store = build_store(encoder, tmp_path / "gallery.hdf5", tmp_path / "store")
+    with pytest.raises(ModelFileError, match=r"--store: .*store is a store of ames-dist; its loop needs "
+                                             r"ames-dist-encoder \(export them"):
+        write_repository(art, tmp_path / "nope", precision="fp32", models=["ames-dist-scorer"], stores=[str(store)])
+    repo = write_repository(art, tmp_path / "repo", precision="fp32", stores=[str(store)])
+    assert sorted(p.name for p in repo.iterdir()) == ["ames-dist-encoder", "ames-dist-scorer", "ames-dist_rerank"]
+    params = {k: v.string_value for k, v in _config(repo, "ames-dist_rerank").parameters.items()}
+    assert params == {"loop": "ames-store", "target_model": "ames-dist-scorer", "encoder_model": "ames-dist-encoder",
+                      "store": str(store.resolve()), "lambda": "0.35", "gamma": "0.1", "batch": "100"}
+    assert [t.name for t in _config(repo, "ames-dist_rerank").input] == ["q_desc", "q_mask", "shortlist",
+                                                                         "global_sim"]
+    assert check_repository(repo) == []
+    calls = []
+    model = _loop_model(repo, "ames-dist_rerank", fake_pb_utils(repo, calls), monkeypatch)
+    model.reranker.batch = 8
+    shortlist = rng.permutation(30)[:20].astype(np.int64)
+    q = {"q_desc": rng.standard_normal((40, 768)).astype(np.float32), "q_mask": np.arange(40) >= 35,
+         "shortlist": shortlist, "global_sim": np.linspace(0.9, 0.5, 20, dtype=np.float32)}
+    [response] = model.execute([_Request(q)])
+    assert not response.has_error(), response.error().message()
+    out = {t.name(): t.as_numpy() for t in response.output_tensors}
+    assert [c[0] for c in calls] == ["ames-dist-encoder"] + ["ames-dist-scorer"] * 3  # query once, 8 + 8 + 4
+    with OrtBackend(art / "ames-dist-scorer.onnx") as scorer, OrtBackend(art / "ames-dist-encoder.onnx") as enc:
+        db, db_mask = AmesStore(store).entries(shortlist)
+        expected = AmesReranker(scorer, 0.35, 0.1, encoder=enc).rerank(q["q_desc"], q["q_mask"], db, db_mask,
+                                                                       q["global_sim"])
+    np.testing.assert_array_equal(out["order"], expected.order)
+    np.testing.assert_allclose(out["scores"], expected.scores, rtol=1e-6)
+    [response] = model.execute([_Request({**q, "shortlist": np.array([3, 30], np.int64),
+                                          "global_sim": q["global_sim"][:2]})])
+    assert response.error().message() == f"store {store}: image indices must be in [0, 30), got [30]"
+    config = repo / "ames-dist_rerank/config.pbtxt"
+    config.write_text(config.read_text().replace(str(store.resolve()), str(tmp_path / "moved")))
+    assert check_repository(repo) == [f"{config}: parameters store: store {tmp_path / 'moved'}: no such folder"]

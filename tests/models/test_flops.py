@@ -64,3 +64,23 @@ def test_released_figures():
     window = locore_flops(LOCORE, 100)
     assert 2 * 4.0e11 < window < 2 * 5.8e11
     assert locore_flops(dataclasses.replace(LOCORE, num_layers=6), 100) < window / 1.9
+
+
+@pytest.mark.parametrize("name", ["ames", "ames-dist"])
+def test_ames_store_halves(name):
+    """The encoder's projection and the scorer's tokens-from-codes plus transformer, as torch counts them;
+    together they do the whole model's work on one query and P database images."""
+    from rerankrt.models import get_info
+
+    cfg = {"num_layers": 2, "local_dim": 64}
+    encoder, scorer = (load_model(f"{name}-{part}", **cfg) for part in ("encoder", "scorer"))
+    enc_spec, sc_spec = spec_for(f"{name}-encoder", encoder.config), spec_for(f"{name}-scorer", scorer.config)
+    images = {"images": 3, "descriptors": 7}
+    pairs = {"pairs": 4, "query_descriptors": 9, "db_descriptors": 7}
+    enc_flops, sc_flops = get_info(f"{name}-encoder").flops, get_info(f"{name}-scorer").flops
+    assert counted(encoder, enc_spec.feeds(images), ["desc", "mask"]) == enc_flops(encoder.config, images)
+    names = [t.name for t in sc_spec.inputs]
+    assert counted(scorer, sc_spec.feeds(pairs), names) == sc_flops(scorer.config, pairs)
+    whole = 4 * ames_flops(encoder.config, 9, 7)
+    split = enc_flops(encoder.config, {"images": 1, "descriptors": 9 + 4 * 7}) + sc_flops(scorer.config, pairs)
+    assert split == whole - (3 * 2 * 9 * (64 * 128 + (128 * 128 if name == "ames-dist" else 0)))  # query encoded once
