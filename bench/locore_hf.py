@@ -66,6 +66,11 @@ class HfLocoreBackend(TorchBackend):
         super().close()
         self.hf = None
 
+    def weight_bytes(self) -> int | None:
+        if self.hf is None:
+            return None
+        return sum(t.numel() * t.element_size() for t in (*self.hf.parameters(), *self.hf.buffers()))
+
     def infer_impl(self, feeds: dict) -> dict[str, np.ndarray]:
         import torch
 

@@ -1,26 +1,29 @@
-"""`rerankrt bench`: per-query latency of re-ranking a shortlist, side by side in one run, with FLOPs, a
-matrix-multiply roofline probe, memory and database storage per image.
+"""`rerankrt bench`: per-query latency of re-ranking a shortlist, side by side in one run, with FLOPs,
+bytes moved, the roofline's two probed roofs, memory and database storage per image.
 
-A case is (model, backend, precision, shortlist S). Pair-wise models (AMES, RRT, R2Former, CVNet-Rerank's
-head) score S pairs of one query in batches of their profile's opt size; LOCORE runs the sliding windows
-over S (one call per window), and `locore-hf` the same windows through Hugging Face's Longformer; RAML
-encodes one query image (student 224 px), `cvnet-backbone` one 768×1024 image to its stage-3 maps (image
-models have no shortlist: the CVNet head's database maps are stored; the original recomputes them per
-pair). Timers: CUDA events for torch on a GPU, else perf_counter. A backend that cannot run here is
-skipped with its reason, never silently.
+A case is (model, backend, precision, size): a re-ranker at shortlist S, an encoder at a batch of
+images. Pair-wise models (AMES, RRT, R2Former, CVNet-Rerank's head) score S pairs of one query in
+batches of their profile's opt size (AMES's store scorer after encoding the query once); LOCORE runs the
+sliding windows over S (one call per window), and `locore-hf` the same windows through Hugging Face's
+Longformer; image models (RAML, CVNet's backbone) and store encoders encode one batch. The cases of one
+size are opened together, warmed up, then timed interleaved (A, B, A, B …, `repeat` rounds) so that
+drift hits every case alike; each figure is a median with p90 and min/max over the repeats. Timers:
+CUDA events for torch on a GPU, else perf_counter. A backend that cannot run here is skipped with its
+reason, never silently.
 
-results.json (schema "rerankrt-bench/1"): {"schema", "preset", "settings", "environment", "probes":
-{"<backend> <precision>": {"gflops", "n"}}, "results": [one row per case: model, backend, precision,
-shortlist, calls, median/p90/p99/mean/std/n (ms), flops, gflops_per_s, roofline_fraction,
-storage_bytes_per_image, peak_rss_mb (the process so far), peak_device_mb (torch on a GPU, else null)],
-"skipped": [{"case", "reason"}]}; plus results.csv,
-results.md and two PNG plots (latency vs shortlist, roofline).
+results.json (schema "rerankrt-bench/2"): {"schema", "preset", "settings", "environment", "measured_at",
+"roofs": {"<backend> <precision>": {"compute": {"gflops", "kernels"}, "memory": {"gb_per_s", "where"}}},
+"results": [one row per case: model, label, kind, backend, precision, shortlist or batch, calls,
+median/p90/p99/mean/std/min/max/n (ms), flops, bytes_fed, bytes_moved (inputs, outputs and the weights
+of every call), intensity (FLOP per byte), gflops_per_s, bound_gflops (the roofline at that intensity),
+roofline_fraction, vs_baseline and vs_published (speed-ups, `bench.report.add_ratios`),
+storage_bytes_per_image, storage_measured, peak_rss_mb, peak_device_mb], "skipped":
+[{"case", "reason"}]}; the report (results.md, two plots, results.csv) is `bench.report`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import datetime
 import hashlib
@@ -43,21 +46,24 @@ from rerankrt.runtime.rerankers import released_settings
 from rerankrt.runtime.sliding import window_starts
 
 from .locore_hf import HF_BASELINES, HfLocoreBackend
+from .probes import bound, compute_roof, memory_roof
 from .timing import summarize
 
-SCHEMA = "rerankrt-bench/1"
+SCHEMA = "rerankrt-bench/2"
 PRESETS: dict[str, dict] = {
     # < 3 minutes on a 2-core CPU, the main job's profile step: AMES and LOCORE-small beside the pair-wise
-    # re-rankers they are compared with, those at reduced sizes (named as such in the tables; RRT at 500 locals
-    # and CVNet-Rerank at 48×64 maps take seconds to minutes per query on a CPU).
+    # re-rankers they are compared with at two shortlist sizes, those at reduced sizes (named as such in the
+    # tables; RRT at 500 locals and CVNet-Rerank at 48×64 maps take seconds to minutes per query on a CPU),
+    # and RAML's query encoder apart.
     "quick": {"models": ["ames", "locore-small", "rrt", "r2former", "cvnet-rerank", "raml"],
-              "backends": ["torch", "ort"], "precisions": ["fp32"], "shortlists": [100], "repeat": 3,
+              "backends": ["torch", "ort"], "precisions": ["fp32"], "shortlists": [25, 100], "batches": [1],
+              "repeat": 3,
               "configs": {"rrt": {"local_descriptors": 100}, "cvnet-rerank": {"map_height": 12, "map_width": 16}}},
     "paper": {"models": ["ames", "rrt", "r2former", "cvnet-rerank", "cvnet-backbone", "locore", "locore-hf", "raml"],
-              "backends": ["torch", "ort", "trt"],
-              "precisions": ["fp32", "fp16"], "shortlists": [100, 400, 1600], "repeat": 10},
+              "backends": ["torch", "ort", "trt"], "precisions": ["fp32", "fp16"], "shortlists": [100, 400, 1600],
+              "batches": [1, 8], "repeat": 10},
     "edge": {"models": ["ames", "locore-small", "raml"], "backends": ["trt", "ort", "torch"], "precisions": ["fp16"],
-             "shortlists": [100], "repeat": 10},
+             "shortlists": [100], "batches": [1], "repeat": 10},
 }
 
 
@@ -71,10 +77,19 @@ class Case:
     model: str
     backend: str
     precision: str
-    shortlist: int
+    size: int  #: a re-ranker's shortlist S, an encoder's batch of images
+
+    @property
+    def encoder(self) -> bool:
+        return get_info(registered(self.model)).kind in ENCODERS
 
     def __str__(self) -> str:
-        return f"{self.model} {self.backend} {self.precision} S={self.shortlist}"
+        return f"{self.model} {self.backend} {self.precision} " + (f"batch={self.size}" if self.encoder
+                                                                  else f"S={self.size}")
+
+
+#: kinds timed as encoders (a batch of images), not as re-rankers of a shortlist
+ENCODERS = (IMAGE, ENCODER)
 
 
 def registered(model: str) -> str:
@@ -159,15 +174,15 @@ def _workload(case: Case, backends: list) -> tuple[list[tuple], int]:
     sizes = {d: p["opt"] for d, p in backend.profiles().items()}
     if info.kind == PAIR_WISE:  # S pairs of one query in batches of the profile's opt size
         batch = sizes["pairs"]
-        calls = [{**sizes, "pairs": min(batch, case.shortlist - i)} for i in range(0, case.shortlist, batch)]
+        calls = [{**sizes, "pairs": min(batch, case.size - i)} for i in range(0, case.size, batch)]
     elif info.kind == LIST_WISE:  # the released sliding windows over S
         settings = released_settings(backend.meta)
-        starts = window_starts(case.shortlist, settings["window"], settings["stride"], settings["order"])
-        calls = [{**sizes, "batch": 1, "images": min(settings["window"], case.shortlist)}] * len(starts)
-    elif info.kind == ENCODER:  # one batch of database images
-        calls = [sizes]
-    else:  # one image
-        calls = [{**sizes, "batch": 1}]
+        starts = window_starts(case.size, settings["window"], settings["stride"], settings["order"])
+        calls = [{**sizes, "batch": 1, "images": min(settings["window"], case.size)}] * len(starts)
+    elif info.kind == ENCODER:  # a batch of database images
+        calls = [{**sizes, "images": case.size}]
+    else:  # a batch of images
+        calls = [{**sizes, "batch": case.size}]
     work = [(backend, call, spec) for call in calls]
     if len(backends) > 1:  # the query through the encoder
         encoder = backends[1]
@@ -271,173 +286,139 @@ def _device_memory(backend, device: str) -> Callable[[], float | None]:
     return lambda: torch.cuda.max_memory_allocated() / 2**20
 
 
-def matmul_probe(backend: str, precision: str, device: str, n: int = 1024, repeat: int = 5) -> float:
-    """GFLOP/s of an n×n matrix product on the same backend and precision (the roofline's roof)."""
-    dtype = np.float16 if precision == "fp16" else np.float32
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
-    if backend == "torch":
-        import torch
+@dataclasses.dataclass
+class Prepared:
+    """An opened, warmed-up case: its calls and what one query costs besides time."""
 
-        x = torch.from_numpy(a).to(device)
+    case: Case
+    label: str
+    work: list[tuple]  #: (backend, feeds) per backend call of one query
+    flops: int
+    bytes_fed: int
+    bytes_moved: int  #: inputs, outputs and every call's weights
+    storage: float
+    storage_measured: bool
+    peak_device_mb: float | None
+    timer: Callable[[Callable[[], object]], float]
+    times: list[float] = dataclasses.field(default_factory=list)
 
-        def run() -> object:
-            return x @ x
-    else:
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
+    def one_query(self) -> int:
+        return _run(self.work)
 
-        elem = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
-        graph = helper.make_graph([helper.make_node("MatMul", ["a", "a"], ["b"])], "probe",
-                                  [helper.make_tensor_value_info("a", elem, [n, n])],
-                                  [helper.make_tensor_value_info("b", elem, [n, n])])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-        provider = "CUDAExecutionProvider" if device.startswith("cuda") else "CPUExecutionProvider"
-        session = ort.InferenceSession(model.SerializeToString(), providers=[provider])
 
-        def run() -> object:
-            return session.run(None, {"a": a})
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        if backend == "torch" and device.startswith("cuda"):
-            import torch
+def _prepare(case: Case, artifacts: Path, device: str, config: dict, log: Callable[[str], None],
+             stack: contextlib.ExitStack) -> Prepared:
+    """Open the case's backends on `stack` (all of them, or none when one fails), build its workload and
+    warm it up (the peak device memory is read around the warm-up)."""
+    with contextlib.ExitStack() as own:
+        opened = _backends(case, artifacts, device, config, log, own)
+        work, flops = _workload(case, opened)
+        storage, measured = measured_storage(case.model, config)
+        memory = _device_memory(opened[0], device)
+        out_bytes = _run(work)
+        peak = memory()
+        fed = sum(x.nbytes for _, feeds in work for x in feeds.values())
+        weights = sum(b.weight_bytes() or 0 for b, _ in work)
+        prepared = Prepared(case, variant(case.model, config), work, flops, fed, fed + out_bytes + weights, storage,
+                            measured, peak, _timer(opened[0], device))
+        stack.enter_context(own.pop_all())
+    return prepared
 
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / float(np.median(times)) / 1e9
+
+def _run(work: list[tuple]) -> int:
+    """Run one query's calls; the bytes of their outputs."""
+    return sum(x.nbytes for b, feeds in work for x in b.infer(feeds).values())
 
 
 def run_bench(
     models: list[str], backends: list[str], precisions: list[str], shortlists: list[int], repeat: int, out: Path,
     artifacts: Path | None = None, device: str = "cpu", preset: str = "custom", configs: dict | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, batches: list[int] | None = None,
 ) -> dict:
-    """Run every case, write results.json/.csv/.md and the plots to `out`; returns the results. `configs`:
-    per model, configuration overrides (reduced sizes), named as such in the tables."""
+    """Run every case, write results.json and the report (`bench.report`) to `out`; returns the results.
+    `configs`: per model, configuration overrides (reduced sizes), named as such in the tables; `batches`:
+    the encoders' batch sizes (default [1])."""
+    from .report import add_ratios, write_report
+
     require("matplotlib", "bench", "the profiler's plots")
     unknown = [m for m in models if m not in profiled_models()]
     if unknown:
         raise ValueError(f"--models: unknown {unknown}; known: {', '.join(profiled_models())}")
+    if repeat < 1:
+        raise ValueError(f"--repeat: expected at least 1, got {repeat}")
     out.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts or out / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    configs = configs or {}
+    configs, batches = configs or {}, batches or [1]
     cases = [Case(m, b, p, s) for m in models for b in backends for p in precisions
-             for s in (shortlists[:1] if get_info(registered(m)).kind == IMAGE else shortlists)]
-    rows, skipped, probes = [], [], {}
-    for i, case in enumerate(cases, 1):
-        log(f"[{i}/{len(cases)}] {case}")
-        config = configs.get(case.model, configs.get(registered(case.model), {}))  # locore-hf: locore's
-        try:
-            with contextlib.ExitStack() as stack:
-                opened = _backends(case, artifacts, device, config, log, stack)
-                work, flops = _workload(case, opened)
-                backend = opened[0]
-                storage, measured = measured_storage(case.model, config)
-                fed = sum(x.nbytes for _, feeds in work for x in feeds.values())
-                timer = _timer(backend, device)
-
-                def one_query(work=work) -> None:
-                    for b, feeds in work:
-                        b.infer(feeds)
-
-                memory = _device_memory(backend, device)
-                one_query()  # warm-up
-                times = []
-                for r in range(repeat):
-                    times.append(timer(one_query))
-                    progress(str(case), r + 1, repeat)
-                stats = summarize(times)
-                peak_device_mb = memory()
-        except UnavailableError as e:
-            skipped.append({"case": str(case), "reason": str(e)})
-            log(f"  skipped: {e}")
-            continue
-        key = f"{case.backend} {case.precision}"
-        if key not in probes:
-            probes[key] = {"gflops": matmul_probe(case.backend, case.precision, device), "n": 1024}
-        achieved = flops / (stats["median"] / 1e3) / 1e9
-        rows.append({**dataclasses.asdict(case), "label": variant(case.model, config), "device": device,
-                     "calls": len(work), **stats, "flops": flops, "bytes_fed": fed,
-                     "gflops_per_s": achieved, "roofline_fraction": achieved / probes[key]["gflops"],
-                     "storage_bytes_per_image": storage, "storage_measured": measured,
-                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                     "peak_device_mb": peak_device_mb})
-        log(f"  median {stats['median']:.1f} ms, {achieved:.1f} GFLOP/s")
+             for s in (batches if get_info(registered(m)).kind in ENCODERS else shortlists)]
+    groups: dict[tuple[bool, int], list[Case]] = {}
+    for case in cases:
+        groups.setdefault((case.encoder, case.size), []).append(case)
+    rows, skipped, done = [], [], 0
+    for (encoder, size), group in groups.items():
+        with contextlib.ExitStack() as stack:
+            prepared = []
+            for case in group:
+                done += 1
+                log(f"[{done}/{len(cases)}] {case}")
+                config = configs.get(case.model, configs.get(registered(case.model), {}))  # locore-hf: locore's
+                try:
+                    prepared.append(_prepare(case, artifacts, device, config, log, stack))
+                except UnavailableError as e:
+                    skipped.append({"case": str(case), "reason": str(e)})
+                    log(f"  skipped: {e}")
+            label = f"{'batch' if encoder else 'S'}={size}, {len(prepared)} cases interleaved"
+            for r in range(repeat):
+                for p in prepared:
+                    p.times.append(p.timer(p.one_query))
+                progress(label, r + 1, repeat)
+        rows += [_row(p, device) for p in prepared]
+    roofs = _roofs(rows, device)
+    for row in rows:
+        roof = roofs[f"{row['backend']} {row['precision']}"]
+        row["bound_gflops"] = bound(row["intensity"], roof["compute"], roof["memory"])
+        row["roofline_fraction"] = row["gflops_per_s"] / row["bound_gflops"]
+    add_ratios(rows)
     results = {"schema": SCHEMA, "preset": preset,
                "settings": {"models": models, "backends": backends, "precisions": precisions,
-                            "shortlists": shortlists, "repeat": repeat, "device": device, "configs": configs},
+                            "shortlists": shortlists, "batches": batches, "repeat": repeat, "device": device,
+                            "configs": configs},
                "environment": environment.describe(),
                "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "probes": probes, "results": rows, "skipped": skipped}
-    write_outputs(results, out)
+               "roofs": roofs, "results": rows, "skipped": skipped}
+    with atomic_output(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+    write_report(results, out)
     return results
 
 
-COLUMNS = ["model", "label", "backend", "precision", "shortlist", "calls", "median", "p90", "p99", "mean", "std", "n",
-           "flops", "bytes_fed", "gflops_per_s", "roofline_fraction", "storage_bytes_per_image", "storage_measured",
-           "peak_rss_mb", "peak_device_mb"]
+def _row(p: Prepared, device: str) -> dict:
+    stats = summarize(p.times)
+    achieved = p.flops / (stats["median"] / 1e3) / 1e9
+    info = get_info(registered(p.case.model))
+    return {"model": p.case.model, "label": p.label, "kind": info.kind, "baseline": info.baseline,
+            "backend": p.case.backend, "precision": p.case.precision, "device": device,
+            "shortlist": None if p.case.encoder else p.case.size, "batch": p.case.size if p.case.encoder else None,
+            "calls": len(p.work), **stats, "flops": p.flops, "bytes_fed": p.bytes_fed, "bytes_moved": p.bytes_moved,
+            "intensity": p.flops / p.bytes_moved, "gflops_per_s": achieved,
+            "storage_bytes_per_image": p.storage, "storage_measured": p.storage_measured,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_device_mb": p.peak_device_mb}
 
 
-def write_outputs(results: dict, out: Path) -> None:
-    with atomic_output(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-    with atomic_output(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(results["results"])
-    lines = ["| model | backend | precision | S | median ms | p90 ms | GFLOP/s | roofline | MB fed/query "
-             "| bytes/image |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['label']} | {r['backend']} | {r['precision']} | {r['shortlist']} | {r['median']:.1f} | "
-              f"{r['p90']:.1f} | {r['gflops_per_s']:.1f} | {100 * r['roofline_fraction']:.0f} % | "
-              f"{r['bytes_fed'] / 1e6:.2f} | {r['storage_bytes_per_image']:.0f}"
-              f"{'' if r['storage_measured'] else ' (formula)'} |" for r in results["results"]]
-    lines += [f"\nskipped: {s['case']}: {s['reason']}" for s in results["skipped"]]
-    with atomic_output(out / "results.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    plot(results, out)
-
-
-def plot(results: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    series: dict[str, list] = {}
-    for r in results["results"]:
-        series.setdefault(f"{r['label']} {r['backend']} {r['precision']}", []).append((r["shortlist"], r["median"]))
-    for label, points in sorted(series.items()):
-        xs, ys = zip(*sorted(points), strict=True)
-        ax.plot(xs, ys, marker="o", label=label)
-    ax.set(xscale="log", yscale="log", xlabel="shortlist size S", ylabel="latency per query (ms)",
-           title="Re-ranking latency per query")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    _save(fig, out / "latency_vs_shortlist.png")
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, probe in results["probes"].items():
-        ax.axhline(probe["gflops"], linestyle="--", alpha=0.5)
-        ax.annotate(f"matmul peak {key}", (0.01, probe["gflops"]), xycoords=("axes fraction", "data"), fontsize=7)
-    for r in results["results"]:
-        ax.scatter(r["flops"] / 1e9, r["gflops_per_s"], label=f"{r['label']} {r['backend']} {r['precision']} "
-                                                               f"S={r['shortlist']}")
-    ax.set(xscale="log", xlabel="GFLOP per query", ylabel="achieved GFLOP/s", title="Roofline (measured peak)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6)
-    _save(fig, out / "roofline.png")
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+def _roofs(rows: list[dict], device: str) -> dict:
+    """The compute roof of every (backend, precision) that ran and the memory roof of its backend."""
+    roofs: dict[str, dict] = {}
+    memory: dict[str, dict] = {}
+    for row in rows:
+        key = f"{row['backend']} {row['precision']}"
+        if key not in roofs:
+            backend = "torch" if row["backend"] == "torch" else "ort"
+            if backend not in memory:
+                memory[backend] = memory_roof(backend, device)
+            roofs[key] = {"compute": compute_roof(backend, row["precision"], device), "memory": memory[backend]}
+    return roofs
 
 
 def preset_settings(name: str) -> dict:

@@ -43,11 +43,12 @@ def cuda_median_ms(fn: Callable[[], object], repeat: int, warmup: int = 3) -> fl
 
 
 def summarize(times_ms) -> dict[str, float]:
-    """median, p90, p99, mean, std (population) and n of a list of latencies in milliseconds."""
+    """median, p90, p99, mean, std (population), min, max and n of a list of latencies in milliseconds."""
     import numpy as np
 
     t = np.asarray(times_ms, dtype=np.float64)
     if t.size == 0:
         raise ValueError("summarize: no timings")
     return {"median": float(np.median(t)), "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)),
-            "mean": float(t.mean()), "std": float(t.std()), "n": int(t.size)}
+            "mean": float(t.mean()), "std": float(t.std()), "min": float(t.min()), "max": float(t.max()),
+            "n": int(t.size)}

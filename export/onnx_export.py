@@ -171,11 +171,35 @@ def export_model(
         spec = spec.with_profiles(profiles)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     folder = Artifacts(out)
+    meta = sidecar(spec, model.config, ckpt, precisions, opset)
+    kept = [p for p in _kept(folder, meta) if p not in precisions]
+    if kept:  # the other precision's graph stays, and the sidecar lists both
+        meta = sidecar(spec, model.config, ckpt, [p for p in PRECISIONS if p in precisions + kept], opset)
+        log(f"keeping {', '.join(str(folder.onnx(name, p)) for p in kept)} (same model, configuration, profiles)")
     targets = [folder.onnx(name, p) for p in precisions] + [folder.sidecar(name)]
     with atomic_outputs(targets) as temps:
         for p, tmp, target in zip(precisions, temps, targets, strict=False):
             log(f"exporting {name} {p} (opset {opset}) → {target}")
             export_onnx(model, spec, tmp, p, opset)
-        temps[-1].write_text(json.dumps(sidecar(spec, model.config, ckpt, precisions, opset), indent=2) + "\n")
+        temps[-1].write_text(json.dumps(meta, indent=2) + "\n")
     log(f"wrote {', '.join(str(t) for t in targets)}")
     return targets[-1]
+
+
+def _kept(folder: Artifacts, meta: dict) -> list[str]:
+    """The precisions of an earlier export of the same graphs (model, configuration, checkpoint, profiles,
+    opset) whose files are still there: exporting the other precision adds to them instead of dropping them."""
+    from rerankrt.errors import ModelFileError
+    from rerankrt.runtime.sidecar import read_json_sidecar
+
+    path = folder.sidecar(meta["model"])
+    if not path.is_file():
+        return []
+    try:
+        old = read_json_sidecar(path, path, SIDECAR_FORMAT, "rerankrt export")
+    except ModelFileError:
+        return []
+    same = ("model", "config", "checkpoint", "profiles", "opset")
+    if any(json.dumps(old.get(k), sort_keys=True) != json.dumps(meta[k], sort_keys=True) for k in same):
+        return []
+    return [p for p, file in old.get("files", {}).items() if (folder.root / file).is_file()]

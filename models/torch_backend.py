@@ -91,6 +91,12 @@ class TorchBackend(Backend):
         self.model = None
         self._graphs.clear()
 
+    def weight_bytes(self) -> int | None:
+        module = self.model
+        if module is None:
+            return None
+        return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
     def infer_impl(self, feeds: dict) -> dict[str, np.ndarray]:
         import torch
 

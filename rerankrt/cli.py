@@ -239,6 +239,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from rerankrt.bench.profile import preset_settings, run_bench
 
+    if args.compare:
+        from rerankrt.bench.report import compare_runs, load_results
+
+        a, b = args.compare
+        print(compare_runs(load_results(a), load_results(b), (Path(a).parent.name or a, Path(b).parent.name or b)),
+              end="")
+        return 0
     settings = preset_settings(args.preset)
     split = lambda text: [t for t in text.split(",") if t]  # noqa: E731
     if args.models:
@@ -251,9 +258,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         settings["shortlists"] = [int(s) for s in split(args.shortlist)]
     if args.repeat:
         settings["repeat"] = args.repeat
+    if args.batch:
+        settings["batches"] = [int(s) for s in split(args.batch)]
     results = run_bench(settings["models"], settings["backends"], settings["precisions"], settings["shortlists"],
                         settings["repeat"], Path(args.out), Path(args.artifacts) if args.artifacts else None,
-                        args.device, args.preset, settings.get("configs"), log=_log)
+                        args.device, args.preset, settings.get("configs"), log=_log, batches=settings.get("batches"))
     print((Path(args.out) / "results.md").read_text(), end="")
     return 0 if results["results"] else 1
 
@@ -323,10 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", help="comma-separated from torch,ort,trt")
     p.add_argument("--precision", help="comma-separated from fp32,fp16")
     p.add_argument("--shortlist", help="comma-separated shortlist sizes, e.g. 100,400,1600")
-    p.add_argument("--repeat", type=int, help="timed repeats per case")
+    p.add_argument("--batch", help="comma-separated batch sizes of the encoders (RAML …), e.g. 1,8")
+    p.add_argument("--repeat", type=int, help="timed repeats per case (interleaved across the cases of a size)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--artifacts", help="folder of exported graphs / engines (default OUT/artifacts)")
     p.add_argument("--out", default="bench-results", help="results.json, results.csv, results.md, plots")
+    p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+                   help="instead of measuring: the ratios of two results.json (e.g. FP32 vs FP16, two machines)")
     p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("eval", help="retrieval accuracy of a re-ranker on a dataset in the official layout")

@@ -143,6 +143,10 @@ class Backend:
         """{symbolic dimension: {"min", "opt", "max"}}: the sizes the backend accepts."""
         return self.check.profiles
 
+    def weight_bytes(self) -> int | None:
+        """The bytes of weights a call reads (for the profiler's roofline); None where not known."""
+        return None
+
     def float_dtype(self) -> np.dtype:
         """The dtype of the floating inputs (float32 or float16)."""
         return next(s.dtype for s in self.check.inputs if s.dtype != np.bool_)

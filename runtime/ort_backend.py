@@ -46,6 +46,10 @@ class OrtBackend(Backend):
     def close(self) -> None:
         self.session = None
 
+    def weight_bytes(self) -> int:
+        """The graph file's size: its initializers, the weights inside it."""
+        return self.path.stat().st_size
+
     def infer_impl(self, feeds: dict) -> dict[str, np.ndarray]:
         assert self.session is not None
         names = [spec.name for spec in self.check.outputs]

@@ -68,6 +68,10 @@ class TrtBackend(Backend):
         self.stream.close()
         self.context = None
 
+    def weight_bytes(self) -> int:
+        """The engine file's size: its weights and little else."""
+        return self.path.stat().st_size
+
     def _drop_graphs(self) -> None:
         for graph in self.graphs.values():
             cuda.check(cuda.cudart().cudaGraphExecDestroy(graph))

@@ -1,4 +1,6 @@
-"""`rerankrt bench`: a tiny run end to end writing every output; the schema; skipped backends recorded."""
+"""`rerankrt bench`: a tiny run end to end writing every output; the report's structure (comparison
+tables with their ratios, encoders apart, the roofline under its probed roofs); interleaved timing; the
+schema; skipped backends recorded."""
 
 from __future__ import annotations
 
@@ -13,81 +15,164 @@ from rerankrt.cli import main
 from rerankrt.models.cards.ames import AMES, ames_flops
 from rerankrt.models.cards.locore import LOCORE, locore_flops
 from rerankrt.models.cards.raml import RAML, raml_flops
+from rerankrt.models.cards.rrt import RRT, rrt_flops
 
 pytest.importorskip("torch")
 
 CONFIGS = {
     "ames": {"num_layers": 1, "query_descriptors": 20, "db_descriptors": 5},
+    "rrt": {"num_layers": 1, "local_descriptors": 24},
     "locore": {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "attention_window": 8,
                "max_positions": 130, "local_dim": 32, "global_dim": 32, "local_descriptors": 5},
 }
+MODELS = ["ames", "rrt", "locore", "locore-hf", "raml"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    pytest.importorskip("transformers", reason="locore-hf needs transformers (rerankrt[hf], in the dev extra)")
+    from rerankrt.bench import profile
+
     out = tmp_path_factory.mktemp("bench")
     said: list[str] = []
-    results = run_bench(["ames", "locore", "raml"], ["torch", "ort", "trt"], ["fp32", "fp16"], [5, 30], repeat=2,
-                        out=out, configs=CONFIGS, log=said.append)
-    return out, results, said
+    order: list[str] = []  # the order in which the timed queries ran
+    timer = profile._timer
+
+    def recording(backend, device):
+        time_it = timer(backend, device)
+        return lambda fn: order.append(f"{backend.meta['model']} {backend.name} {backend.precision}") or time_it(fn)
+
+    profile._timer = recording
+    try:
+        results = run_bench(MODELS, ["torch", "ort", "trt"], ["fp32", "fp16"], [5, 30], repeat=2, out=out,
+                            configs=CONFIGS, log=said.append, batches=[1, 2])
+    finally:
+        profile._timer = timer
+    return out, results, said, order
 
 
 def test_every_output_is_written(run):
-    out, results, said = run
+    out, results, said, _ = run
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
-        "latency_vs_shortlist.png", "results.csv", "results.json", "results.md", "roofline.png"]
-    for png in ("latency_vs_shortlist.png", "roofline.png"):
+        "latency.png", "results.csv", "results.json", "results.md", "roofline.png"]
+    for png in ("latency.png", "roofline.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert json.loads((out / "results.json").read_text()) == results
     with open(out / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == len(results["results"])
-    table = (out / "results.md").read_text()  # a reduced size is named as such
-    assert "| ames (num_layers=1, query_descriptors=20, db_descriptors=5) | torch | fp32 | 5 |" in table
-    assert "| raml | torch | fp32 | 5 |" in table
-    assert said[0] == "[1/30] ames torch fp32 S=5"  # 3 backends × 2 precisions × (2 + 2 + 1) shortlists
+    assert said[0] == "[1/60] ames torch fp32 S=5"  # 3 backends × 2 precisions × (4 re-rankers × 2 S + 2 batches)
+
+
+def test_the_report_opens_with_the_comparison(run):
+    """One table per shortlist size, re-rankers first and baselines after, with their speed-ups over the
+    fastest pair-wise baseline and over the published code path; then the encoders; then the roofline."""
+    out, results, _, _ = run
+    text = (out / "results.md").read_text()
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings == ["# rerankrt bench: custom preset on cpu", "## Re-ranking a shortlist of 5",
+                        "## Re-ranking a shortlist of 30", "## Encoders", "## Roofline"]
+    rows = {(r["model"], r["backend"], r["precision"], r["shortlist"], r["batch"]): r for r in results["results"]}
+    ames, rrt = rows["ames", "ort", "fp32", 30, None], rows["rrt", "ort", "fp32", 30, None]
+    at_30 = text.split("## Re-ranking a shortlist of 30")[1].split("##")[0]
+    line = next(line for line in at_30.splitlines() if line.startswith(
+        "| ames (num_layers=1, query_descriptors=20, db_descriptors=5) | ort | fp32 |"))
+    assert f"| {rrt['median'] / ames['median']:.2f}× | — |" in line  # only RRT is a baseline here
+    locore, hf = rows["locore", "torch", "fp32", 5, None], rows["locore-hf", "torch", "fp32", 5, None]
+    line = next(line for line in text.splitlines() if line.startswith("| locore (") and "| torch | fp32 |" in line)
+    assert line.count("×") == 2 and f"| {hf['median'] / locore['median']:.2f}× |" in line
+    section = text.split("## Re-ranking a shortlist of 5")[1].split("##")[0]
+    assert section.index("| locore (") < section.index("| rrt (") < section.index("(baseline)")
+    raml = rows["raml", "ort", "fp32", None, 2]
+    encoders = text.split("## Encoders")[1].split("##")[0]
+    assert f"| raml | ort | fp32 | 2 | {raml['median']:.1f} | {raml['median'] / 2:.1f} | " \
+           f"{2e3 / raml['median']:.1f} |" in encoders
+
+
+def test_roofline_under_its_probed_roofs(run):
+    _, results, _, _ = run
+    assert set(results["roofs"]) == {"torch fp32", "ort fp32", "ort fp16"}
+    for roof in results["roofs"].values():
+        assert roof["compute"]["gflops"] == max(roof["compute"]["kernels"].values()) > 0
+        assert {"matmul 1024", "batched matmul 16×512"} <= set(roof["compute"]["kernels"])
+        assert roof["memory"]["gb_per_s"] > 0 and roof["memory"]["where"] == "host copy"
+    for r in results["results"]:
+        roof = results["roofs"][f"{r['backend']} {r['precision']}"]
+        assert r["intensity"] == pytest.approx(r["flops"] / r["bytes_moved"])
+        assert r["bound_gflops"] == min(roof["compute"]["gflops"], r["intensity"] * roof["memory"]["gb_per_s"])
+        assert 0 < r["roofline_fraction"] <= 1.0, r  # no model above the probed peak
+        assert r["bytes_moved"] > r["bytes_fed"] > 0  # outputs and weights on top of the inputs
+
+
+def test_cases_of_a_size_are_timed_interleaved(run):
+    """A, B, C, A, B, C: each round times every case of the size once, so drift hits all of them."""
+    _, results, _, order = run
+    cases_at_5 = sum(1 for r in results["results"] if r["shortlist"] == 5)
+    first = order[:cases_at_5]
+    assert len(set(first)) == cases_at_5 and order[cases_at_5:2 * cases_at_5] == first
 
 
 def test_schema_and_cases(run):
-    _, results, _ = run
+    _, results, _, _ = run
     assert results["schema"] == SCHEMA
-    assert set(results) == {"schema", "preset", "settings", "environment", "measured_at", "probes", "results",
+    assert set(results) == {"schema", "preset", "settings", "environment", "measured_at", "roofs", "results",
                             "skipped"}
-    done = {(r["model"], r["backend"], r["precision"], r["shortlist"]) for r in results["results"]}
     ran = {("torch", "fp32"), ("ort", "fp32"), ("ort", "fp16")}  # torch fp16 needs a GPU, trt an engine
-    assert done == {(m, b, p, s) for m in ("ames", "locore") for b, p in ran for s in (5, 30)} | {
-        ("raml", b, p, 5) for b, p in ran}
+    done = {(r["model"], r["backend"], r["precision"], r["shortlist"], r["batch"]) for r in results["results"]}
+    assert done == {(m, b, p, s, None) for m in ("ames", "rrt", "locore") for b, p in ran for s in (5, 30)} | {
+        ("locore-hf", "torch", "fp32", s, None) for s in (5, 30)} | {
+        ("raml", b, p, None, n) for b, p in ran for n in (1, 2)}
     reasons = {s["case"]: s["reason"] for s in results["skipped"]}
     assert reasons["ames torch fp16 S=5"].startswith("torch FP16 on the CPU is an overflow check")
     assert reasons["ames trt fp32 S=5"].startswith("no engine ")
+    assert reasons["raml trt fp16 batch=2"].startswith("no engine ")
     for row in results["results"]:
-        assert row["n"] == 2 and row["median"] > 0 and 0 < row["roofline_fraction"]
+        assert row["n"] == 2 and 0 < row["min"] <= row["median"] <= row["max"]
         assert set(row) >= {"p90", "p99", "mean", "std", "gflops_per_s", "storage_bytes_per_image", "peak_rss_mb"}
-    assert set(results["probes"]) == {"torch fp32", "ort fp32", "ort fp16"}
 
 
 def test_flops_and_calls_follow_the_workload(run):
-    _, results, _ = run
-    rows = {(r["model"], r["backend"], r["shortlist"]): r for r in results["results"] if r["precision"] == "fp32"}
+    _, results, _, _ = run
+    rows = {(r["model"], r["backend"], r["shortlist"] or r["batch"]): r for r in results["results"]
+            if r["precision"] == "fp32"}
     ames = dataclasses.replace(AMES, **CONFIGS["ames"])
     assert rows["ames", "torch", 30]["flops"] == 30 * ames_flops(ames, 20, 5)
+    assert rows["rrt", "ort", 30]["flops"] == 30 * rrt_flops(dataclasses.replace(RRT, **CONFIGS["rrt"]), 24, 24)
     locore = dataclasses.replace(LOCORE, **CONFIGS["locore"])  # window 17 (position table), stride 17
     assert rows["locore", "ort", 30]["calls"] == 2  # starts 13, 0
     assert rows["locore", "ort", 30]["flops"] == 2 * locore_flops(locore, 17)
     assert rows["locore", "ort", 5]["flops"] == locore_flops(locore, 5)
-    assert rows["raml", "torch", 5]["flops"] == raml_flops(RAML, 224, 224)
+    assert rows["raml", "torch", 2]["flops"] == 2 * raml_flops(RAML, 224, 224)
     from rerankrt.bench.profile import STORE_IMAGES
 
     ames_row = rows["ames", "ort", 5]  # measured on a store: 5 fp16 tokens of 128, a mask byte, the manifest
     assert ames_row["storage_measured"] and ames_row["storage_bytes_per_image"] == pytest.approx(
         5 * 128 * 2 + 1, abs=4096 / STORE_IMAGES)
-    assert rows["raml", "ort", 5]["storage_bytes_per_image"] == 512 * 4 and not rows["raml", "ort", 5][
+    assert rows["raml", "ort", 1]["storage_bytes_per_image"] == 512 * 4 and not rows["raml", "ort", 1][
         "storage_measured"]  # the card's formula
+
+
+def test_compare_two_runs(run, tmp_path, capsys):
+    out, results, _, _ = run
+    slower = json.loads(json.dumps(results))
+    for r in slower["results"]:
+        r["median"] *= 2
+    slower["results"] = slower["results"][1:]  # a case the second run did not measure
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "results.json").write_text(json.dumps(slower))
+    assert main(["bench", "--compare", str(out / "results.json"), str(tmp_path / "b" / "results.json")]) == 0
+    table = capsys.readouterr().out
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "model" not in line]
+    assert len(lines) == len(results["results"]) - 1 and all(line.endswith("| 2.00 |") for line in lines)
+    assert table.rstrip().endswith("1 case(s) measured by one run only are left out.")
+    (tmp_path / "bad.json").write_text(json.dumps({"schema": "rerankrt-bench/1"}))
+    assert main(["bench", "--compare", str(out / "results.json"), str(tmp_path / "bad.json")]) == 2
+    assert "expected a results.json of schema 'rerankrt-bench/2', got 'rerankrt-bench/1'" in capsys.readouterr().err
 
 
 def test_presets_and_bad_arguments(capsys):
     quick = preset_settings("quick")
-    assert quick["shortlists"] == [100] and quick["backends"] == ["torch", "ort"]
+    assert quick["shortlists"] == [25, 100] and quick["backends"] == ["torch", "ort"]
     assert {"ames", "locore-small", "rrt", "r2former", "cvnet-rerank"} <= set(quick["models"])  # the comparison
     from rerankrt.bench.profile import variant
 
@@ -113,6 +198,7 @@ def test_baselines_and_the_hugging_face_path(tmp_path):
     results = run_bench(models, ["torch", "ort"], ["fp32"], [12],
                         repeat=1, out=tmp_path, configs=configs, log=lambda message: None)
     rows = {(r["model"], r["backend"]): r for r in results["results"]}
+    assert rows["cvnet-backbone", "ort"]["batch"] == 1 and rows["cvnet-backbone", "ort"]["shortlist"] is None
     assert set(rows) == {(m, b) for m in models[:4] for b in ("torch", "ort")} | {("locore-hf", "torch")}
     assert results["skipped"] == [{"case": "locore-hf ort fp32 S=12",
                                    "reason": "locore-hf is the Hugging Face PyTorch path: torch backend only"}]

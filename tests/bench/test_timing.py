@@ -31,6 +31,6 @@ def test_summary_statistics():
 
     stats = summarize([float(i) for i in range(1, 101)])  # 1 … 100 ms
     assert stats == {"median": 50.5, "p90": pytest.approx(90.1), "p99": pytest.approx(99.01), "mean": 50.5,
-                     "std": pytest.approx(28.866, abs=1e-3), "n": 100}
+                     "std": pytest.approx(28.866, abs=1e-3), "min": 1.0, "max": 100.0, "n": 100}
     with pytest.raises(ValueError, match="summarize: no timings"):
         summarize([])

@@ -244,3 +244,19 @@ def test_helpers():
     assert kendall_tau(tied, np.arange(4.0)) == pytest.approx(5 / np.sqrt(30), rel=1e-12)
     assert np.isnan(kendall_tau(np.ones(10), a))  # every pair tied: no order to compare
     assert top_overlap(a, a) == 1.0 and top_overlap(np.arange(20.0), -np.arange(20.0)) == 0.0
+
+
+def test_exporting_the_other_precision_keeps_the_first(tmp_path):
+    """fp32 now, fp16 later (the profiler does that): the sidecar lists both graphs; a graph of another
+    configuration is not kept."""
+    export_model("ames-encoder", out_dir=tmp_path, precision="fp32")
+    said = []
+    meta = export_model("ames-encoder", out_dir=tmp_path, precision="fp16", log=said.append)
+    side = json.loads(meta.read_text())
+    assert side["files"] == {"fp32": "ames-encoder.onnx", "fp16": "ames-encoder.fp16.onnx"}
+    assert side["precisions"] == ["fp32", "fp16"] and side["inputs"][0]["dtype"] == {"fp32": "float32",
+                                                                                    "fp16": "float16"}
+    assert said[0] == f"keeping {tmp_path / 'ames-encoder.onnx'} (same model, configuration, profiles)"
+    assert validate(tmp_path / "ames-encoder.onnx").ok
+    export_model("ames-encoder", out_dir=tmp_path, precision="fp16", db_descriptors=20)
+    assert json.loads(meta.read_text())["files"] == {"fp16": "ames-encoder.fp16.onnx"}

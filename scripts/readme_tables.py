@@ -1,0 +1,111 @@
+"""Rewrite the README's measured tables from the profiler's output, so that none is typed by hand.
+
+A generated table sits between `<!-- table: KIND measured/FILE.json -->` and `<!-- /table -->`: KIND is
+one of RENDERERS, FILE a results.json of `rerankrt bench` (or store_scale.json of
+`python -m rerankrt.bench.store_scale`) kept under measured/. After a new run, copy its output there
+and rewrite: `python scripts/readme_tables.py [README.md]`; `--check` exits 1 when a table is stale
+(the test suite runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = re.compile(r"(<!-- table: (\S+) (\S+) -->\n)(.*?)(<!-- /table -->)", re.S)
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _by(rows: list[dict], *keys: str) -> dict[tuple, dict]:
+    return {tuple(r[k] for k in keys): r for r in rows}
+
+
+def backends(results: dict) -> list[str]:
+    """Eager PyTorch against ONNX Runtime on the CPU, every case both ran, in one interleaved run."""
+    rows = _by(results["results"], "label", "backend", "precision", "shortlist", "batch")
+    lines = ["| model | S or batch | torch ms | ONNX Runtime ms | torch / ONNX Runtime |", "|---|---:|---:|---:|---:|"]
+    for (label, backend, precision, shortlist, batch), r in rows.items():
+        ort = rows.get((label, "ort", precision, shortlist, batch))
+        if backend == "torch" and ort:
+            lines.append(f"| {label} | {shortlist or batch} | {_ms(r['median'])} | {_ms(ort['median'])} | "
+                         f"{r['median'] / ort['median']:.2f} |")
+    return lines
+
+
+def comparison(results: dict) -> list[str]:
+    """The re-rankers at the largest shortlist: latency, spread, the speed-up over the fastest baseline."""
+    size = max(r["shortlist"] for r in results["results"] if r["shortlist"] is not None)
+    rows = sorted((r for r in results["results"] if r["shortlist"] == size),
+                  key=lambda r: (r["baseline"], r["label"], r["backend"]))
+    lines = [f"| model (S = {size}) | backend | median ms/query | min–max ms | vs fastest baseline | MB fed/query |",
+             "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['label']}{' (baseline)' if r['baseline'] else ''} | {r['backend']} | {_ms(r['median'])} | "
+              f"{_ms(r['min'])}–{_ms(r['max'])} | {r['vs_baseline']:.2f}× | {r['bytes_fed'] / 1e6:.2f} |"
+              for r in rows]
+    return lines
+
+
+def store(results: dict) -> list[str]:
+    """AMES from descriptors against AMES from its store, per variant."""
+    rows = _by(results["results"], "model", "backend")
+    lines = ["| path | torch ms/query | ONNX Runtime ms/query | MB fed per query | bytes per database image |",
+             "|---|---:|---:|---:|---:|"]
+    for whole in ("ames", "ames-dist"):
+        for model, path in ((whole, f"`{whole}`, whole model (query repeated per pair, float32 descriptors)"),
+                            (f"{whole}-scorer", f"`{whole}` from the store (query encoded once)")):
+            if (model, "torch") in rows and (model, "ort") in rows:
+                t, o = rows[model, "torch"], rows[model, "ort"]
+                lines.append(f"| {path} | {_ms(t['median'])} | {_ms(o['median'])} | {o['bytes_fed'] / 1e6:.2f} | "
+                             f"{o['storage_bytes_per_image']:,.0f} |")
+    return lines
+
+
+def scale(runs: list[dict]) -> list[str]:
+    """The store at growing sizes: build, memory, bytes per image, per-query latency."""
+    lines = ["| images | build | peak RSS | bytes/image | median ms/query | min | max |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['images']:,} | {r['build_s']:.1f} s | {r['peak_rss_mb']:.0f} MB | {r['bytes_per_image']:.1f} | "
+              f"{_ms(r['median_ms'])} | {_ms(r['min_ms'])} | {_ms(r['max_ms'])} |" for r in runs]
+    return lines
+
+
+RENDERERS = {"backends": backends, "comparison": comparison, "store": store, "scale": scale}
+
+
+def rewrite(text: str, root: Path = ROOT) -> str:
+    def render(match: re.Match) -> str:
+        kind, source = match.group(2), match.group(3)
+        if kind not in RENDERERS:
+            raise ValueError(f"table kind {kind!r}: expected one of {', '.join(RENDERERS)}")
+        data = json.loads((root / source).read_text())
+        return match.group(1) + "\n".join(RENDERERS[kind](data)) + "\n" + match.group(5)
+
+    return BLOCK.sub(render, text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("readme", nargs="?", default=str(ROOT / "README.md"))
+    parser.add_argument("--check", action="store_true", help="exit 1 if a table differs from its data")
+    args = parser.parse_args()
+    path = Path(args.readme)
+    text = path.read_text()
+    new = rewrite(text)
+    if args.check:
+        stale = [m.group(2) + " " + m.group(3) for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(new), strict=True)
+                 if m.group(0) != n.group(0)]
+        print("\n".join(f"stale table: {s}" for s in stale) or "the README's tables match their data")
+        return 1 if stale else 0
+    path.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
