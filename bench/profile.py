@@ -29,7 +29,6 @@ import datetime
 import hashlib
 import json
 import resource
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +37,9 @@ import numpy as np
 
 from rerankrt import environment
 from rerankrt.errors import ModelFileError, UnavailableError
-from rerankrt.models import ENCODER, IMAGE, LIST_WISE, MODELS, PAIR_WISE, encoder_of, get_info, spec_for
+from rerankrt.models import ENCODER, EXTRACTOR, IMAGE, LIST_WISE, MODELS, PAIR_WISE, encoder_of, get_info, spec_for
 from rerankrt.optional import require
+from rerankrt.progress import progress
 from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.atomic import atomic_output
 from rerankrt.runtime.rerankers import released_settings
@@ -59,9 +59,11 @@ PRESETS: dict[str, dict] = {
               "backends": ["torch", "ort"], "precisions": ["fp32"], "shortlists": [25, 100], "batches": [1],
               "repeat": 3,
               "configs": {"rrt": {"local_descriptors": 100}, "cvnet-rerank": {"map_height": 12, "map_width": 16}}},
-    "paper": {"models": ["ames", "rrt", "r2former", "cvnet-rerank", "cvnet-backbone", "locore", "locore-hf", "raml"],
+    # the extractor at AMES's and LOCORE's published 770 px and at 448 px (the RAML teacher's database side)
+    "paper": {"models": ["ames", "rrt", "r2former", "cvnet-rerank", "cvnet-backbone", "locore", "locore-hf", "raml",
+                         "dinov2-extractor"],
               "backends": ["torch", "ort", "trt"], "precisions": ["fp32", "fp16"], "shortlists": [100, 400, 1600],
-              "batches": [1, 8], "repeat": 10},
+              "batches": [1, 8], "repeat": 10, "configs": {"dinov2-extractor": [{"imsize": 448}, {}]}},
     "edge": {"models": ["ames", "locore-small", "raml"], "backends": ["trt", "ort", "torch"], "precisions": ["fp16"],
              "shortlists": [100], "batches": [1], "repeat": 10},
 }
@@ -78,23 +80,33 @@ class Case:
     backend: str
     precision: str
     size: int  #: a re-ranker's shortlist S, an encoder's batch of images
+    config: dict = dataclasses.field(default_factory=dict, compare=False)  #: overrides of the released one
+    #: the weights: {"checkpoint": path, and the parts such as "detector"}; random weights when empty
+    files: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def encoder(self) -> bool:
         return get_info(registered(self.model)).kind in ENCODERS
 
     def __str__(self) -> str:
-        return f"{self.model} {self.backend} {self.precision} " + (f"batch={self.size}" if self.encoder
-                                                                  else f"S={self.size}")
+        return f"{variant(self.model, self.config)} {self.backend} {self.precision} " + (
+            f"batch={self.size}" if self.encoder else f"S={self.size}")
 
 
 #: kinds timed as encoders (a batch of images), not as re-rankers of a shortlist
-ENCODERS = (IMAGE, ENCODER)
+ENCODERS = (IMAGE, ENCODER, EXTRACTOR)
 
 
 def registered(model: str) -> str:
     """The registered model behind a profiler name (`locore-hf` runs `locore`'s weights and configuration)."""
     return HF_BASELINES.get(model, model)
+
+
+def model_variants(configs: dict, model: str) -> list[dict]:
+    """The configurations a model is profiled in: `configs[model]` is one dict of overrides or a list of
+    them (the extractor at 448 and 770 px); `locore-hf` takes locore's."""
+    chosen = configs.get(model, configs.get(registered(model), {}))
+    return list(chosen) if isinstance(chosen, list) else [chosen]
 
 
 def variant(model: str, config: dict) -> str:
@@ -104,14 +116,18 @@ def variant(model: str, config: dict) -> str:
     return model + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
 
 
-def _graph_folder(artifacts: Path, model: str, config: dict) -> Artifacts:
-    """Released configurations in `artifacts`; any other in a folder of its own below it, so that a reduced
-    size never stands in for the released graph (or the other way round)."""
+def _graph_folder(artifacts: Path, model: str, config: dict, files: dict) -> Artifacts:
+    """Released configurations with random weights in `artifacts`; any other configuration, or weights
+    from files, in a folder of its own below it (keyed by the files' sha256), so that a reduced size or
+    random weights never stand in for the released graph (or the other way round)."""
+    from rerankrt.runtime.sidecar import sha256
+
     info = get_info(model)
     wanted = dataclasses.asdict(dataclasses.replace(info.config, **config))
-    if wanted == dataclasses.asdict(info.config):
+    if wanted == dataclasses.asdict(info.config) and not files:
         return Artifacts(artifacts)
-    digest = hashlib.sha1(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:10]
+    key = [wanted, {k: sha256(Path(v)) for k, v in sorted(files.items())}]
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return Artifacts(artifacts / "variants" / f"{model}-{digest}")
 
 
@@ -122,6 +138,8 @@ def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[
     from rerankrt.runtime.artifacts import open_backend
 
     model = model or case.model
+    checkpoint = case.files.get("checkpoint")
+    parts = {k: v for k, v in case.files.items() if k in get_info(registered(model)).parts}
     if model in HF_BASELINES and case.backend != "torch":
         raise UnavailableError(f"{model} is the Hugging Face PyTorch path: torch backend only")
     if case.backend == "torch":
@@ -129,11 +147,11 @@ def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[
             raise UnavailableError("torch FP16 on the CPU is an overflow check, not a deployment: skipped")
         dtype = "float16" if case.precision == "fp16" else "float32"
         if model in HF_BASELINES:
-            return HfLocoreBackend(registered(model), device=device, dtype=dtype, **config)
+            return HfLocoreBackend(registered(model), device=device, dtype=dtype, checkpoint=checkpoint, **config)
         from rerankrt.models.torch_backend import TorchBackend
 
-        return TorchBackend(model, device=device, dtype=dtype, **config)
-    folder = _graph_folder(artifacts, model, config)
+        return TorchBackend(model, device=device, dtype=dtype, checkpoint=checkpoint, **parts, **config)
+    folder = _graph_folder(artifacts, model, config, case.files)
     if case.backend == "trt":
         try:
             return open_backend(folder.find(model, case.precision, "trt"), "trt", device, log=lambda m: None)
@@ -145,7 +163,7 @@ def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[
 
         log(f"exporting {model} {case.precision} to {folder.root} (no validation ladder)")
         folder.root.mkdir(parents=True, exist_ok=True)
-        export_model(model, out_dir=folder.root, precision=case.precision, **config)
+        export_model(model, checkpoint, out_dir=folder.root, precision=case.precision, **parts, **config)
     backend = open_backend(graph, "ort", device)
     wanted = dataclasses.asdict(dataclasses.replace(get_info(model).config, **config))
     if backend.config != json.loads(json.dumps(wanted)):  # as the sidecar holds it: tuples are lists
@@ -263,18 +281,6 @@ def _timer(backend, device: str) -> Callable[[Callable[[], object]], float]:
     return wall_ms
 
 
-def progress(label: str, done: int, total: int) -> None:
-    """A one-line progress bar of a case's repeats on an interactive terminal (stderr); piped output and
-    logs get only the per-case lines."""
-    if not sys.stderr.isatty():
-        return
-    width = 24
-    filled = width * done // total
-    sys.stderr.write(f"\r  {label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-                     + ("\n" if done == total else ""))
-    sys.stderr.flush()
-
-
 def _device_memory(backend, device: str) -> Callable[[], float | None]:
     """Peak device memory of a case in MB: torch's allocator on a GPU (reset now, read after the runs).
     None where it cannot be read in-process (CPU, and ONNX Runtime's or TensorRT's own allocators)."""
@@ -333,11 +339,12 @@ def _run(work: list[tuple]) -> int:
 def run_bench(
     models: list[str], backends: list[str], precisions: list[str], shortlists: list[int], repeat: int, out: Path,
     artifacts: Path | None = None, device: str = "cpu", preset: str = "custom", configs: dict | None = None,
-    log: Callable[[str], None] = print, batches: list[int] | None = None,
+    log: Callable[[str], None] = print, batches: list[int] | None = None, files: dict | None = None,
 ) -> dict:
     """Run every case, write results.json and the report (`bench.report`) to `out`; returns the results.
-    `configs`: per model, configuration overrides (reduced sizes), named as such in the tables; `batches`:
-    the encoders' batch sizes (default [1])."""
+    `configs`: per model, configuration overrides (reduced sizes; a list of them profiles each), named as
+    such in the tables; `batches`: the encoders' batch sizes (default [1]); `files`: per model, its
+    checkpoint and parts ({"checkpoint": …, "detector": …}; default random weights)."""
     from .report import add_ratios, write_report
 
     require("matplotlib", "bench", "the profiler's plots")
@@ -350,8 +357,9 @@ def run_bench(
     artifacts = artifacts or out / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     configs, batches = configs or {}, batches or [1]
-    cases = [Case(m, b, p, s) for m in models for b in backends for p in precisions
-             for s in (batches if get_info(registered(m)).kind in ENCODERS else shortlists)]
+    files = files or {}
+    cases = [Case(m, b, p, s, c, files.get(m, {})) for m in models for c in model_variants(configs, m) for b in backends
+             for p in precisions for s in (batches if get_info(registered(m)).kind in ENCODERS else shortlists)]
     groups: dict[tuple[bool, int], list[Case]] = {}
     for case in cases:
         groups.setdefault((case.encoder, case.size), []).append(case)
@@ -362,9 +370,8 @@ def run_bench(
             for case in group:
                 done += 1
                 log(f"[{done}/{len(cases)}] {case}")
-                config = configs.get(case.model, configs.get(registered(case.model), {}))  # locore-hf: locore's
                 try:
-                    prepared.append(_prepare(case, artifacts, device, config, log, stack))
+                    prepared.append(_prepare(case, artifacts, device, case.config, log, stack))
                 except UnavailableError as e:
                     skipped.append({"case": str(case), "reason": str(e)})
                     log(f"  skipped: {e}")
@@ -383,7 +390,7 @@ def run_bench(
     results = {"schema": SCHEMA, "preset": preset,
                "settings": {"models": models, "backends": backends, "precisions": precisions,
                             "shortlists": shortlists, "batches": batches, "repeat": repeat, "device": device,
-                            "configs": configs},
+                            "configs": configs, "files": files},
                "environment": environment.describe(),
                "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "roofs": roofs, "results": rows, "skipped": skipped}

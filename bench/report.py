@@ -148,8 +148,11 @@ def plot(results: dict, out: Path) -> None:
         ax.set_xticks(np.arange(len(models)) + width * (len(kinds) - 1) / 2, models, rotation=30, ha="right",
                       fontsize=7)
         ax.set(yscale="log", ylabel="latency per query (ms)", title=f"Re-ranking a shortlist of {size}")
+    else:  # encoders only: their latencies are in the encoders table
+        ax.text(0.5, 0.5, "no re-ranking cases in this run", ha="center", va="center", transform=ax.transAxes)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    if groups:
+        ax.legend(fontsize=7)
     _save(fig, out / "latency.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.8))

@@ -52,8 +52,8 @@ def synthesize(out: str | os.PathLike, queries: int = 6, database: int = 120, di
     write_local(root / f"{desc}_gallery_local.hdf5", db_local, db_mask)
     q_global = _unit(q_local.sum(1) + 0.5 * rng.standard_normal((queries, dim)) / np.sqrt(dim) * 8)
     db_global = _unit(db_local.sum(1) + 0.5 * rng.standard_normal((database, dim)) / np.sqrt(dim) * 8)
-    write_global(root / f"{desc}query_global.pt", q_global)
-    write_global(root / f"{desc}gallery_global.pt", db_global)
+    write_global(root / f"{desc}_query_global.pt", q_global)
+    write_global(root / f"{desc}_gallery_global.pt", db_global)
     sims = q_global @ db_global.T
     k = min(neighbours, database)
     idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]

@@ -27,12 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rerankrt import environment
-from rerankrt.models import ExportSpec, Profile, describe, spec_for
+from rerankrt.models import ExportSpec, Profile, describe, get_info, spec_for
 from rerankrt.optional import require
 from rerankrt.runtime.artifacts import PRECISIONS, Artifacts, onnx_name
 from rerankrt.runtime.atomic import atomic_outputs
 from rerankrt.runtime.sidecar import FORMAT as SIDECAR_FORMAT
-from rerankrt.runtime.sidecar import sha256
+from rerankrt.runtime.sidecar import checkpoint_record
 
 DEFAULT_OPSET = 20
 #: TensorRT 10's ONNX parser reads opsets 9–20; 17 is the first with LayerNormalization.
@@ -126,11 +126,12 @@ def export_onnx(model, spec: ExportSpec, path: Path, precision: str, opset: int)
         program.save(str(path), external_data=False)
 
 
-def sidecar(spec: ExportSpec, config, checkpoint: Path | None, precisions: list[str], opset: int) -> dict:
+def sidecar(spec: ExportSpec, config, checkpoint: Path | None, precisions: list[str], opset: int,
+            parts: dict | None = None) -> dict:
     return {
         "format": SIDECAR_FORMAT,
         **describe(spec, config, precisions),
-        "checkpoint": {"path": str(checkpoint.resolve()), "sha256": sha256(checkpoint)} if checkpoint else None,
+        "checkpoint": checkpoint_record(checkpoint, parts),
         "files": {p: onnx_name(spec.model, p) for p in precisions},
         "precisions": precisions,
         "opset": opset,
@@ -153,10 +154,12 @@ def export_model(
 ) -> Path:
     """Export registered model `name` and write its sidecar; returns the sidecar's path.
 
-    `config` overrides the released configuration (as `load_model`); `profiles` overrides the spec's
-    default TensorRT optimisation profiles by dimension name. `model`: the model already loaded from
-    `checkpoint` with `config` (the CLI validates it next and loads it once).
+    `config` overrides the released configuration (as `load_model`), and names the files of parts released
+    on their own (the extractor's `detector=`); `profiles` overrides the spec's default TensorRT
+    optimisation profiles by dimension name. `model`: the model already loaded from `checkpoint` with
+    `config` (the CLI validates it next and loads it once).
     """
+    parts = {k: config.pop(k) for k in list(config) if k in get_info(name).parts}
     precisions = list(PRECISIONS) if precision == "both" else [precision]
     if any(p not in PRECISIONS for p in precisions):
         raise ValueError(f"precision: expected fp32, fp16 or both, got {precision!r}")
@@ -165,16 +168,16 @@ def export_model(
     if model is None:
         from rerankrt.models import load_model
 
-        model = load_model(name, checkpoint, **config)
+        model = load_model(name, checkpoint, **parts, **config)
     spec = spec_for(name, model.config)
     if profiles:
         spec = spec.with_profiles(profiles)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     folder = Artifacts(out)
-    meta = sidecar(spec, model.config, ckpt, precisions, opset)
+    meta = sidecar(spec, model.config, ckpt, precisions, opset, parts)
     kept = [p for p in _kept(folder, meta) if p not in precisions]
     if kept:  # the other precision's graph stays, and the sidecar lists both
-        meta = sidecar(spec, model.config, ckpt, [p for p in PRECISIONS if p in precisions + kept], opset)
+        meta = sidecar(spec, model.config, ckpt, [p for p in PRECISIONS if p in precisions + kept], opset, parts)
         log(f"keeping {', '.join(str(folder.onnx(name, p)) for p in kept)} (same model, configuration, profiles)")
     targets = [folder.onnx(name, p) for p in precisions] + [folder.sidecar(name)]
     with atomic_outputs(targets) as temps:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -113,12 +114,18 @@ def lint(model, spec: ExportSpec) -> list[str]:
     if forbidden:
         problems.append(f"ops TensorRT parses badly or not at all: {', '.join(sorted(forbidden))}")
     symbolic = set(spec.profiles)
+    inputs = {value.name for value in model.graph.input}
     for value in list(model.graph.input) + list(model.graph.output):
         t = value.type.tensor_type
-        if t.elem_type == onnx.TensorProto.INT64 and value in model.graph.input:
+        if t.elem_type == onnx.TensorProto.INT64 and value.name in inputs:
             problems.append(f"input {value.name}: int64 (TensorRT wants float/bool graph inputs)")
         for dim in t.shape.dim:
-            if dim.HasField("dim_param") and dim.dim_param not in symbolic:
+            if not dim.HasField("dim_param"):
+                continue
+            # an output may be sized by an expression of the inputs' dims, the extractor's
+            # `((height//14))*((width//14))` tokens; every name in it must be a profiled dim
+            names = {dim.dim_param} if value.name in inputs else set(re.findall(r"[A-Za-z_]\w*", dim.dim_param))
+            if not names <= symbolic:
                 problems.append(f"{value.name}: symbolic dim {dim.dim_param!r} is not one of {sorted(symbolic)}")
     return problems
 
@@ -164,9 +171,9 @@ def _torch_runner(model, spec: ExportSpec):
             args = [torch.from_numpy(feed_dict[t.name]) for t in spec.inputs]
             start = time.perf_counter()
             with torch.no_grad():
-                out = model(*args)
+                out = outputs(model(*args))
             self.inference_time = time.perf_counter() - start
-            return OrderedDict([(spec.outputs[0].name, out.float().numpy())])
+            return OrderedDict((t.name, o.float().numpy()) for t, o in zip(spec.outputs, out, strict=True))
 
     return TorchRunner()
 
@@ -278,14 +285,18 @@ def _torch_model(meta: dict, config, checkpoint: str | Path | None, report: Repo
     recorded = meta["checkpoint"]
     if recorded is None:
         return load_model(meta["model"], **_overrides(meta["model"], config))
-    path = Path(checkpoint or recorded["path"])
-    if not path.is_file():
-        report.add("(b) PyTorch model", None, f"checkpoint {path} not found (pass --checkpoint)")
-        return None
-    if sha256(path) != recorded["sha256"]:
-        report.add("(b) PyTorch model", False, f"checkpoint {path} is not the exported one (sha256 differs)")
-        return None
-    return load_model(meta["model"], path, **_overrides(meta["model"], config))
+    files = {"checkpoint": (Path(checkpoint or recorded["path"]), recorded["sha256"])}
+    files |= {name: (Path(part["path"]), part["sha256"]) for name, part in recorded.get("parts", {}).items()}
+    for what, (path, digest) in files.items():
+        if not path.is_file():
+            report.add("(b) PyTorch model", None, f"{what} {path} not found" + (" (pass --checkpoint)"
+                                                                                 if what == "checkpoint" else ""))
+            return None
+        if sha256(path) != digest:
+            report.add("(b) PyTorch model", False, f"{what} {path} is not the exported one (sha256 differs)")
+            return None
+    parts = {name: path for name, (path, _) in files.items() if name != "checkpoint"}
+    return load_model(meta["model"], files["checkpoint"][0], **parts, **_overrides(meta["model"], config))
 
 
 def _overrides(name: str, config) -> dict:
@@ -294,6 +305,11 @@ def _overrides(name: str, config) -> dict:
     released = get_info(name).config
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
             if getattr(config, f.name) != getattr(released, f.name)}
+
+
+def outputs(out) -> tuple:
+    """A model's outputs as a tuple (the extractor returns four, the others one tensor)."""
+    return out if isinstance(out, tuple) else (out,)
 
 
 def _overflow_check(model, spec: ExportSpec, report: Report) -> None:
@@ -307,9 +323,10 @@ def _overflow_check(model, spec: ExportSpec, report: Report) -> None:
         feeds = spec.feeds(shape, seed=100 + i)
         args = [torch.from_numpy(feeds[t.name]) for t in spec.inputs]
         with torch.no_grad():
-            out = half(*[a.half() if a.is_floating_point() else a for a in args])
-        if not torch.isfinite(out).all():
-            bad.append(f"{int((~torch.isfinite(out)).sum())} non-finite outputs at {shape_text(shape)}")
+            out = outputs(half(*[a.half() if a.is_floating_point() else a for a in args]))
+        count = sum(int((~torch.isfinite(o)).sum()) for o in out if o.is_floating_point())
+        if count:
+            bad.append(f"{count} non-finite outputs at {shape_text(shape)}")
     report.add("(d) PyTorch .half() overflow check", not bad, "; ".join(bad) or
                "outputs finite at " + "; ".join(shape_text(s) for s in spec.overflow_checks))
 

@@ -1,4 +1,6 @@
-"""Masked softmax attention shared by AMES, LOCORE, RRT and R2Former.
+"""Masked softmax attention shared by AMES, LOCORE, RRT, R2Former and DINOv2, and the ViT parts that
+R2Former and DINOv2 share (timm's fused-qkv attention and MLP: `attn.qkv`, `attn.proj`, `mlp.fc1`,
+`mlp.fc2`).
 
 Masks enter as an additive, fp32-finite bias (never −inf: TensorRT's fused FP16 kernels can turn
 −inf − (−inf) into NaN). Every caller guarantees that no row is fully masked.
@@ -46,3 +48,31 @@ class SelfAttention(torch.nn.Module):
                    for t in F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1))
         out = attend(q * (e // self.num_heads) ** -0.5, k, v, key_bias[:, None, None, :])
         return self.out_proj(out.transpose(1, 2).reshape(b, n, e))
+
+
+class VitAttention(torch.nn.Module):
+    """timm's ViT attention: fused `qkv` with bias, scaled dot product, `proj`; no mask."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.proj = torch.nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = attend(q * (c // self.num_heads) ** -0.5, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(torch.nn.Module):
+    """timm's ViT MLP: `fc1`, exact (erf) GELU, `fc2`."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(dim, hidden)
+        self.fc2 = torch.nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))

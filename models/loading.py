@@ -147,7 +147,11 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, *, weight
     """
     info = get_info(name)
     impl = _implementation(info)
+    parts = {k: config.pop(k) for k in list(config) if k in info.parts}
     if checkpoint is None:
+        if parts:
+            raise CheckpointError(f"{', '.join(f'{k}={v}' for k, v in parts.items())}: model {name!r} loads its "
+                                  f"parts beside a checkpoint ({info.checkpoint_format}), got none")
         cfg = _config(info, config, None, None)
         with torch.random.fork_rng(devices=[]):  # the caller's random stream is left untouched
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
@@ -169,10 +173,14 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, *, weight
             f"the file has keys {sorted(container)}"
             + (f"; it looks like a checkpoint of {looks_like}" if looks_like else "")
         )
+    for part, file in parts.items():  # e.g. the extractor's detector, released as a file of its own
+        sd = {**sd, **_read_part(name, info, part, Path(file), weights_only)}
     if impl.identify(sd) is None:
         with torch.device("meta"):
             reference = _build(info, info.config)
         _check_keys(name, reference, sd, path)  # raises, naming what the file is
+    if hasattr(impl, "check_parts"):
+        impl.check_parts(sd, path)
     if hasattr(impl, "prepare_state_dict"):  # e.g. LOCORE-small keeps the first 6 layers
         sd = impl.prepare_state_dict(sd, _config(info, config, None, None), path)
     cfg = _config(info, config, impl.config_from_state_dict(sd), path)
@@ -182,6 +190,17 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, *, weight
     _check_keys(name, model, sd, path)
     model.load_state_dict(sd, strict=True)
     return model.eval()
+
+
+def _read_part(name: str, info: ModelInfo, part: str, path: Path, weights_only: bool) -> dict:
+    """A part's state_dict from its own file, its keys under the part's prefix."""
+    prefix, key = info.parts[part]
+    sd, container = read_state_dict(path, weights_only=weights_only)
+    if key is not None and (not isinstance(container, dict) or key not in container):
+        looks_like = identify(sd)
+        raise CheckpointError(f"{part} {path}: model {name!r} expects the {part}'s state_dict under {key!r}"
+                              + (f"; the file looks like a checkpoint of {looks_like}" if looks_like else ""))
+    return {prefix + k: v for k, v in sd.items()}
 
 
 def parameter_count(name: str, **config) -> int:

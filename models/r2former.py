@@ -22,39 +22,12 @@ latency does not depend on it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .attention import attend
+from .attention import Mlp, VitAttention
 from .cards.r2former import R2FormerConfig
 from .checks import check_float, checking
 from .fp32 import LayerNorm, l2_normalize
-
-
-class Attention(nn.Module):
-    """timm's Attention: fused qkv with bias, scaled dot product, output projection."""
-
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = attend(q * (c // self.num_heads) ** -0.5, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class Block(nn.Module):
@@ -64,7 +37,7 @@ class Block(nn.Module):
         super().__init__()
         d = cfg.embed_dim
         self.norm1 = LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.attn = Attention(d, cfg.num_heads)
+        self.attn = VitAttention(d, cfg.num_heads)
         self.norm2 = LayerNorm(d, eps=cfg.layer_norm_eps)
         self.mlp = Mlp(d, d * cfg.mlp_ratio)
 

@@ -16,7 +16,7 @@ import numpy as np
 from rerankrt.errors import UnavailableError
 from rerankrt.optional import require
 from rerankrt.runtime.feeds import Backend
-from rerankrt.runtime.sidecar import read_sidecar, sha256
+from rerankrt.runtime.sidecar import checkpoint_record, read_sidecar
 
 from .registry import describe, get_info, spec_for
 
@@ -59,15 +59,18 @@ class TorchBackend(Backend):
         self.model_name, self.checkpoint, self.overrides = str(source), checkpoint, config
         if Path(source).suffix == ".onnx":
             meta = read_sidecar(source)
-            recorded = meta["checkpoint"]
+            recorded = meta["checkpoint"] or {}
             self.model_name = meta["model"]
-            self.checkpoint = checkpoint or (recorded["path"] if recorded else None)
-            self.overrides = meta["config"] | config
+            self.checkpoint = checkpoint or recorded.get("path")
+            parts = {name: part["path"] for name, part in recorded.get("parts", {}).items()}
+            self.overrides = meta["config"] | parts | config
         info = get_info(self.model_name)
+        self.parts = {k: self.overrides.pop(k) for k in list(self.overrides) if k in info.parts}
         self.device, self.dtype, self.cuda_graphs = device, dtype, cuda_graphs
         # as an exported sidecar records it: a store refuses a scorer of other weights by this hash
-        self.recorded = {"path": str(Path(self.checkpoint).resolve()), "sha256": sha256(self.checkpoint)} \
-            if self.checkpoint is not None and Path(self.checkpoint).is_file() else None
+        files = [self.checkpoint, *self.parts.values()]
+        self.recorded = checkpoint_record(self.checkpoint, self.parts) \
+            if all(f is not None and Path(f).is_file() for f in files) and self.checkpoint else None
         super().__init__(f"torch-{device}-{dtype}" + ("-graphs" if cuda_graphs else ""),
                          self._meta(dataclasses.replace(info.config, **self.overrides)), DTYPES[dtype])
         self.model = None
@@ -82,7 +85,7 @@ class TorchBackend(Backend):
 
         from .loading import load_model
 
-        model = load_model(self.model_name, self.checkpoint, **self.overrides)
+        model = load_model(self.model_name, self.checkpoint, **self.parts, **self.overrides)
         # a checkpoint fixes some dimensions (AMES's local_dim 1024 for CVNet): describe the model as loaded
         self.set_meta(self._meta(model.config), self.precision)
         self.model = model.to(self.device, getattr(torch, self.dtype))
@@ -101,7 +104,9 @@ class TorchBackend(Backend):
         import torch
 
         args = [torch.from_numpy(feeds[s.name]).to(self.device) for s in self.check.inputs]
-        return {self.check.outputs[0].name: self.run(args).cpu().numpy()}
+        out = self.run(args)
+        out = out if isinstance(out, tuple) else (out,)
+        return {spec.name: o.cpu().numpy() for spec, o in zip(self.check.outputs, out, strict=True)}
 
     def run(self, args: list):
         """The model on device tensors that are already checked (through a CUDA graph when enabled)."""
@@ -132,4 +137,4 @@ class TorchBackend(Backend):
             for dst, src in zip(static, args, strict=True):
                 dst.copy_(src)
             graph.replay()
-            return out.clone()
+            return tuple(o.clone() for o in out) if isinstance(out, tuple) else out.clone()

@@ -67,13 +67,24 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     profiles = dict(parse_profile(p) for p in args.profile)
     require("polygraphy", "export", "the validation ladder after the export")
-    model = load_model(args.name, args.checkpoint)
+    parts = _parts(args, args.name)
+    model = load_model(args.name, args.checkpoint, **parts)
     meta = export_model(args.name, args.checkpoint, args.out, args.precision, args.opset, profiles, log=_log,
-                        model=model)
+                        model=model, **parts)
     first = "fp16" if args.precision == "fp16" else "fp32"
     report = validate(meta.with_name(onnx_name(args.name, first)), args.checkpoint, model=model)
     print(report.table())
     return 0 if report.ok else 1
+
+
+def _parts(args: argparse.Namespace, model: str) -> dict:
+    """The part checkpoints given on the command line that `model` loads (the extractor's --detector)."""
+    given = {"detector": getattr(args, "detector", None)}
+    unused = [k for k, v in given.items() if v and k not in MODELS[model].parts]
+    if unused:
+        takers = [n for n, info in MODELS.items() if unused[0] in info.parts]
+        raise ValueError(f"--{unused[0]}: {model} has no {unused[0]} (only {', '.join(takers)} takes one)")
+    return {k: v for k, v in given.items() if v}
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -101,9 +112,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend_for(args: argparse.Namespace, precision: str, model: str | None = None):
-    """The backend of `model` (default --model): torch from the model name (and --checkpoint), else the
-    artifact (--engine, or the one `Artifacts.find` picks in --artifacts)."""
+def _backend_for(args: argparse.Namespace, precision: str, model: str | None = None, parts: dict | None = None):
+    """The backend of `model` (default --model): torch from the model name (and --checkpoint, and `parts`
+    such as the extractor's detector), else the artifact (--engine, or the one `Artifacts.find` picks in
+    --artifacts)."""
     from pathlib import Path
 
     from rerankrt.runtime.artifacts import Artifacts, open_backend
@@ -113,8 +125,8 @@ def _backend_for(args: argparse.Namespace, precision: str, model: str | None = N
         from rerankrt.models import TorchBackend
 
         dtype = "float16" if precision == "fp16" else "float32"
-        return TorchBackend(model, device=args.device, dtype=dtype, checkpoint=args.checkpoint)
-    if args.checkpoint:
+        return TorchBackend(model, device=args.device, dtype=dtype, checkpoint=args.checkpoint, **(parts or {}))
+    if args.checkpoint or parts:
         raise ValueError("--checkpoint: the torch backend's; an exported graph or engine carries its own weights")
     source = getattr(args, "engine", None) or Artifacts(Path(args.artifacts)).find(model, precision, args.backend)
     return open_backend(source, backend=args.backend, device=args.device, log=_log)
@@ -148,6 +160,62 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         out = rerank_dataset(loop.pop("backend"), args.data, args.out, args.shortlist, args.desc, args.nn,
                              args.lam, args.gamma, log=_log, **loop)
     _log(f"wrote {out}")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rerankrt.progress import progress
+    from rerankrt.runtime.descriptors import read_gnd
+    from rerankrt.runtime.extraction import extract, image_list, output_paths, query_boxes
+
+    if args.imsize <= 0 or args.topk <= 0 or args.batch <= 0:
+        bad = next(f"--{k}" for k in ("imsize", "topk", "batch") if getattr(args, k) <= 0)
+        raise ValueError(f"{bad}: expected a positive integer, got {getattr(args, bad[2:])}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out}: is a file, expected a dataset folder")
+    targets = output_paths(out, args.split, raml=bool(args.raml_checkpoint)).values()
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.force:
+        raise FileExistsError(f"--out: {', '.join(existing)} exist (pass --force to replace them)")
+    images = image_list(args.images)
+    boxes = query_boxes(read_gnd(args.gnd), images) if args.gnd else None
+    if boxes and args.split != "query":
+        raise ValueError("--gnd: query boxes crop query images; this is --split gallery")
+    with contextlib.ExitStack() as stack:
+        backend = stack.enter_context(_backend_for(args, args.precision, "dinov2-extractor",
+                                                   _parts(args, "dinov2-extractor")))
+        raml = None
+        if args.raml_checkpoint:
+            from rerankrt.models import TorchBackend
+            from rerankrt.runtime.images import RamlEncoder
+
+            raml = RamlEncoder(stack.enter_context(TorchBackend("raml", device=args.device,
+                                                                checkpoint=args.raml_checkpoint)))
+        out.mkdir(parents=True, exist_ok=True)
+        written = extract(backend, images, out, args.split, args.imsize, args.topk, boxes, args.batch, raml=raml,
+                          progress=lambda done, total: progress("extracting", done, total))
+    _log(f"wrote {', '.join(str(p) for p in written.values())}: {len(images)} images")
+    return 0
+
+
+def cmd_shortlist(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rerankrt.runtime.descriptors import read_global, write_nn
+    from rerankrt.runtime.first_stage import global_shortlist
+    from rerankrt.runtime.rerank_dataset import DatasetLayout
+
+    layout = DatasetLayout(Path(args.data), args.desc)
+    out = layout.root / args.out
+    if out.exists() and not args.force:
+        raise FileExistsError(f"--out: {out} exists (pass --force to replace it)")
+    query, gallery = (read_global(layout.global_(s), args.dim) for s in ("query", "gallery"))
+    sims, idx = global_shortlist(query, gallery, args.k)
+    write_nn(out, sims, idx)
+    _log(f"wrote {out}: the {sims.shape[1]} nearest of {len(gallery)} gallery images for {len(query)} queries")
     return 0
 
 
@@ -260,9 +328,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         settings["repeat"] = args.repeat
     if args.batch:
         settings["batches"] = [int(s) for s in split(args.batch)]
+    files = {}
+    if args.checkpoint or args.detector:
+        if len(settings["models"]) != 1:
+            raise ValueError(f"--checkpoint: the weights of one model; pass --models with one of "
+                             f"{', '.join(settings['models'])}")
+        model = settings["models"][0]
+        parts = _parts(args, model)
+        if not args.checkpoint:
+            raise ValueError(f"--detector: {model}'s parts load beside its --checkpoint")
+        files[model] = {"checkpoint": args.checkpoint, **parts}
     results = run_bench(settings["models"], settings["backends"], settings["precisions"], settings["shortlists"],
                         settings["repeat"], Path(args.out), Path(args.artifacts) if args.artifacts else None,
-                        args.device, args.preset, settings.get("configs"), log=_log, batches=settings.get("batches"))
+                        args.device, args.preset, settings.get("configs"), log=_log, batches=settings.get("batches"),
+                        files=files)
     print((Path(args.out) / "results.md").read_text(), end="")
     return 0 if results["results"] else 1
 
@@ -301,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model to FP32 and FP16 ONNX with its sidecar, then validate")
     p.add_argument("name", choices=list(MODELS), metavar="NAME", help=f"one of {', '.join(MODELS)}")
     p.add_argument("--checkpoint", help="the official checkpoint (default: random weights)")
+    p.add_argument("--detector", help="dinov2-extractor: the AMES detector's checkpoint (dinov2_detector.pt)")
     p.add_argument("--out", default="exported", help="output folder (default: exported)")
     p.add_argument("--precision", choices=["fp32", "fp16", "both"], default="both")
     p.add_argument("--opset", type=int, default=20, help="ONNX opset, 17–20 (default 20)")
@@ -334,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shortlist", help="comma-separated shortlist sizes, e.g. 100,400,1600")
     p.add_argument("--batch", help="comma-separated batch sizes of the encoders (RAML …), e.g. 1,8")
     p.add_argument("--repeat", type=int, help="timed repeats per case (interleaved across the cases of a size)")
+    p.add_argument("--checkpoint", help="with one model in --models: its official checkpoint (default random weights)")
+    p.add_argument("--detector", help="with --models dinov2-extractor: the AMES detector's checkpoint")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--artifacts", help="folder of exported graphs / engines (default OUT/artifacts)")
     p.add_argument("--out", default="bench-results", help="results.json, results.csv, results.md, plots")
@@ -389,6 +471,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
     p.add_argument("--out", required=True, help="the re-ranked shortlist, nn_*.pkl layout")
     p.set_defaults(run=cmd_rerank)
+
+    p = sub.add_parser("extract", help="images in, DINOv2 descriptors out: the official dataset files")
+    p.add_argument("--images", required=True, help="a folder (sorted file names) or a list file (one path a line)")
+    p.add_argument("--split", required=True, choices=["query", "gallery"])
+    p.add_argument("--out", required=True, help="the dataset folder (it may hold the other split already)")
+    p.add_argument("--imsize", type=int, default=770, help="the longer side in pixels (default 770)")
+    p.add_argument("--topk", type=int, default=700, help="descriptors kept per image (default 700)")
+    p.add_argument("--gnd", help="a revisited gnd_*.pkl: query images are cropped to their bbx")
+    p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
+    p.add_argument("--artifacts", default="artifacts", help="folder of dinov2-extractor.onnx / .plan")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
+    p.add_argument("--checkpoint", help="torch backend: dinov2_vitb14_reg4_pretrain.pth")
+    p.add_argument("--detector", help="torch backend: dinov2_detector.pt")
+    p.add_argument("--raml-checkpoint", help="also RAML's global vectors (raml_SPLIT_global.pt), torch backend")
+    p.add_argument("--batch", type=int, default=8, help="images of one size per backend call (default 8)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true", help="replace the files of this split")
+    p.set_defaults(run=cmd_extract)
+
+    p = sub.add_parser("shortlist", help="a first stage from the extracted global vectors: exact cosine top-k")
+    p.add_argument("--data", required=True, help="dataset folder: {desc}_query_global.pt, {desc}_gallery_global.pt")
+    p.add_argument("--desc", default="dinov2", help="which global vectors (default dinov2; raml for RAML's)")
+    p.add_argument("--dim", type=int, default=768, help="their dimension (DINOv2 768, RAML 512)")
+    p.add_argument("--k", type=int, default=1600, help="neighbours kept per query (default 1600)")
+    p.add_argument("--out", default="nn_dinov2.pkl", help="file name in --data (default nn_dinov2.pkl)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.set_defaults(run=cmd_shortlist)
 
     p = sub.add_parser("index", help="AMES database stores: `index build` encodes a gallery, `index info` shows one")
     index = p.add_subparsers(dest="index_command", required=True, metavar="COMMAND")

@@ -2,7 +2,7 @@
 
 - local HDF5 `{desc}_{split}_local.hdf5`: dataset `features` [N, topk, 5 + D], columns
   (x, y, scale index, mask 1 = padding, detector weight, descriptor…); virtual datasets included;
-- global raw float32 files `{desc}{split}_global.pt` [N, D] (not torch pickles), memory-mapped;
+- global raw float32 files `{desc}_{split}_global.pt` [N, D] (not torch pickles), memory-mapped;
 - kNN shortlists `nn_*.pkl` [2, n_queries, K]: similarities, then database indices stored as float;
 - revisited ground truth `gnd_*.pkl`.
 """

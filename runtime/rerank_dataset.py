@@ -2,7 +2,7 @@
 write the new rankings in the `nn_*.pkl` layout.
 
 The folder holds `{desc}_query_local.hdf5` and `{desc}_gallery_local.hdf5` (local descriptors),
-`{desc}query_global.pt` and `{desc}gallery_global.pt` (raw float32 globals, LOCORE's GLOBAL tokens) and
+`{desc}_query_global.pt` and `{desc}_gallery_global.pt` (raw float32 globals, LOCORE's GLOBAL tokens) and
 the first-stage shortlist `nn_superglobal.pkl` ([2, n_queries, K]: similarities, indices). The output
 has the same layout: for each query the first S neighbours in their re-ranked order with their fused
 scores, then the rest of the first-stage list with its global similarities, untouched.
@@ -37,7 +37,11 @@ class DatasetLayout:
         return self.root / f"{self.desc}_{split}_local.hdf5"
 
     def global_(self, split: str) -> Path:
-        return self.root / f"{self.desc}{split}_global.pt"
+        return self.root / f"{self.desc}_{split}_global.pt"
+
+    def cls(self, split: str) -> Path:
+        """The class-token vectors the extractor writes beside the globals (no re-ranker reads them)."""
+        return self.root / f"{self.desc}_cls_{split}_global.pt"
 
 
 def _input_shape(backend, name: str) -> tuple:

@@ -28,6 +28,19 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_record(path: str | os.PathLike | None, parts: dict | None = None) -> dict | None:
+    """How a sidecar records the weights a graph was made from: {"path", "sha256"} of the checkpoint (None:
+    the released configuration's deterministic random weights), and of each part loaded from a file of its
+    own ({"parts": {"detector": {"path", "sha256"}}})."""
+    if path is None:
+        return None
+
+    def one(file: str | os.PathLike) -> dict:
+        return {"path": str(Path(file).resolve()), "sha256": sha256(file)}
+
+    return {**one(path), **({"parts": {name: one(file) for name, file in parts.items()}} if parts else {})}
+
+
 def precision_of(onnx_path: str | os.PathLike, meta: dict) -> str:
     """Which of the sidecar's graphs `onnx_path` is."""
     name = Path(onnx_path).name

@@ -65,14 +65,16 @@ def test_models_lists_released_configurations(capsys):
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert list(rows) == ["ames", "ames-dist", "ames-encoder", "ames-scorer", "ames-dist-encoder", "ames-dist-scorer",
-                          "raml", "rrt", "cvnet-rerank", "cvnet-backbone", "r2former", "locore", "locore-small"]
+                          "raml", "rrt", "cvnet-rerank", "cvnet-backbone", "r2former", "locore", "locore-small",
+                          "dinov2-extractor"]
     assert {n: (r["kind"], r["loop"], r["baseline"]) for n, r in rows.items()} == {
         "ames": ("pair-wise", "ames", False), "ames-dist": ("pair-wise", "ames", False),
         "ames-encoder": ("encoder", None, False), "ames-scorer": ("pair-wise", "ames-store", False),
         "ames-dist-encoder": ("encoder", None, False), "ames-dist-scorer": ("pair-wise", "ames-store", False),
         "raml": ("image", None, False), "rrt": ("pair-wise", None, True), "cvnet-rerank": ("pair-wise", None, True),
         "cvnet-backbone": ("image", None, True), "r2former": ("pair-wise", None, True),
-        "locore": ("list-wise", "locore", False), "locore-small": ("list-wise", "locore", False)}
+        "locore": ("list-wise", "locore", False), "locore-small": ("list-wise", "locore", False),
+        "dinov2-extractor": ("extractor", None, False)}
     assert rows["rrt"]["parameters"] == "2,243,201"
     assert rows["cvnet-rerank"]["parameters"] == "7,486,114" and rows["r2former"]["parameters"] == "135,171"
     assert rows["cvnet-backbone"]["parameters"] == "8,543,296"  # ResNet-50's 23,508,032 less stage 4's 14,964,736
@@ -82,6 +84,8 @@ def test_models_lists_released_configurations(capsys):
     assert rows["raml"]["parameters"] == "24,557,121"
     assert rows["locore"]["parameters"] == "110,257,154"
     assert rows["locore-small"]["parameters"] == "57,099,266"
+    # ViT-B/14-reg4's 86,583,552 + the detector's 1×1 conv (590,592), BatchNorm (1,536) and 1×1 conv (769)
+    assert rows["dinov2-extractor"]["parameters"] == "87,176,449"
     assert rows["ames"]["released_config"]["local_dim"] == 768
     assert rows["raml"]["released_config"]["output_dim"] == 512
     assert "{'state': state_dict}" in rows["ames"]["checkpoint"]

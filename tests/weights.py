@@ -1,4 +1,5 @@
-"""Weights for parity tests: every parameter redrawn at a scale where the outputs depend on the inputs.
+"""Weights for tests: every parameter redrawn at a scale where the outputs depend on the inputs, and the
+containers of the released checkpoints.
 
 The released random initialisation is so small that every pair (or window) gets nearly the same logit,
 so the first-stage similarity alone would decide a re-ranking and a comparison could not tell two
@@ -8,6 +9,10 @@ models apart.
 from __future__ import annotations
 
 import torch
+
+#: the `meta` of RAML's released checkpoints (checked against the architecture on load)
+RAML_META = {"architecture": "resnet50", "pooling": "gem", "whitening": 512, "outputdim": 512,
+             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
 def perturb(model: torch.nn.Module, gain: float, spread: float, seed: int = 7) -> torch.nn.Module:

@@ -10,7 +10,7 @@ card's `implementation` module (torch). `rerankrt.models.registry` lists the car
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..specs import ExportSpec
@@ -52,6 +52,9 @@ class ModelInfo:
     #: the registered (encoder, scorer) that serve this model from a database store, where they exist
     store: tuple[str, str] | None = None
     builder: str = "build"  #: the implementation's function that builds the network from a configuration
+    #: checkpoints of parts released as files of their own, by `load_model` keyword: (key prefix in the
+    #: model's state_dict, container key in the file), e.g. the extractor's {"detector": ("detector.", "state")}
+    parts: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

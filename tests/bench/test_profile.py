@@ -26,6 +26,8 @@ CONFIGS = {
                "max_positions": 130, "local_dim": 32, "global_dim": 32, "local_descriptors": 5},
 }
 MODELS = ["ames", "rrt", "locore", "locore-hf", "raml"]
+#: how the log and the skipped cases name the reduced AMES
+AMES_SMALL = "ames (num_layers=1, query_descriptors=20, db_descriptors=5)"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,8 @@ def test_every_output_is_written(run):
     assert json.loads((out / "results.json").read_text()) == results
     with open(out / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == len(results["results"])
-    assert said[0] == "[1/60] ames torch fp32 S=5"  # 3 backends × 2 precisions × (4 re-rankers × 2 S + 2 batches)
+    # 3 backends × 2 precisions × (4 re-rankers × 2 S + 2 batches)
+    assert said[0] == f"[1/60] {AMES_SMALL} torch fp32 S=5"
 
 
 def test_the_report_opens_with_the_comparison(run):
@@ -123,8 +126,8 @@ def test_schema_and_cases(run):
         ("locore-hf", "torch", "fp32", s, None) for s in (5, 30)} | {
         ("raml", b, p, None, n) for b, p in ran for n in (1, 2)}
     reasons = {s["case"]: s["reason"] for s in results["skipped"]}
-    assert reasons["ames torch fp16 S=5"].startswith("torch FP16 on the CPU is an overflow check")
-    assert reasons["ames trt fp32 S=5"].startswith("no engine ")
+    assert reasons[f"{AMES_SMALL} torch fp16 S=5"].startswith("torch FP16 on the CPU is an overflow check")
+    assert reasons[f"{AMES_SMALL} trt fp32 S=5"].startswith("no engine ")
     assert reasons["raml trt fp16 batch=2"].startswith("no engine ")
     for row in results["results"]:
         assert row["n"] == 2 and 0 < row["min"] <= row["median"] <= row["max"]
@@ -200,7 +203,8 @@ def test_baselines_and_the_hugging_face_path(tmp_path):
     rows = {(r["model"], r["backend"]): r for r in results["results"]}
     assert rows["cvnet-backbone", "ort"]["batch"] == 1 and rows["cvnet-backbone", "ort"]["shortlist"] is None
     assert set(rows) == {(m, b) for m in models[:4] for b in ("torch", "ort")} | {("locore-hf", "torch")}
-    assert results["skipped"] == [{"case": "locore-hf ort fp32 S=12",
+    hf_small = "locore-hf (" + ", ".join(f"{k}={v}" for k, v in CONFIGS["locore"].items()) + ")"
+    assert results["skipped"] == [{"case": f"{hf_small} ort fp32 S=12",
                                    "reason": "locore-hf is the Hugging Face PyTorch path: torch backend only"}]
     r2 = dataclasses.replace(R2FORMER, tokens=30)
     cv = dataclasses.replace(CVNET, **configs["cvnet-rerank"])
@@ -254,21 +258,21 @@ def test_locore_hf_scores_match_rerankrt():
 def test_progress_bar_on_a_terminal(monkeypatch):
     import io
 
-    from rerankrt.bench import profile
+    from rerankrt import progress
 
     class Tty(io.StringIO):
         def isatty(self):
             return True
 
     err = Tty()
-    monkeypatch.setattr(profile.sys, "stderr", err)
-    profile.progress("ames ort fp32 S=100", 1, 4)
-    profile.progress("ames ort fp32 S=100", 4, 4)
+    monkeypatch.setattr(progress.sys, "stderr", err)
+    progress.progress("ames ort fp32 S=100", 1, 4)
+    progress.progress("ames ort fp32 S=100", 4, 4)
     assert err.getvalue() == ("\r  ames ort fp32 S=100 [######..................] 1/4"
                               "\r  ames ort fp32 S=100 [########################] 4/4\n")
-    monkeypatch.setattr(profile.sys, "stderr", io.StringIO())  # not a terminal: nothing
-    profile.progress("x", 1, 1)
-    assert profile.sys.stderr.getvalue() == ""
+    monkeypatch.setattr(progress.sys, "stderr", io.StringIO())  # not a terminal: nothing
+    progress.progress("x", 1, 1)
+    assert progress.sys.stderr.getvalue() == ""
 
 
 def test_store_path_beside_the_whole_model(tmp_path):
@@ -294,3 +298,39 @@ def test_store_path_beside_the_whole_model(tmp_path):
     for row in (store, whole):
         assert row["storage_measured"] is True
         assert row["storage_bytes_per_image"] == pytest.approx(5 * 16 + 1, abs=4096 / STORE_IMAGES)
+
+
+def test_extractor_at_two_sizes_from_its_files(tmp_path, capsys):
+    """The extractor profiled in two configurations (a list in `configs`) from a checkpoint and detector:
+    an image batch at each size's profile opt, torch's counted FLOPs, the graphs exported in folders of
+    their own; the CLI's weight flags take one model."""
+    import torch
+
+    from rerankrt.models import load_model
+    from rerankrt.models.cards.dinov2 import DINOV2, extractor_flops
+
+    tiny = {"embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_dim": 64}
+    sd = load_model("dinov2-extractor", **tiny).state_dict()
+    torch.save({k: v for k, v in sd.items() if not k.startswith("detector.")}, tmp_path / "backbone.pth")
+    torch.save({"state": {k.removeprefix("detector."): v for k, v in sd.items() if k.startswith("detector.")}},
+               tmp_path / "detector.pt")
+    files = {"dinov2-extractor": {"checkpoint": str(tmp_path / "backbone.pth"),
+                                  "detector": str(tmp_path / "detector.pt")}}
+    configs = {"dinov2-extractor": [{**tiny, "imsize": 28}, {**tiny, "imsize": 56}]}
+    results = run_bench(["dinov2-extractor"], ["torch", "ort"], ["fp32"], [], repeat=1, out=tmp_path / "run",
+                        configs=configs, batches=[1, 2], files=files, log=lambda m: None)
+    rows = {(r["label"].split("imsize=")[1][:2], r["backend"], r["batch"]): r for r in results["results"]}
+    assert set(rows) == {(s, b, n) for s in ("28", "56") for b in ("torch", "ort") for n in (1, 2)}
+    for (side, _, batch), row in rows.items():
+        cfg = dataclasses.replace(DINOV2, **tiny)
+        assert row["flops"] == extractor_flops(cfg, int(side), int(side), batch) and row["calls"] == 1
+        assert row["kind"] == "extractor" and row["shortlist"] is None
+    assert len(list((tmp_path / "run" / "artifacts" / "variants").iterdir())) == 2  # one graph per size
+    assert "dinov2-extractor (embed_dim=32, depth=1, num_heads=2, mlp_dim=64, imsize=56)" in (
+        tmp_path / "run" / "results.md").read_text()
+    assert main(["bench", "--models", "ames,raml", "--checkpoint", "x.pt"]) == 2
+    assert capsys.readouterr().err.strip() == ("rerankrt bench: error: --checkpoint: the weights of one model; "
+                                               "pass --models with one of ames, raml")
+    assert main(["bench", "--models", "ames", "--checkpoint", "x.pt", "--detector", "d.pt"]) == 2
+    assert capsys.readouterr().err.strip() == ("rerankrt bench: error: --detector: ames has no detector "
+                                               "(only dinov2-extractor takes one)")

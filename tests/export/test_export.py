@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from rerankrt.cli import main
 from rerankrt.errors import CheckpointError, ModelFileError
 from rerankrt.export.onnx_export import export_model, parse_profile
-from rerankrt.export.validate import lint, validate
+from rerankrt.export.validate import lint, outputs, validate
 from rerankrt.models import Profile, spec_for
 from rerankrt.runtime.agreement import kendall_tau, top_overlap
 from rerankrt.runtime.sidecar import sidecar_path
@@ -31,6 +31,7 @@ CONFIGS = {
     "locore": {**LOCORE_TINY, "num_layers": 2}, "locore-small": LOCORE_TINY,
     "r2former": {"tokens": 40}, "cvnet-rerank": {"feature_dim": 32, "conv_dim": 16, "map_height": 6, "map_width": 8},
     "cvnet-backbone": {"image_height": 64, "image_width": 96},
+    "dinov2-extractor": {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_dim": 128},
 }
 
 
@@ -107,8 +108,11 @@ def test_fp32_graph_matches_torch_at_an_untraced_shape(exported):
     session = ort.InferenceSession(str(out / f"{name}.onnx"), providers=["CPUExecutionProvider"])
     model = load_model(name, **CONFIGS[name])
     with torch.no_grad():
-        ref = model(*[torch.from_numpy(feeds[t.name]) for t in spec.inputs]).numpy()
-    np.testing.assert_allclose(session.run(None, feeds)[0], ref, atol=spec.fp32.atol, rtol=spec.fp32.rtol)
+        refs = outputs(model(*[torch.from_numpy(feeds[t.name]) for t in spec.inputs]))
+    got = session.run([t.name for t in spec.outputs], feeds)
+    assert len(got) == len(refs) == len(spec.outputs)
+    for t, value, ref in zip(spec.outputs, got, refs, strict=True):
+        np.testing.assert_allclose(value, ref.numpy(), atol=spec.fp32.atol, rtol=spec.fp32.rtol, err_msg=t.name)
 
 
 # --- lint ---------------------------------------------------------------------------------------------

@@ -84,3 +84,22 @@ def test_ames_store_halves(name):
     whole = 4 * ames_flops(encoder.config, 9, 7)
     split = enc_flops(encoder.config, {"images": 1, "descriptors": 9 + 4 * 7}) + sc_flops(scorer.config, pairs)
     assert split == whole - (3 * 2 * 9 * (64 * 128 + (128 * 128 if name == "ames-dist" else 0)))  # query encoded once
+
+
+@pytest.mark.parametrize(("height", "width"), [(28, 42), (70, 56)])  # the position grid of 4 × 4 grows, H ≠ W
+def test_extractor(height, width):
+    from rerankrt.models.cards.dinov2 import extractor_flops
+
+    model = load_model("dinov2-extractor", embed_dim=32, depth=2, num_heads=2, mlp_dim=64, grid=4)
+    feeds = {"images": np.random.default_rng(0).standard_normal((2, 3, height, width)).astype(np.float32)}
+    assert counted(model, feeds, ["images"]) == extractor_flops(model.config, height, width, batch=2)
+
+
+def test_extractor_released_figures():
+    """ViT-B/14 at 770 px: 55 × 55 + 5 tokens through 85 M block parameters (257 GMAC) plus attention
+    (169 GMAC), about 0.43 TMAC = 0.86 TFLOP an image (the issue's "0.5 TFLOP" counts multiply-adds);
+    at 518 px the linear layers' 2 · 86.6 M · 1374 dominate."""
+    from rerankrt.models.cards.dinov2 import DINOV2, extractor_flops
+
+    assert 0.84e12 < extractor_flops(DINOV2, 770, 770) < 0.88e12
+    assert 2 * 86.6e6 * 1374 < extractor_flops(DINOV2, 518, 518) < 2 * 86.6e6 * 1374 * 1.3

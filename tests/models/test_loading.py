@@ -7,12 +7,10 @@ import re
 import pytest
 import torch
 from safetensors.torch import save_file
+from weights import RAML_META
 
 from rerankrt.errors import CheckpointError
 from rerankrt.models import MODELS, load_model
-
-RAML_META = {"architecture": "resnet50", "pooling": "gem", "whitening": 512, "outputdim": 512,
-             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
 def test_random_weights_are_deterministic_and_leave_global_rng_alone():

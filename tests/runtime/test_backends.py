@@ -243,7 +243,8 @@ def write_dataset(root, rng, desc: str, dim: int, nq=3, ndb=30, k=20, q_topk=60,
     for split, count, topk in (("query", nq, q_topk), ("gallery", ndb, db_topk)):
         d, m = unit_descriptors(rng, (count, topk, dim), rng.integers(1, topk + 1, count))
         write_local(root / f"{desc}_{split}_local.hdf5", d, m)
-        write_global(root / f"{desc}{split}_global.pt", unit_descriptors(rng, (count, 1, dim), np.ones(count))[0][:, 0])
+        global_ = unit_descriptors(rng, (count, 1, dim), np.ones(count))[0][:, 0]
+        write_global(root / f"{desc}_{split}_global.pt", global_)
     idx = np.stack([rng.permutation(max(ndb, k))[:k] % ndb for _ in range(nq)])
     sims = np.sort(rng.uniform(0.1, 0.9, (nq, k)), axis=1)[:, ::-1]
     write_nn(root / "nn_superglobal.pkl", sims, idx)
@@ -291,8 +292,8 @@ def test_rerank_cli_with_locore(artifacts, tmp_path, rng, capsys):
             LocalDescriptorFile(tmp_path / "tiny_query_local.hdf5") as qf, \
             LocalDescriptorFile(tmp_path / "tiny_gallery_local.hdf5") as gf:
         q, db = qf.read([2], n=5), gf.read(idx[2, :12], n=5)
-        q_global, g_global = read_global(tmp_path / "tinyquery_global.pt", 32), read_global(
-            tmp_path / "tinygallery_global.pt", 32)
+        q_global, g_global = read_global(tmp_path / "tiny_query_global.pt", 32), read_global(
+            tmp_path / "tiny_gallery_global.pt", 32)
         direct = LocoreReranker(backend, shortlist=12, window=17, stride=17).rerank(
             q_global[2], q.desc[0], q.mask[0], g_global[idx[2, :12]], db.desc, db.mask, sims[2, :12])
     assert new_idx[2, :12].tolist() == idx[2, :12][direct.order].tolist()

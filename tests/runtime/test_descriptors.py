@@ -133,7 +133,7 @@ def test_nan_descriptors_are_named(tmp_path, rng):
 
 def test_global_round_trip_and_size_check(tmp_path, rng):
     vecs = rng.standard_normal((5, 12)).astype(np.float32)
-    path = tmp_path / "dinov2gallery_global.pt"
+    path = tmp_path / "dinov2_gallery_global.pt"
     write_global(path, vecs)
     assert path.stat().st_size == 5 * 12 * 4  # raw float32, no header
     got = read_global(path, 12)
