@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Set up on a fresh machine and run the main job on the built-in default (released configurations
-# with random weights): the environment, the registered models, and every model exported to FP32 and
-# FP16 ONNX in artifacts/ with its validation ladder, evaluated on a synthetic dataset through ONNX
-# Runtime, and profiled (the quick preset: AMES and LOCORE-small beside the pair-wise re-rankers RRT,
-# R2Former and CVNet-Rerank at reduced sizes, and RAML, on torch and ONNX Runtime).
+# with random weights): the environment, the registered models, the five released models and the DINOv2
+# extractor exported to FP32 and FP16 ONNX in artifacts/ with their validation ladders, evaluated on a
+# synthetic dataset through ONNX Runtime, and profiled (the quick preset: AMES and LOCORE-small beside
+# the pair-wise re-rankers RRT, R2Former and CVNet-Rerank at reduced sizes, and RAML, on torch and ONNX
+# Runtime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/rerankrt info
 .venv/bin/rerankrt models
-for model in raml ames ames-dist locore-small locore; do
+for model in raml ames ames-dist locore-small locore dinov2-extractor; do
   .venv/bin/rerankrt export "$model" --out artifacts
 done
 .venv/bin/rerankrt data synth artifacts/synth
