@@ -23,9 +23,19 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
+#: database images planted per query: 3 easy, 3 hard, 2 junk
+PLANTED = 8
+
+
 def synthesize(out: str | os.PathLike, queries: int = 6, database: int = 120, dim: int = 768,
                query_locals: int = 100, db_locals: int = 50, neighbours: int = 100, desc: str = "dinov2",
                seed: int = 0) -> Path:
+    for flag, value in (("--queries", queries), ("--dim", dim)):
+        if value < 1:
+            raise ValueError(f"{flag}: expected a positive integer, got {value}")
+    if database < PLANTED * queries:
+        raise ValueError(f"--database: {queries} queries plant {PLANTED} matches each in distinct images, so at "
+                         f"least {PLANTED * queries} images; got {database}")
     rng = np.random.default_rng(seed)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)

@@ -19,25 +19,30 @@ The whole repository is assembled in a temporary folder and renamed into place o
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from rerankrt import __version__
 from rerankrt.errors import ModelFileError
 from rerankrt.models import get_info
 from rerankrt.optional import require
 from rerankrt.runtime.artifacts import Artifacts, plan_sidecar_path
+from rerankrt.runtime.atomic import check_outputs, staging_folder, swap_in
 from rerankrt.runtime.plan import PLAN_FORMAT, read_plan_sidecar
 from rerankrt.runtime.rerankers import released_settings
+from rerankrt.runtime.sidecar import check_sidecar
 from rerankrt.runtime.triton_bls import LOOP_MODELS, TARGET_FILE, rerank_io, triton_dims
 
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL", "int64": "TYPE_INT64"}
 MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx", "python": "model.py"}
+#: the file at a repository's root that says rerankrt wrote it: `--force` replaces only such a folder
+MARKER = ".rerankrt-repository"
 ADAPTER = '''"""Triton Python-backend adapter written by `rerankrt triton`: the {kind} loop is rerankrt's own
 (`rerankrt.runtime.triton_bls`); install rerankrt in the Python backend's environment."""
 
@@ -188,13 +193,25 @@ def write_repository(
             raise ValueError(f"{flag}: expected a positive integer, got {value}")
     if queue_delay_us < 0:
         raise ValueError(f"--queue-delay-us: expected ≥ 0, got {queue_delay_us}")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"--out: {out} exists and is not empty (pass --force to replace it)")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out: {out} is a file, expected a repository folder")
     found = find_artifacts(artifacts, precision, models)
     loops = _loops(found, stores or [])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    inputs = [artifacts, *(a.path for a in found), *(s.path for _, _, s in loops.values() if s)]
+    check_outputs([out], inputs, force=True)
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"--out: {out} exists and is not empty (pass --force to replace it)")
+        if not (out / MARKER).is_file():
+            raise FileExistsError(f"--out: {out} is not a repository rerankrt wrote (no {MARKER}); refusing to "
+                                  f"replace it")
+        foreign = sorted(p.name for p in out.iterdir() if p.name != MARKER and not (p / "config.pbtxt").is_file())
+        if foreign:
+            raise FileExistsError(f"--out: {out} holds what is not a model folder with a config.pbtxt "
+                                  f"({', '.join(foreign)}); refusing to replace it")
+    staging = staging_folder(out)
     try:
+        (staging / MARKER).write_text(json.dumps({"written_by": "rerankrt triton", "version": __version__}) + "\n")
         max_batch_sizes = {}
         for a in found:
             config = model_config(a, max_batch, instances, queue_delay_us)
@@ -223,12 +240,9 @@ def write_repository(
         problems = check_repository(staging)
         if problems:
             raise ModelFileError("the generated repository does not validate:\n  " + "\n  ".join(problems))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
+        swap_in(staging, out)  # one rename: a kill leaves the old repository or the new one
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
@@ -273,8 +287,8 @@ def check_repository(repo: str | os.PathLike) -> list[str]:
             continue
         try:
             configs[folder.name] = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-        except text_format.ParseError as e:
-            problems.append(f"{path}: {e}")
+        except (text_format.ParseError, UnicodeDecodeError) as e:
+            problems.append(f"{path}: not a readable ModelConfig in text format ({e})")
     if not configs and not problems:
         problems.append(f"{repo}: no models (expected REPO/<model>/config.pbtxt)")
     for name, config in configs.items():
@@ -289,19 +303,23 @@ def _check_model(repo: Path, name: str, config, configs: dict) -> list[str]:
     kind = config.platform or config.backend
     if kind not in MODEL_FILES:
         return problems + [f"platform: expected one of {', '.join(MODEL_FILES)}, got {kind!r}"]
-    versions = sorted(p for p in (repo / name).iterdir() if p.is_dir() and p.name.isdigit())
+    versions = sorted((p for p in (repo / name).iterdir() if p.is_dir() and p.name.isdigit()),
+                      key=lambda p: int(p.name))  # Triton serves the highest number: "10" after "9"
     if not versions:
         return problems + ["no version folder (expected 1/)"]
     file = config.default_model_filename or MODEL_FILES[kind]
     version = versions[-1]
     if not (version / file).is_file():
         problems.append(f"{version / file} is missing")
+    problems += _check_scheduling(config)
     if kind == "python":
         return problems + _check_loop(config, configs, version)
     try:
-        meta = json.loads((version / "model.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError) as e:
+        meta = check_sidecar(json.loads((version / "model.json").read_text()), version / "model.json")
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
         return problems + [f"the export sidecar {version / 'model.json'} is unreadable ({e})"]
+    except ModelFileError as e:
+        return problems + [str(e)]
     precision = _precision(meta, version, kind, problems)
     if precision is None:
         return problems
@@ -316,6 +334,19 @@ def _check_model(repo: Path, name: str, config, configs: dict) -> list[str]:
         problems += _compare_io(field, tensors, [_tensor(t, precision, lead is not None) for t in expected])
     if config.HasField("dynamic_batching") and config.max_batch_size == 0:
         problems.append("dynamic_batching: needs max_batch_size > 0")
+    return problems
+
+
+def _check_scheduling(config) -> list[str]:
+    """Instance counts, the batcher's preferred sizes and the warm-up batches against max_batch_size."""
+    problems = [f"instance_group {i}: count {g.count}, expected at least 1"
+                for i, g in enumerate(config.instance_group) if g.count < 1]
+    limit = config.max_batch_size
+    if config.HasField("dynamic_batching"):
+        problems += [f"dynamic_batching preferred_batch_size: {b}, expected 1…{limit} (max_batch_size)"
+                     for b in config.dynamic_batching.preferred_batch_size if not 1 <= b <= max(limit, 1)]
+    problems += [f"model_warmup {w.name!r}: batch_size {w.batch_size}, expected 1…{max(limit, 1)} (max_batch_size)"
+                 for w in config.model_warmup if not 1 <= w.batch_size <= max(limit, 1)]
     return problems
 
 
@@ -335,7 +366,11 @@ def _precision(meta: dict, version: Path, kind: str, problems: list[str]) -> str
     path = version / "model.onnx"
     if not path.is_file():
         return None  # reported as a missing model file
-    graph = onnx.load(str(path), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # protobuf's DecodeError and friends: the file is not an ONNX model
+        problems.append(f"{path}: not a readable ONNX model ({type(e).__name__})")
+        return None
     float_types = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
     types = [i.type.tensor_type.elem_type for i in graph.input]
     seen = {float_types[t] for t in types if t in float_types}
@@ -378,6 +413,24 @@ def _check_store_loop(params: dict, configs: dict) -> list[str]:
     return []
 
 
+def _check_loop_numbers(params: dict) -> list[str]:
+    """The loop's released settings as its parameters: positive whole batch, window and shortlist sizes,
+    finite fusion weights."""
+    problems = []
+    for key, value in params.items():
+        if key in ("batch", "window", "stride", "shortlist"):
+            if not (value.isdigit() and int(value) >= 1):
+                problems.append(f"parameters {key}: {value!r}, expected a positive whole number")
+        elif key in ("lambda", "gamma", "alpha", "temperature"):
+            try:
+                ok = math.isfinite(float(value))
+            except ValueError:
+                ok = False
+            if not ok:
+                problems.append(f"parameters {key}: {value!r}, expected a finite number")
+    return problems
+
+
 def _check_loop(config, configs: dict, version: Path) -> list[str]:
     params = {k: v.string_value for k, v in config.parameters.items()}
     kind, target = params.get("loop"), params.get("target_model")
@@ -388,11 +441,15 @@ def _check_loop(config, configs: dict, version: Path) -> list[str]:
             "is not a model of this repository"
         return [f"parameters target_model: {target!r} {why}"]
     try:
-        meta = json.loads((version / TARGET_FILE).read_text())["sidecar"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError) as e:
-        return [f"{version / TARGET_FILE} is unreadable ({e})"]
+        meta = check_sidecar(json.loads((version / TARGET_FILE).read_text())["sidecar"], version / TARGET_FILE)
+        if not isinstance(meta["config"].get("local_dim"), int):
+            raise KeyError("config.local_dim")
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        return [f"{version / TARGET_FILE} is unreadable ({type(e).__name__}: {e})"]
+    except ModelFileError as e:
+        return [str(e)]
     inputs, outputs = rerank_io(kind, meta["config"]["local_dim"], meta["config"].get("local_descriptors", 0))
-    problems = []
+    problems = _check_loop_numbers(params)
     for field, tensors, expected in (("input", config.input, inputs), ("output", config.output, outputs)):
         problems += _compare_io(field, tensors, [_loop_tensor(t) for t in expected])
     if kind == "ames-store":

@@ -78,7 +78,10 @@ def load_onnx(path: Path):
 def spec_from_sidecar(meta: dict) -> tuple[ExportSpec, object]:
     """The spec of the exported graphs: the model's spec in the recorded configuration and profiles."""
     info = get_info(meta["model"])
-    config = type(info.config)(**meta["config"])
+    try:
+        config = type(info.config)(**meta["config"])
+    except TypeError as e:
+        raise ModelFileError(f"the sidecar's config does not fit {meta['model']} ({e}); export it again") from None
     spec = spec_for(meta["model"], config)
     return spec.with_profiles({d: Profile(**p) for d, p in meta["profiles"].items()}), config
 
@@ -234,11 +237,16 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
     meta = read_sidecar(path)
     spec, config = spec_from_sidecar(meta)
     graphs = {p: path.with_name(f) for p, f in meta["files"].items() if path.with_name(f).is_file()}
+    for p in sorted(set(meta["files"]) - set(graphs)):
+        report.add(f"(a) graph [{p}]", False, f"{path.with_name(meta['files'][p])}: listed in the sidecar, missing")
     protos = {p: (model_proto if g.resolve() == path.resolve() else load_onnx(g)) for p, g in graphs.items()}
 
     import onnx
 
     for p, proto in protos.items():
+        mismatch = _io_mismatch(proto, meta, p)
+        if mismatch:
+            report.add(f"(a) graph I/O = sidecar I/O [{p}]", False, mismatch)
         try:
             onnx.checker.check_model(proto, full_check=True)
             report.add(f"(a) onnx checker + shape inference [{p}]", True, f"{len(proto.graph.node)} nodes")
@@ -271,6 +279,20 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
     return report
 
 
+def _io_mismatch(proto, meta: dict, precision: str) -> str:
+    """How a graph's inputs and outputs differ from its sidecar's (names, order, element types); ""."""
+    import onnx
+
+    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BOOL: "bool"}
+    for kind, graph, recorded in (("inputs", proto.graph.input, meta["inputs"]),
+                                  ("outputs", proto.graph.output, meta["outputs"])):
+        have = [(v.name, names.get(v.type.tensor_type.elem_type, str(v.type.tensor_type.elem_type))) for v in graph]
+        want = [(t["name"], t["dtype"][precision]) for t in recorded]
+        if have != want:
+            return f"the graph's {kind} {have}, the sidecar's {want}"
+    return ""
+
+
 def _torch_model(meta: dict, config, checkpoint: str | Path | None, report: Report):
     """The PyTorch model the graphs were exported from, or None (with the reason recorded)."""
     from rerankrt.errors import UnavailableError
@@ -284,13 +306,18 @@ def _torch_model(meta: dict, config, checkpoint: str | Path | None, report: Repo
 
     recorded = meta["checkpoint"]
     if recorded is None:
+        if checkpoint is not None:
+            report.add("(b) PyTorch model", False, f"--checkpoint {checkpoint}: the graphs were exported with "
+                                                   f"random weights, not from a checkpoint")
+            return None
         return load_model(meta["model"], **_overrides(meta["model"], config))
     files = {"checkpoint": (Path(checkpoint or recorded["path"]), recorded["sha256"])}
     files |= {name: (Path(part["path"]), part["sha256"]) for name, part in recorded.get("parts", {}).items()}
     for what, (path, digest) in files.items():
-        if not path.is_file():
-            report.add("(b) PyTorch model", None, f"{what} {path} not found" + (" (pass --checkpoint)"
-                                                                                 if what == "checkpoint" else ""))
+        if not path.is_file():  # a path given here is a mistake; the recorded one may just live elsewhere
+            given = what == "checkpoint" and checkpoint is not None
+            report.add("(b) PyTorch model", False if given else None,
+                       f"{what} {path} not found" + ("" if given or what != "checkpoint" else " (pass --checkpoint)"))
             return None
         if sha256(path) != digest:
             report.add("(b) PyTorch model", False, f"{what} {path} is not the exported one (sha256 differs)")

@@ -30,6 +30,7 @@ from .attention import MASKED, attend
 from .cards.ames import AmesConfig
 from .checks import check_float, check_mask, check_nonempty, checking, fmt_shape, tracing
 from .fp32 import LayerNorm, l2_normalize
+from .loading import layer_count
 
 
 class BinarizationLayer(nn.Module):
@@ -299,7 +300,7 @@ def config_from_state_dict(sd: dict) -> dict:
         local_dim = sd["remap_local.0.W"].shape[0]
     else:
         local_dim = sd["remap_local.0.weight"].shape[1]
-    num_layers = sum(1 for k in sd if k.startswith("decoder.layers.") and k.endswith(".norm1.weight"))
+    num_layers = layer_count(sd, "decoder.layers.")
     return {
         "local_dim": int(local_dim),
         "model_dim": int(sd["mtc_token"].shape[0]),

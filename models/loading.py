@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -19,6 +20,13 @@ from .registry import MODELS, get_info
 
 #: seed of the deterministic random weights (the same module for the same name and config, every run).
 RANDOM_WEIGHTS_SEED = 0
+
+
+def layer_count(sd: dict, prefix: str) -> int:
+    """Layers `prefix + "N."` of a state_dict: one past the highest N any key has, so that a key missing
+    from a middle layer is reported as missing by the strict load, not as a shallower model."""
+    found = [int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))]
+    return max(found) + 1 if found else 0
 
 
 def _implementation(info: ModelInfo):
@@ -183,11 +191,22 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, *, weight
         impl.check_parts(sd, path)
     if hasattr(impl, "prepare_state_dict"):  # e.g. LOCORE-small keeps the first 6 layers
         sd = impl.prepare_state_dict(sd, _config(info, config, None, None), path)
-    cfg = _config(info, config, impl.config_from_state_dict(sd), path)
+    try:
+        inferred = impl.config_from_state_dict(sd)
+    except KeyError:  # a key the dimensions are read from is missing: name every missing key
+        with torch.device("meta"):
+            reference = _build(info, info.config)
+        _check_keys(name, reference, sd, path)
+        raise
+    cfg = _config(info, config, inferred, path)
     if hasattr(impl, "check_meta") and isinstance(container, dict) and container is not sd:
         impl.check_meta(container.get("meta"), cfg)
     model = _build(info, cfg)
     _check_keys(name, model, sd, path)
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {path}: NaN or infinite values in {len(bad)} tensor(s): "
+                              f"{', '.join(bad[:5])}" + (", …" if len(bad) > 5 else ""))
     model.load_state_dict(sd, strict=True)
     return model.eval()
 

@@ -33,6 +33,7 @@ from .attention import MASKED, attend
 from .cards.locore import LocoreConfig
 from .checks import check_float, check_mask, check_nonempty, checking
 from .fp32 import LayerNorm
+from .loading import layer_count as count_layers
 
 
 class Embeddings(nn.Module):
@@ -353,7 +354,7 @@ def init_weights(model: Locore) -> None:
 
 
 def layer_count(sd: dict) -> int:
-    return sum(1 for k in sd if k.startswith(_PREFIX + "encoder.layer.") and k.endswith(".attention.self.query.weight"))
+    return count_layers(sd, _PREFIX + "encoder.layer.")
 
 
 def config_from_state_dict(sd: dict) -> dict:

@@ -28,6 +28,7 @@ from .attention import Mlp, VitAttention
 from .cards.r2former import R2FormerConfig
 from .checks import check_float, checking
 from .fp32 import LayerNorm, l2_normalize
+from .loading import layer_count
 
 
 class Block(nn.Module):
@@ -159,8 +160,8 @@ def prepare_state_dict(sd: dict, cfg: R2FormerConfig, path: object) -> dict:
 def config_from_state_dict(sd: dict) -> dict:
     return {
         "embed_dim": int(sd["cls_token"].shape[-1]),
-        "depth": sum(1 for k in sd if k.startswith("blocks.") and k.endswith(".norm1.weight")),
-        "correspondence_depth": sum(1 for k in sd if k.startswith("blocks_2.") and k.endswith(".norm1.weight")),
+        "depth": layer_count(sd, "blocks."),
+        "correspondence_depth": layer_count(sd, "blocks_2."),
         "mlp_ratio": int(sd["blocks.0.mlp.fc1.weight"].shape[0]) // int(sd["cls_token"].shape[-1]),
         "num_patches": int(sd["decoder_pos_embed"].shape[1]) - 1,
     }

@@ -21,6 +21,7 @@ from .attention import MASKED, SelfAttention
 from .cards.rrt import RrtConfig
 from .checks import check_float, check_mask, checking
 from .fp32 import LayerNorm, l2_normalize
+from .loading import layer_count
 
 SEG_SRC, SEG_TGT, SEG_CLS, SEG_SEP, SEG_SRC_GLOBAL, SEG_TGT_GLOBAL = range(6)
 
@@ -129,7 +130,7 @@ def config_from_state_dict(sd: dict) -> dict:
     return {
         "global_dim": int(sd["remap.weight"].shape[1]),
         "model_dim": int(sd["remap.weight"].shape[0]),
-        "num_layers": sum(1 for k in sd if k.startswith("encoder.layers.") and k.endswith(".norm1.weight")),
+        "num_layers": layer_count(sd, "encoder.layers."),
         "dim_feedforward": int(sd["encoder.layers.0.linear1.weight"].shape[0]),
         "num_scales": int(sd["scale_encoder.weight"].shape[0]),
     }

@@ -17,6 +17,7 @@ from rerankrt.errors import (  # noqa: E402
     DescriptorFileError,
     InputError,
     ModelFileError,
+    OutputError,
     UnavailableError,
 )
 
@@ -31,5 +32,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["MODELS", "CheckpointError", "DescriptorFileError", "InputError", "ModelFileError", "UnavailableError",
-           "__version__", "get_info", "load_model"]
+__all__ = ["MODELS", "CheckpointError", "DescriptorFileError", "InputError", "ModelFileError", "OutputError",
+           "UnavailableError", "__version__", "get_info", "load_model"]

@@ -60,14 +60,20 @@ def _log(message: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rerankrt.export.onnx_export import export_model, parse_profile
     from rerankrt.export.validate import validate
     from rerankrt.models import load_model
     from rerankrt.runtime.artifacts import onnx_name
+    from rerankrt.runtime.atomic import check_outputs
 
     profiles = dict(parse_profile(p) for p in args.profile)
     require("polygraphy", "export", "the validation ladder after the export")
     parts = _parts(args, args.name)
+    precisions = ["fp32", "fp16"] if args.precision == "both" else [args.precision]
+    check_outputs([Path(args.out) / onnx_name(args.name, p) for p in precisions], [args.checkpoint, *parts.values()],
+                  args.force)
     model = load_model(args.name, args.checkpoint, **parts)
     meta = export_model(args.name, args.checkpoint, args.out, args.precision, args.opset, profiles, log=_log,
                         model=model, **parts)
@@ -104,12 +110,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from rerankrt.export.onnx_export import parse_profile
 
+    _check_build_outputs(args)
     require("tensorrt", "trt", "building a TensorRT engine")
     from rerankrt.engines.build import build_engine
 
     profiles = {d: (p.min, p.opt, p.max) for d, p in (parse_profile(t) for t in args.profile)}
     build_engine(args.onnx, args.out, profiles, args.workspace, args.opt_level, args.timing_cache, log=_log)
     return 0
+
+
+def _check_build_outputs(args: argparse.Namespace) -> None:
+    """The engine and its sidecar may replace neither an existing engine (without --force) nor the graph."""
+    from pathlib import Path
+
+    from rerankrt.runtime.artifacts import plan_sidecar_path
+    from rerankrt.runtime.atomic import check_outputs
+    from rerankrt.runtime.sidecar import sidecar_path
+
+    plan = Path(args.out) if args.out else Path(args.onnx).with_suffix(".plan")
+    check_outputs([plan, plan_sidecar_path(plan)], [args.onnx, sidecar_path(args.onnx)], args.force)
+
+
+def _dataset_inputs(args: argparse.Namespace) -> list:
+    """The files a dataset loop reads (what its --out may not replace)."""
+    from pathlib import Path
+
+    from rerankrt.runtime.rerank_dataset import DatasetLayout
+
+    layout = DatasetLayout(Path(args.data), args.desc)
+    return [*(f(s) for f in (layout.local, layout.global_) for s in ("query", "gallery")), layout.root / args.nn,
+            *layout.root.glob("gnd_*.pkl"), getattr(args, "index", None), args.artifacts]
 
 
 def _backend_for(args: argparse.Namespace, precision: str, model: str | None = None, parts: dict | None = None):
@@ -153,8 +183,10 @@ def _rerankers(args: argparse.Namespace, precision: str, stack: contextlib.ExitS
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:
+    from rerankrt.runtime.atomic import check_outputs
     from rerankrt.runtime.rerank_dataset import rerank_dataset
 
+    check_outputs([args.out], _dataset_inputs(args), args.force)
     with contextlib.ExitStack() as stack:
         loop = _rerankers(args, args.precision, stack)
         out = rerank_dataset(loop.pop("backend"), args.data, args.out, args.shortlist, args.desc, args.nn,
@@ -167,6 +199,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rerankrt.progress import progress
+    from rerankrt.runtime.atomic import check_outputs
     from rerankrt.runtime.descriptors import read_gnd
     from rerankrt.runtime.extraction import extract, image_list, output_paths, query_boxes
 
@@ -181,6 +214,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if existing and not args.force:
         raise FileExistsError(f"--out: {', '.join(existing)} exist (pass --force to replace them)")
     images = image_list(args.images)
+    check_outputs(list(targets), [*images, args.images, args.gnd, args.checkpoint, args.detector,
+                                  args.raml_checkpoint, args.artifacts], force=True)
     boxes = query_boxes(read_gnd(args.gnd), images) if args.gnd else None
     if boxes and args.split != "query":
         raise ValueError("--gnd: query boxes crop query images; this is --split gallery")
@@ -204,14 +239,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_shortlist(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from rerankrt.runtime.atomic import check_outputs
     from rerankrt.runtime.descriptors import read_global, write_nn
     from rerankrt.runtime.first_stage import global_shortlist
     from rerankrt.runtime.rerank_dataset import DatasetLayout
 
     layout = DatasetLayout(Path(args.data), args.desc)
     out = layout.root / args.out
-    if out.exists() and not args.force:
-        raise FileExistsError(f"--out: {out} exists (pass --force to replace it)")
+    check_outputs([out], [layout.global_("query"), layout.global_("gallery")], args.force)
     query, gallery = (read_global(layout.global_(s), args.dim) for s in ("query", "gallery"))
     sims, idx = global_shortlist(query, gallery, args.k)
     write_nn(out, sims, idx)
@@ -233,10 +268,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rerankrt.models import get_info
+    from rerankrt.runtime.atomic import check_outputs
     from rerankrt.runtime.rerank_dataset import DatasetLayout
 
     encoder = get_info(args.model).store[0]
     gallery = DatasetLayout(Path(args.data), args.desc).local("gallery")
+    check_outputs([args.out], [gallery, args.artifacts, args.checkpoint], force=True)  # existing: build_store's
     with _backend_for(args, args.precision, encoder) as backend:
         out = build_store(backend, gallery, args.out, args.db_descriptors, args.force, log=_log)
     info = store_info(out)
@@ -246,12 +283,17 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from rerankrt.bench.eval import agreement, format_table, rankings, score
-    from rerankrt.runtime.atomic import atomic_output
+    from rerankrt.runtime.atomic import atomic_output, check_outputs
     from rerankrt.runtime.rerankers import released_settings
 
     precisions = args.compare.split(",") if args.compare else [args.precision]
     if any(p not in ("fp32", "fp16") for p in precisions):
         raise ValueError(f"--compare: expected fp32 and/or fp16, got {args.compare!r}")
+    if args.out:  # checked, and its folder made, before the evaluation
+        from pathlib import Path
+
+        check_outputs([args.out], _dataset_inputs(args), args.force)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     results, tables = {}, {}
     for precision in precisions:
         with contextlib.ExitStack() as stack:
@@ -295,8 +337,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rerankrt.bench.synth import synthesize
 
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        raise FileExistsError(f"data synth: {out} exists and is not empty (pass --force to replace its files)")
     root = synthesize(args.out, queries=args.queries, database=args.database, dim=args.dim, seed=args.seed)
     _log(f"wrote a synthetic dataset to {root} (evaluate with --dataset synth)")
     return 0
@@ -314,6 +361,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(compare_runs(load_results(a), load_results(b), (Path(a).parent.name or a, Path(b).parent.name or b)),
               end="")
         return 0
+    from rerankrt.runtime.atomic import check_outputs
+
+    check_outputs([Path(args.out) / "results.json"], [], args.force)
     settings = preset_settings(args.preset)
     split = lambda text: [t for t in text.split(",") if t]  # noqa: E731
     if args.models:
@@ -386,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=20, help="ONNX opset, 17–20 (default 20)")
     p.add_argument("--profile", action="append", default=[], metavar="DIM:MIN,OPT,MAX",
                    help="override a TensorRT optimisation profile, e.g. pairs:1,100,400 (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace existing graphs of the same name")
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("build", help="build a strongly typed TensorRT engine from an exported graph")
@@ -397,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="0-5",
                    help="builder optimisation level (default 3)")
     p.add_argument("--timing-cache", help="timing cache file, loaded when present and saved after the build")
+    p.add_argument("--force", action="store_true", help="replace an existing engine")
     p.set_defaults(run=cmd_build)
 
     p = sub.add_parser("inspect", help="a TensorRT engine's I/O and layers (TensorRT and the GPU it was built for)")
@@ -421,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench-results", help="results.json, results.csv, results.md, plots")
     p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                    help="instead of measuring: the ratios of two results.json (e.g. FP32 vs FP16, two machines)")
+    p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("eval", help="retrieval accuracy of a re-ranker on a dataset in the official layout")
@@ -443,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ, LOCORE α); default: released")
     p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
     p.add_argument("--out", help="write the tables and every setting as JSON")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("data", help="datasets: `data synth DIR` writes a small synthetic one")
@@ -453,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--database", type=int, default=120)
     q.add_argument("--dim", type=int, default=768)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--force", action="store_true", help="write into a folder that is not empty")
     q.set_defaults(run=cmd_data_synth)
 
     p = sub.add_parser("rerank", help="re-rank every query of a dataset in the official layout")
@@ -470,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ, LOCORE α); default: released")
     p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
     p.add_argument("--out", required=True, help="the re-ranked shortlist, nn_*.pkl layout")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(run=cmd_rerank)
 
     p = sub.add_parser("extract", help="images in, DINOv2 descriptors out: the official dataset files")
@@ -528,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, help="cap max_batch_size (default: each profile's maximum)")
     p.add_argument("--instances", type=int, default=1, help="instances of each model (default 1)")
     p.add_argument("--queue-delay-us", type=int, default=100, help="dynamic batching queue delay (default 100)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--force", action="store_true", help="replace a repository rerankrt wrote before")
     p.add_argument("--store", action="append", default=[], metavar="STORE",
                    help="an AMES store: its variant's loop re-ranks from it (needs the encoder and scorer exported)")
     p.set_defaults(run=cmd_triton)

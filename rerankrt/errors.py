@@ -21,5 +21,9 @@ class ModelFileError(ValueError):
     """An ONNX graph, engine or sidecar file is unreadable, corrupt or does not match its sidecar."""
 
 
+class OutputError(ValueError):
+    """A model returned NaN or infinite values for finite inputs (its weights, or FP16 overflow)."""
+
+
 class UnavailableError(RuntimeError):
     """A library, provider or device the caller asked for is not available on this machine."""

@@ -37,6 +37,20 @@ class LocalDescriptors:
     xy: np.ndarray  #: [N, n, 2] float32 locations (unused by the models)
 
 
+def _dataset_problem(dataset, path: Path) -> str | None:
+    """Why an HDF5 dataset cannot be read as descriptors: not floating point, or a virtual dataset (the
+    +1M gallery) with a source file that is missing (HDF5 would read its rows as zeros)."""
+    if dataset.dtype.kind != "f":
+        return f"has dtype {dataset.dtype}, expected floating point"
+    if dataset.is_virtual:
+        for source in dataset.virtual_sources():
+            file = Path(source.file_name)
+            file = file if file.is_absolute() else path.parent / file
+            if source.file_name != "." and not file.is_file():
+                return f"is a virtual dataset whose source {file} is missing"
+    return None
+
+
 class LocalDescriptorFile:
     """An open `*_local.hdf5` file; reads a set of images and their first n descriptors only.
 
@@ -54,11 +68,16 @@ class LocalDescriptorFile:
             self._file = h5py.File(self.path, "r")
         except OSError as e:
             raise DescriptorFileError(f"{self.path}: not a readable HDF5 file ({e})") from e
-        if "features" not in self._file:
+        if not isinstance(self._file.get("features"), h5py.Dataset):
             keys = sorted(self._file.keys())
             self._file.close()
-            raise DescriptorFileError(f"{self.path}: expected a dataset 'features' [N, topk, 5 + D], found {keys}")
+            what = "a group" if "features" in keys else f"{keys}"
+            raise DescriptorFileError(f"{self.path}: expected a dataset 'features' [N, topk, 5 + D], found {what}")
         self._features = self._file["features"]
+        problem = _dataset_problem(self._features, self.path)
+        if problem:
+            self._file.close()
+            raise DescriptorFileError(f"{self.path}: 'features' {problem}")
         shape = self._features.shape
         if len(shape) != 3 or shape[2] <= META_COLUMNS:
             self._file.close()
@@ -70,6 +89,12 @@ class LocalDescriptorFile:
         if dim is not None and dim != self.dim:
             self._file.close()
             raise DescriptorFileError(f"{self.path}: expected descriptors of dimension {dim}, the file has {self.dim}")
+
+    def check_globals(self, globals_: np.ndarray, path: str | os.PathLike) -> None:
+        """The global vectors of the same images: one row per image of this file."""
+        if len(globals_) != self.num_images:
+            raise DescriptorFileError(f"{path}: {len(globals_)} global vectors for the {self.num_images} images of "
+                                      f"{self.path} (files of different extractions?)")
 
     def read(self, images, n: int | None = None) -> LocalDescriptors:
         """Descriptors of `images` (indices in any order), the first `n` (default: all topk) each."""
@@ -164,16 +189,29 @@ def read_nn(path: str | os.PathLike, num_db: int | None = None) -> tuple[np.ndar
         raise DescriptorFileError(
             f"{path}: expected a [2, n_queries, K] array (similarities, indices), got shape {list(arr.shape)}"
         )
-    sims, raw = arr[0].astype(np.float32), arr[1]
+    if not np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_:
+        raise DescriptorFileError(f"{path}: expected numbers, got an array of {arr.dtype}")
+    wide, raw = arr[0].astype(np.float64), arr[1].astype(np.float64)
+    bad = np.argwhere(~(np.abs(wide) <= np.finfo(np.float32).max))  # NaN fails the comparison too
+    if bad.size:
+        raise DescriptorFileError(f"{path}: similarity (row 0) of query {bad[0][0]} is {wide[tuple(bad[0])]}, "
+                                  f"expected finite float32 values")
+    sims = wide.astype(np.float32)
     if not np.isfinite(raw).all() or (raw != np.round(raw)).any():
         raise DescriptorFileError(f"{path}: database indices (row 1) must be whole numbers")
-    idx = raw.astype(np.int64)
-    if idx.size and idx.min() < 0:
-        raise DescriptorFileError(f"{path}: negative database index {int(idx.min())}")
-    if num_db is not None and idx.size and idx.max() >= num_db:
+    if raw.size and raw.min() < 0:
+        raise DescriptorFileError(f"{path}: negative database index {raw.min():.0f}")
+    limit = 2**53 if num_db is None else num_db  # past 2**53 a float index is not a whole number any more
+    if raw.size and raw.max() >= limit:
         raise DescriptorFileError(
-            f"{path}: database index {int(idx.max())} is out of range for a database of {num_db} images"
-        )
+            f"{path}: database index {raw.max():.0f} is out of range for a database of {limit} images")
+    idx = raw.astype(np.int64)
+    ordered = np.sort(idx, axis=1)
+    repeats = np.argwhere(ordered[:, 1:] == ordered[:, :-1])
+    if repeats.size:
+        q, k = repeats[0]
+        raise DescriptorFileError(f"{path}: query {q} lists database image {ordered[q, k]} more than once "
+                                  f"(a shortlist ranks each image once)")
     return sims, idx
 
 
@@ -201,6 +239,9 @@ def read_gnd(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict) or not {"gnd", "imlist", "qimlist"} <= set(data):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise DescriptorFileError(f"{path}: expected a dict with 'gnd', 'imlist' and 'qimlist', found {found}")
+    for key in ("gnd", "imlist", "qimlist"):
+        if not isinstance(data[key], (list, tuple)):
+            raise DescriptorFileError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
     num_db = len(data["imlist"])
     if len(data["gnd"]) != len(data["qimlist"]):
         raise DescriptorFileError(
@@ -208,15 +249,28 @@ def read_gnd(path: str | os.PathLike) -> dict:
         )
     queries = []
     for q, entry in enumerate(data["gnd"]):
+        if not isinstance(entry, dict):
+            raise DescriptorFileError(f"{path}: query {q} is a {type(entry).__name__}, expected a dict of index lists")
         lists = {k: v for k, v in entry.items() if k in ("easy", "hard", "junk", "ok")}
         if not lists:
             raise DescriptorFileError(f"{path}: query {q} has none of 'easy', 'hard', 'junk', 'ok'")
         out = dict(entry)
         for key, values in lists.items():
-            arr = np.asarray(values, dtype=np.int64).reshape(-1)
-            bad = arr[(arr < 0) | (arr >= num_db)]
+            try:
+                raw = np.asarray(values, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise DescriptorFileError(f"{path}: query {q} '{key}' is not a list of image indices") from None
+            if not np.isfinite(raw).all() or (raw != np.round(raw)).any():
+                wrong = raw[~np.isfinite(raw) | (raw != np.round(raw))][0]
+                raise DescriptorFileError(f"{path}: query {q} '{key}' holds {wrong:g}, expected whole image indices")
+            bad = raw[(raw < 0) | (raw >= num_db)]
             if bad.size:
-                raise DescriptorFileError(f"{path}: query {q} '{key}' holds index {int(bad[0])} outside [0, {num_db})")
-            out[key] = arr
+                raise DescriptorFileError(f"{path}: query {q} '{key}' holds index {bad[0]:.0f} outside [0, {num_db})")
+            out[key] = raw.astype(np.int64)
+        if "bbx" in entry and entry["bbx"] is not None:
+            box = np.asarray(entry["bbx"], dtype=object).reshape(-1)
+            if len(box) != 4 or not all(isinstance(v, (int, float, np.number)) and np.isfinite(v) for v in box):
+                raise DescriptorFileError(f"{path}: query {q} 'bbx' is {entry['bbx']!r}, expected 4 numbers "
+                                          f"(x0, y0, x1, y1)")
         queries.append(out)
     return {**data, "gnd": queries}

@@ -172,11 +172,7 @@ def extract_window(backend, prepared: list[Prepared], topk: int, batch: int) -> 
         for start in range(0, len(members), limit):
             chosen = members[start:start + limit]
             images = np.stack([prepared[i].pixels for i in chosen]).astype(dtype)
-            result = backend.infer({"images": images})
-            bad = [name for name, value in result.items() if not np.isfinite(value).all()]
-            if bad:
-                raise InputError(f"the extractor returned NaN or infinite {', '.join(bad)} for "
-                                 f"{height} × {width} images (its weights, or FP16 overflow)")
+            result = backend.infer({"images": images})  # outputs checked finite by every backend
             for j, i in enumerate(chosen):
                 out.rows[i] = select(result["weights"][j].astype(np.float32), result["tokens"][j].astype(np.float32),
                                      (height // p, width // p), topk, prepared[i])

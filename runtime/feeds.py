@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rerankrt.errors import InputError
+from rerankrt.errors import InputError, OutputError
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "bool": np.bool_}
 
@@ -87,6 +87,14 @@ class FeedChecker:
             if isinstance(x, np.ndarray) and x.dtype != np.bool_ and not np.isfinite(x).all():
                 raise InputError(f"{spec.name}: contains {int((~np.isfinite(x)).sum())} NaN or infinite values")
 
+    def finite_outputs(self, outputs: dict, model: str, precision: str) -> None:
+        """NaN and infinity in host outputs, before anything ranks or writes them (finite feeds were
+        checked, so the model made them: its weights, or an FP16 overflow)."""
+        for name, x in outputs.items():
+            if isinstance(x, np.ndarray) and x.dtype != np.bool_ and not np.isfinite(x).all():
+                raise OutputError(f"{model} ({precision}) returned {int((~np.isfinite(x)).sum())} NaN or infinite "
+                                  f"values in {name} for finite inputs (its weights, or an FP16 overflow)")
+
 
 class Backend:
     """The shared half of every backend. `meta` is the model's sidecar (an exported graph's `NAME.json`, or
@@ -123,7 +131,9 @@ class Backend:
             raise RuntimeError(f"{self.name}: use the backend inside a `with` block")
         self.check(feeds)
         self.check.finite(feeds)
-        return self.infer_impl(feeds)
+        outputs = self.infer_impl(feeds)
+        self.check.finite_outputs(outputs, self.meta["model"], self.precision)
+        return outputs
 
     def infer_impl(self, feeds: dict) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerankrt.errors import UnavailableError
+from rerankrt.errors import ModelFileError, UnavailableError
 
 from .feeds import Backend
 from .sidecar import precision_of, read_sidecar
@@ -25,6 +25,8 @@ class OrtBackend(Backend):
         if provider not in ORT_PROVIDERS:
             raise ValueError(f"provider: expected one of {', '.join(ORT_PROVIDERS)}, got {provider!r}")
         self.path = Path(onnx_path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: no such file")
         meta = read_sidecar(self.path)
         super().__init__(f"ort-{provider}", meta, precision_of(self.path, meta))
         self.provider = ORT_PROVIDERS[provider]
@@ -37,11 +39,29 @@ class OrtBackend(Backend):
         if self.provider not in available:
             raise UnavailableError(f"ONNX Runtime provider {self.provider} is not available here "
                                    f"(available: {', '.join(available)})")
-        session = ort.InferenceSession(str(self.path), providers=[self.provider])
+        try:
+            session = ort.InferenceSession(str(self.path), providers=[self.provider])
+        except Exception as e:  # onnxruntime's InvalidProtobuf, NoSuchFile, Fail …: the file, not the caller
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelFileError(f"{self.path}: ONNX Runtime cannot load it ({first})") from None
         active = session.get_providers()
         if active[0] != self.provider:  # ONNX Runtime falls back to the CPU without raising
             raise UnavailableError(f"ONNX Runtime did not start {self.provider}; active providers: {', '.join(active)}")
+        self._check_graph(session)
         self.session = session
+
+    def _check_graph(self, session) -> None:
+        """The graph's own inputs and outputs must be the sidecar's (names, order, element types): a graph
+        and a sidecar from different exports would otherwise fail in the feed check, or not at all."""
+        types = {np.dtype(np.float32): "tensor(float)", np.dtype(np.float16): "tensor(float16)",
+                 np.dtype(np.bool_): "tensor(bool)"}
+        for field, graph, specs in (("inputs", session.get_inputs(), self.check.inputs),
+                                    ("outputs", session.get_outputs(), self.check.outputs)):
+            have = [(t.name, t.type) for t in graph]
+            want = [(s.name, types[s.dtype]) for s in specs]
+            if have != want:
+                raise ModelFileError(f"{self.path}: the graph's {field} {have} are not its sidecar's {want} "
+                                     f"(a graph and a sidecar of different exports? export again)")
 
     def close(self) -> None:
         self.session = None

@@ -10,14 +10,23 @@ from pathlib import Path
 from rerankrt.errors import ModelFileError, UnavailableError
 
 from .artifacts import plan_sidecar_path
-from .sidecar import read_json_sidecar
+from .sidecar import check_sidecar, read_json_sidecar
 
 #: version 2 embeds the export sidecar of version 2 (`runtime.sidecar.FORMAT`)
 PLAN_FORMAT = "rerankrt-plan/2"
 
 
 def read_plan_sidecar(plan_path: Path) -> dict:
-    return read_json_sidecar(plan_path, plan_sidecar_path(plan_path), PLAN_FORMAT, "rerankrt build")
+    """The engine's sidecar, with the export sidecar it embeds checked as `read_sidecar` checks one."""
+    path = plan_sidecar_path(plan_path)
+    meta = read_json_sidecar(plan_path, path, PLAN_FORMAT, "rerankrt build")
+    onnx = meta.get("onnx")
+    if not (isinstance(meta.get("tensorrt"), str) and meta.get("precision") in ("fp32", "fp16")
+            and isinstance(onnx, dict) and isinstance(onnx.get("sidecar"), dict)):
+        raise ModelFileError(f"{path}: expected 'tensorrt', 'precision' (fp32 or fp16) and the export sidecar "
+                             f"under 'onnx' (edited by hand? build again)")
+    check_sidecar(onnx["sidecar"], path)
+    return meta
 
 
 def check_compatible(plan_path: Path, meta: dict, version: str, device: dict | None) -> None:

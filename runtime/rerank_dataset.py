@@ -101,11 +101,14 @@ class DatasetFiles:
             return self
         try:
             self.gallery = LocalDescriptorFile(self.layout.local("gallery"), dim=self.dim)
+            if self.family == "locore":  # LOCORE's GLOBAL tokens, memory-mapped once, a row per image
+                self.globals = {}
+                for split, local in (("query", self.queries), ("gallery", self.gallery)):
+                    self.globals[split] = read_global(self.layout.global_(split), self.dim)
+                    local.check_globals(self.globals[split], self.layout.global_(split))
         except Exception:
-            self.queries.close()
+            self.__exit__()
             raise
-        if self.family == "locore":  # LOCORE's GLOBAL tokens, memory-mapped once
-            self.globals = {split: read_global(self.layout.global_(split), self.dim) for split in ("query", "gallery")}
         return self
 
     def __exit__(self, *exc) -> None:

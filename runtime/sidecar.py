@@ -66,4 +66,46 @@ def read_json_sidecar(owner: str | os.PathLike, path: Path, fmt: str, writer: st
 
 
 def read_sidecar(onnx_path: str | os.PathLike) -> dict:
-    return read_json_sidecar(onnx_path, sidecar_path(onnx_path), FORMAT, "rerankrt export")
+    path = sidecar_path(onnx_path)
+    return check_sidecar(read_json_sidecar(onnx_path, path, FORMAT, "rerankrt export"), path)
+
+
+def check_sidecar(meta: dict, path: str | os.PathLike) -> dict:
+    """An export sidecar as every reader needs it: the keys and types `rerankrt export` writes, I/O of
+    known dtypes for each of its precisions, every symbolic input dimension profiled with 1 ≤ min ≤ opt ≤
+    max. A hand-edited or truncated sidecar is named here, not in a KeyError or a feed error later."""
+    problems = []
+    for key, kinds in (("model", str), ("kind", str), ("config", dict), ("files", dict), ("inputs", list),
+                       ("outputs", list), ("profiles", dict), ("opset", int), ("checkpoint", (dict, type(None)))):
+        if not isinstance(meta.get(key), kinds):
+            problems.append(f"{key}: missing or not a {kinds.__name__ if isinstance(kinds, type) else 'dict or null'}")
+    if problems:
+        raise ModelFileError(f"{path}: not a sidecar `rerankrt export` wrote: {'; '.join(problems)} (export again)")
+    precisions = list(meta["files"])
+    if not precisions or any(p not in ("fp32", "fp16") or not isinstance(f, str) for p, f in meta["files"].items()):
+        problems.append(f"files: expected {{'fp32'|'fp16': file name}}, got {meta['files']}")
+    for p in meta["profiles"].values():
+        if not (isinstance(p, dict) and all(isinstance(p.get(k), int) for k in ("min", "opt", "max"))
+                and 1 <= p["min"] <= p["opt"] <= p["max"]):
+            problems.append(f"profiles: expected {{dim: {{min, opt, max}}}} with 1 ≤ min ≤ opt ≤ max, got {p}")
+            break
+    for field in ("inputs", "outputs"):
+        if not meta[field]:
+            problems.append(f"{field}: empty")
+        for t in meta[field]:
+            if not (isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("shape"), list)
+                    and isinstance(t.get("dtype"), dict)):
+                problems.append(f"{field}: expected {{name, dtype, shape}} entries, got {t}")
+                continue
+            for p in precisions:
+                if t["dtype"].get(p) not in ("float32", "float16", "bool"):
+                    problems.append(f"{field} {t['name']}: dtype at {p} {t['dtype'].get(p)!r}, expected float32, "
+                                    f"float16 or bool")
+            for d in t["shape"]:
+                if isinstance(d, bool) or not (isinstance(d, str) or (isinstance(d, int) and d > 0)):
+                    problems.append(f"{field} {t['name']}: dimension {d!r}, expected a name or a positive size")
+                elif field == "inputs" and isinstance(d, str) and d not in meta["profiles"]:
+                    problems.append(f"{field} {t['name']}: dimension {d!r} has no profile")
+    if problems:
+        raise ModelFileError(f"{path}: {'; '.join(problems)} (edited by hand? export again)")
+    return meta

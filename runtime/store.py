@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 
 from rerankrt.errors import InputError, ModelFileError
 
+from .atomic import staging_folder, swap_in
 from .descriptors import LocalDescriptorFile
 
 FORMAT = "rerankrt-ames-store/1"
@@ -184,9 +184,10 @@ def check_target(out: str | os.PathLike, force: bool) -> None:
 
 
 class StoreWriter:
-    """Writes a store of `images` images in a hidden staging folder beside `out`; `finish` adds the manifest
-    and renames it into place (an old store moves aside first, and goes once the new one is in). Leaving the
-    block without `finish` (an error, Ctrl-C) removes the staging folder: nothing half-built remains."""
+    """Writes a store of `images` images in a staging folder beside `out` (`runtime.atomic`); `finish` adds
+    the manifest and swaps it in for the old store in one rename. Leaving the block without `finish` (an
+    error, Ctrl-C) removes the staging folder, and a killed build's is removed by the next one: nothing
+    half-built remains."""
 
     def __init__(self, out: str | os.PathLike, model: str, config: dict, images: int, descriptors: int,
                  meta: dict) -> None:
@@ -196,8 +197,7 @@ class StoreWriter:
         self.file, self.dtype = ENTRIES[self.variant]
 
     def __enter__(self) -> StoreWriter:
-        self.staging = self.out.parent / f".{self.out.name}.building-{secrets.token_hex(4)}"
-        self.staging.mkdir(parents=True)
+        self.staging = staging_folder(self.out)
         # plain sequential writes, not a memory map: the process's memory stays bounded by one chunk
         self.entries = open(self.staging / self.file, "wb")  # noqa: SIM115  (closed in finish / __exit__)
         self.masks = open(self.staging / MASKS, "wb")  # noqa: SIM115
@@ -238,13 +238,7 @@ class StoreWriter:
             "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         (self.staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if self.out.exists():
-            old = self.out.parent / f".{self.out.name}.old-{secrets.token_hex(4)}"
-            os.replace(self.out, old)
-            os.replace(self.staging, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.staging, self.out)
+        swap_in(self.staging, self.out)
 
     def __exit__(self, *exc) -> None:
         self.entries.close()

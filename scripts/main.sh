@@ -5,17 +5,18 @@
 # synthetic dataset through ONNX Runtime, and profiled (the quick preset: AMES and LOCORE-small beside
 # the pair-wise re-rankers RRT, R2Former and CVNet-Rerank at reduced sizes, and RAML, on torch and ONNX
 # Runtime).
+# --force: a second run replaces the first one's outputs (every command refuses to without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/rerankrt info
 .venv/bin/rerankrt models
 for model in raml ames ames-dist locore-small locore dinov2-extractor; do
-  .venv/bin/rerankrt export "$model" --out artifacts
+  .venv/bin/rerankrt export "$model" --out artifacts --force
 done
-.venv/bin/rerankrt data synth artifacts/synth
+.venv/bin/rerankrt data synth artifacts/synth --force
 .venv/bin/rerankrt eval --data artifacts/synth --dataset synth --model ames --backend ort --shortlist 50 \
-  --compare fp32,fp16 --out artifacts/eval_ames.json
+  --compare fp32,fp16 --out artifacts/eval_ames.json --force
 .venv/bin/rerankrt eval --data artifacts/synth --dataset synth --model locore-small --backend ort --shortlist 100 \
-  --out artifacts/eval_locore_small.json
-.venv/bin/rerankrt bench --preset quick --artifacts artifacts --out artifacts/bench
+  --out artifacts/eval_locore_small.json --force
+.venv/bin/rerankrt bench --preset quick --artifacts artifacts --out artifacts/bench --force

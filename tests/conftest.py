@@ -38,3 +38,33 @@ def revisitop() -> Path:
     if not path.is_dir():
         pytest.skip(f"the shared revisited ground truth is not at {path} (set RERANKRT_SHARED)")
     return path
+
+
+@pytest.fixture(scope="session")
+def released_ames(tmp_path_factory) -> Path:
+    """AMES at its released configuration with random weights, exported once for the session (FP32 and
+    FP16, validated as `rerankrt export` does): the graphs the export, Triton and fault tests read or copy
+    (read only: copy before changing anything)."""
+    pytest.importorskip("torch")
+    from rerankrt.export.onnx_export import export_model
+
+    out = tmp_path_factory.mktemp("released-ames")
+    export_model("ames", out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def perturbed_ames(tmp_path_factory) -> Path:
+    """AMES with perturbed weights (tests/weights.py) saved as `ames.pt` and exported from it (FP32), once
+    for the session: the released random initialisation gives every pair nearly the same logit, so the
+    first stage alone would decide a re-ranked order (read only: copy before changing anything)."""
+    torch = pytest.importorskip("torch")
+    from weights import perturb
+
+    from rerankrt.export.onnx_export import export_model
+    from rerankrt.models import load_model
+
+    out = tmp_path_factory.mktemp("perturbed-ames")
+    torch.save({"state": perturb(load_model("ames"), gain=2.0, spread=0.1).state_dict()}, out / "ames.pt")
+    export_model("ames", out / "ames.pt", out_dir=out, precision="fp32")
+    return out

@@ -21,19 +21,8 @@ def synth(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """AMES with perturbed weights (tests/weights.py): the released random initialisation gives every pair
-    nearly the same logit, so the first stage alone would decide the re-ranked order."""
-    import torch
-    from weights import perturb
-
-    from rerankrt.export.onnx_export import export_model
-    from rerankrt.models import load_model
-
-    out = tmp_path_factory.mktemp("artifacts")
-    torch.save({"state": perturb(load_model("ames"), gain=2.0, spread=0.1).state_dict()}, out / "ames.pt")
-    export_model("ames", out / "ames.pt", out_dir=out, precision="fp32")
-    return out
+def artifacts(perturbed_ames):
+    return perturbed_ames
 
 
 def test_synthetic_dataset_layout(synth):

@@ -21,13 +21,14 @@ conformance = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(conformance)
 
 META = {
-    "format": "rerankrt-onnx/2", "model": "ames", "checkpoint": None,
+    "format": "rerankrt-onnx/2", "model": "ames", "kind": "pair-wise", "config": {}, "opset": 20, "checkpoint": None,
     "files": {"fp32": "ames.onnx", "fp16": "ames.fp16.onnx"},
     "inputs": [
-        {"name": "q_desc", "dtype": {"fp16": "float16"}, "shape": ["pairs", "query_descriptors", 768]},
-        {"name": "q_mask", "dtype": {"fp16": "bool"}, "shape": ["pairs", "query_descriptors"]},
+        {"name": "q_desc", "dtype": {"fp32": "float32", "fp16": "float16"},
+         "shape": ["pairs", "query_descriptors", 768]},
+        {"name": "q_mask", "dtype": {"fp32": "bool", "fp16": "bool"}, "shape": ["pairs", "query_descriptors"]},
     ],
-    "outputs": [{"name": "logits", "dtype": {"fp16": "float16"}, "shape": ["pairs"]}],
+    "outputs": [{"name": "logits", "dtype": {"fp32": "float32", "fp16": "float16"}, "shape": ["pairs"]}],
     "profiles": {"pairs": {"min": 1, "opt": 100, "max": 400}, "query_descriptors": {"min": 1, "opt": 600, "max": 1024}},
 }
 

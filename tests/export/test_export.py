@@ -28,7 +28,8 @@ CONFIGS = {
     # the store's two halves; the scorers at 2 layers and 60 query descriptors (the ladder's largest shape)
     "ames-encoder": {}, "ames-dist-encoder": {}, "ames-scorer": {"num_layers": 2, "query_descriptors": 60},
     "ames-dist-scorer": {"num_layers": 2, "query_descriptors": 60},
-    "locore": {**LOCORE_TINY, "num_layers": 2}, "locore-small": LOCORE_TINY,
+    "locore": {**LOCORE_TINY, "num_layers": 2},
+    "locore-small": {**LOCORE_TINY, "num_layers": 3, "keep_layers": 3},  # the first layers of a deeper one
     "r2former": {"tokens": 40}, "cvnet-rerank": {"feature_dim": 32, "conv_dim": 16, "map_height": 6, "map_width": 8},
     "cvnet-backbone": {"image_height": 64, "image_width": 96},
     "dinov2-extractor": {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_dim": 128},
@@ -38,6 +39,9 @@ CONFIGS = {
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def exported(request, tmp_path_factory):
     name = request.param
+    if name == "ames":  # the released configuration, exported once for the session
+        out = request.getfixturevalue("released_ames")
+        return name, out, out / "ames.json"
     out = tmp_path_factory.mktemp(name)
     meta = export_model(name, out_dir=out, **CONFIGS[name])
     return name, out, meta

@@ -28,11 +28,12 @@ LOCORE_TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
+def artifacts(released_ames, tmp_path_factory):
     from rerankrt.export.onnx_export import export_model
 
     out = tmp_path_factory.mktemp("artifacts")
-    export_model("ames", out_dir=out)
+    for f in released_ames.iterdir():
+        shutil.copyfile(f, out / f.name)
     export_model("locore", out_dir=out, **LOCORE_TINY)
     (out / "eval_ames.json").write_text("{}")  # other JSON files in the folder are not models
     return out
@@ -45,7 +46,7 @@ def repo(artifacts, tmp_path_factory):
 
 def test_repository_layout_and_configs(repo):
     files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
-    assert files == ["ames/1/model.json", "ames/1/model.onnx", "ames/config.pbtxt",
+    assert files == [".rerankrt-repository", "ames/1/model.json", "ames/1/model.onnx", "ames/config.pbtxt",
                      "ames_rerank/1/model.py", "ames_rerank/1/target.json", "ames_rerank/config.pbtxt",
                      "locore/1/model.json", "locore/1/model.onnx", "locore/config.pbtxt",
                      "locore_rerank/1/model.py", "locore_rerank/1/target.json", "locore_rerank/config.pbtxt"]
@@ -77,7 +78,7 @@ def test_repository_layout_and_configs(repo):
 
 def test_options_precision_and_engines(artifacts, tmp_path):
     out = write_repository(artifacts, tmp_path / "r", precision="fp32", models=["ames"], max_batch=64, instances=2)
-    assert sorted(p.name for p in out.iterdir()) == ["ames", "ames_rerank"]
+    assert sorted(p.name for p in out.iterdir()) == [".rerankrt-repository", "ames", "ames_rerank"]
     config = _config(out, "ames")
     assert config.max_batch_size == 64 and config.input[0].data_type == _dtype("TYPE_FP32")
     assert [(g.count) for g in config.instance_group] == [2] and config.model_warmup[0].batch_size == 64
@@ -88,7 +89,8 @@ def test_options_precision_and_engines(artifacts, tmp_path):
     shutil.copytree(artifacts, engines)
     (engines / "ames.fp16.plan").write_bytes(b"engine")
     (engines / "ames.fp16.plan.json").write_text(json.dumps(
-        {"format": "rerankrt-plan/2", "model": "ames", "precision": "fp16", "profiles": [{}], "tensorrt": "10.3.0"}))
+        {"format": "rerankrt-plan/2", "model": "ames", "precision": "fp16", "profiles": [{}], "tensorrt": "10.3.0",
+         "onnx": {"sidecar": json.loads((artifacts / "ames.json").read_text())}}))
     out = write_repository(engines, tmp_path / "trt", models=["ames"])
     config = _config(out, "ames")
     assert (config.platform, list(config.instance_group[0].profile)) == ("tensorrt_plan", ["0"])
@@ -120,7 +122,8 @@ def test_broken_configs_are_reported_with_file_and_field(repo, tmp_path):
     locore.write_text(text)
     (broken / "locore_rerank/1/model.py").unlink()
     assert check_repository(broken) == [
-        f'{ames}: 3:1 : Message type "inference.ModelConfig" has no field named "max_batch".',
+        f'{ames}: not a readable ModelConfig in text format (3:1 : Message type "inference.ModelConfig" has no '
+        f'field named "max_batch".)',
         f"{broken / 'ames_rerank/config.pbtxt'}: parameters target_model: 'ames' has no valid config.pbtxt",
         f"{locore}: max_batch_size: 8, expected 1…4 (the profile's maximum)",
         f"{locore}: input q_local: dims [7, 32], the sidecar says [5, 32]",
@@ -348,7 +351,8 @@ def test_store_loop_reranks_from_the_store(tmp_path, rng, monkeypatch):
                                              r"ames-dist-encoder \(export them"):
         write_repository(art, tmp_path / "nope", precision="fp32", models=["ames-dist-scorer"], stores=[str(store)])
     repo = write_repository(art, tmp_path / "repo", precision="fp32", stores=[str(store)])
-    assert sorted(p.name for p in repo.iterdir()) == ["ames-dist-encoder", "ames-dist-scorer", "ames-dist_rerank"]
+    assert sorted(p.name for p in repo.iterdir()) == [".rerankrt-repository", "ames-dist-encoder", "ames-dist-scorer",
+                                                     "ames-dist_rerank"]
     params = {k: v.string_value for k, v in _config(repo, "ames-dist_rerank").parameters.items()}
     assert params == {"loop": "ames-store", "target_model": "ames-dist-scorer", "encoder_model": "ames-dist-encoder",
                       "store": str(store.resolve()), "lambda": "0.35", "gamma": "0.1", "batch": "100"}

@@ -83,7 +83,13 @@ def test_pinned_views_keep_their_buffer_alive(monkeypatch):
         cuda.PinnedBuffer(16).array((8,), np.float32)
 
 
-PLAN = {"format": "rerankrt-plan/2", "tensorrt": "10.3.0", "gpu": {"name": "Orin", "compute_capability": "8.7"}}
+PLAN = {"format": "rerankrt-plan/2", "tensorrt": "10.3.0", "gpu": {"name": "Orin", "compute_capability": "8.7"},
+        "precision": "fp16", "onnx": {"sidecar": {
+            "format": "rerankrt-onnx/2", "model": "ames", "kind": "pair-wise", "config": {}, "opset": 20,
+            "checkpoint": None, "files": {"fp16": "ames.fp16.onnx"},
+            "inputs": [{"name": "x", "dtype": {"fp16": "float16"}, "shape": ["pairs", 4]}],
+            "outputs": [{"name": "y", "dtype": {"fp16": "float16"}, "shape": ["pairs"]}],
+            "profiles": {"pairs": {"min": 1, "opt": 2, "max": 3}}}}}
 ORIN = {"name": "Orin", "compute_capability": "8.7"}
 
 

@@ -4,16 +4,21 @@ through ONNX Runtime and torch, query crops, RAML's vectors beside them, and eve
 from __future__ import annotations
 
 import pickle
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fault_cases import KILLER, snapshot
 from weights import RAML_META
 
 from rerankrt.cli import main
 from rerankrt.errors import InputError
 from rerankrt.models import Profile
 from rerankrt.models.cards.dinov2 import DINOV2
+from rerankrt.runtime.atomic import SUFFIX
 from rerankrt.runtime.descriptors import LocalDescriptorFile, read_global
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV (images extra) is not installed")
@@ -267,6 +272,23 @@ def test_existing_outputs_need_force_the_other_split_does_not(artifacts, folder,
     assert _read(data, "gallery")[0].shape == (4, 8, 69)
     assert {p.name: p.read_bytes() for p in data.iterdir() if "query" in p.name} == {
         k: v for k, v in before.items() if "query" in k}
+
+
+def test_a_kill_in_mid_write_keeps_the_previous_files(artifacts, folder, tmp_path):
+    """SIGKILL at the first rename of the three files: the earlier files stay as they were, beside three
+    staging files that the next run removes."""
+    data = tmp_path / "data"
+    assert _cli(folder, data, artifacts, "--split", "gallery") == 0
+    before = snapshot(data)
+    argv = ["extract", "--images", str(folder), "--out", str(data), "--backend", "ort", "--artifacts",
+            str(artifacts), "--imsize", "56", "--topk", "8", "--split", "gallery", "--force"]
+    killed = subprocess.run([sys.executable, "-c", KILLER, "os.replace", *argv], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    after = snapshot(data)
+    assert {k: v for k, v in after.items() if SUFFIX not in k} == before
+    assert len([k for k in after if k.endswith(SUFFIX)]) == 3
+    assert main(argv) == 0
+    assert sorted(snapshot(data)) == sorted(before)
 
 
 def test_an_unreadable_image_stops_the_run_and_writes_nothing(artifacts, folder, tmp_path, monkeypatch, capsys):
