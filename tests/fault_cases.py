@@ -41,6 +41,7 @@ class Case:
     setup: Callable[[Path], None] = lambda w: None
     code: int = 2  #: the exit code expected (validate and triton --check report failures with 1)
     writes: tuple[str, ...] = field(default=())  #: files the command is meant to (re)write
+    cuda_free: bool = False  #: a bad input only where torch sees no CUDA device
 
 
 def prepare_base(base: Path, cli: list[str], env: dict | None = None, ames: Path | None = None) -> None:
@@ -137,6 +138,11 @@ def _features_group(w: Path) -> None:
     path.unlink()
     with h5py.File(path, "w") as f:
         f.create_group("features")
+
+
+def _nan_descriptor(w: Path) -> None:
+    with h5py.File(w / "data" / "dinov2_query_local.hdf5", "r+") as f:
+        f["features"][1, 0, 5] = np.nan  # columns 5…: the descriptor
 
 
 def _shorter_globals(w: Path) -> None:
@@ -252,6 +258,10 @@ CASES = [
          setup=lambda w: (w / "repo/ames/config.pbtxt").write_bytes(bytes(range(256)))),
     Case("features is a group", [*RERANK, "--out", "o.pkl"], r"expected a dataset 'features' .*found a group",
          setup=_features_group),
+    Case("NaN in a query descriptor, through ONNX Runtime", [*RERANK, "--out", "o.pkl"],
+         r"dinov2_query_local.hdf5: NaN or infinite descriptors in images \[1\]", setup=_nan_descriptor),
+    Case("torch --device cuda on a machine without one", [*TORCH_AMES, "--device", "cuda"],
+         r"device cuda: torch .* sees no CUDA device here", cuda_free=True),
     Case("torch --device nosuch", [*TORCH_AMES, "--device", "nosuch"], r"device: expected cpu or cuda"),
     Case("data synth --database 5", ["data", "synth", "new", "--database", "5"], r"--database: .* at least 48"),
     # --- misleading before ----------------------------------------------------------------------------

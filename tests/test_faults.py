@@ -40,6 +40,11 @@ def base(released_ames, tmp_path_factory):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_case(case, base, tmp_path):
+    if case.cuda_free:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is here: the command is right")
     kind, code, text = run_case(case, base, tmp_path / "w", main)
     assert (kind, code) == ("clear", case.code), text
 
@@ -153,6 +158,37 @@ def test_sidecar_edits(data):
         check_sidecar(meta, "x.json")
     except ModelFileError as e:
         assert str(e).startswith("x.json: ")
+
+
+# --- outputs ------------------------------------------------------------------------------------------
+
+def test_outputs_get_the_umask_mode(tmp_path):
+    import os
+
+    from rerankrt.runtime.atomic import atomic_output
+
+    previous = os.umask(0o027)
+    try:
+        with atomic_output(tmp_path / "a.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o640
+
+
+def test_every_backend_refuses_a_nan_it_made():
+    """Finite feeds, a NaN logit (weights, an FP16 overflow): OutputError naming the model and precision."""
+    from rerankrt.errors import OutputError
+    from rerankrt.runtime.feeds import Backend
+
+    class Broken(Backend):
+        def infer_impl(self, feeds):
+            return {"y": np.array([0.5, np.nan, np.inf], np.float32)}
+
+    with Broken("broken", SIDECAR, "fp32") as backend, pytest.raises(OutputError) as e:
+        backend.infer({"x": np.zeros((3, 4), np.float32)})
+    assert str(e.value) == ("ames (fp32) returned 2 NaN or infinite values in y for finite inputs (its weights, or an "
+                            "FP16 overflow)")
 
 
 # --- killed while writing ----------------------------------------------------------------------------
