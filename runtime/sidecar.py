@@ -14,6 +14,7 @@ from pathlib import Path
 from rerankrt.errors import ModelFileError
 
 from .artifacts import sidecar_path
+from .feeds import DTYPES
 
 #: version 2 added the model's kind and loop, and AMES's released shortlist, to what a sidecar records
 FORMAT = "rerankrt-onnx/2"
@@ -98,9 +99,9 @@ def check_sidecar(meta: dict, path: str | os.PathLike) -> dict:
                 problems.append(f"{field}: expected {{name, dtype, shape}} entries, got {t}")
                 continue
             for p in precisions:
-                if t["dtype"].get(p) not in ("float32", "float16", "bool"):
-                    problems.append(f"{field} {t['name']}: dtype at {p} {t['dtype'].get(p)!r}, expected float32, "
-                                    f"float16 or bool")
+                if not isinstance(t["dtype"].get(p), str) or t["dtype"][p] not in DTYPES:
+                    problems.append(f"{field} {t['name']}: dtype at {p} {t['dtype'].get(p)!r}, expected one of "
+                                    f"{', '.join(DTYPES)}")
             for d in t["shape"]:
                 if isinstance(d, bool) or not (isinstance(d, str) or (isinstance(d, int) and d > 0)):
                     problems.append(f"{field} {t['name']}: dimension {d!r}, expected a name or a positive size")
