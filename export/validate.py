@@ -207,20 +207,30 @@ def ort_runner(session, precision: str):
     return Runner(session, name=f"onnxrt-{precision}")
 
 
-def compare(runners: list, feeds: list[dict], tolerance: Tolerance, error_stat: str = "max") -> tuple[bool, float]:
-    """Polygraphy Comparator over `feeds`: (within tolerance, the error statistic over every output: the
-    largest |difference|, or for "mean" the largest mean |difference|, e.g. the share of flipped code bits)."""
+def compare(runners: list, feeds: list[dict], tolerance: Tolerance, error_stat: str = "max") -> tuple[bool, str]:
+    """Polygraphy Comparator over `feeds`: (within tolerance, what was measured). The error statistic is
+    the largest |difference| or, for "mean", the largest mean |difference| (the share of flipped code
+    bits); with a scaled tolerance each output's is reported as a fraction of its largest magnitude in the
+    first runner's outputs, which also sets that output's `atol`."""
     from polygraphy.comparator import Comparator, SimpleCompareFunc
 
     with _quiet_polygraphy():
         results = Comparator.run(runners, data_loader=[OrderedDict(f) for f in feeds], warm_up=0)
-        accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(
-            atol=tolerance.atol, rtol=tolerance.rtol, check_error_stat=error_stat))
     (_, first), (_, second) = results.items()
     reduce = np.max if error_stat == "max" else np.mean
-    worst = max(float(reduce(np.abs(a[k] - b[k]))) if a[k].size else 0.0
-                for a, b in zip(first, second, strict=True) for k in a)
-    return bool(accuracy), worst
+    scale = {k: max(float(np.abs(a[k]).max()) if a[k].size else 0.0 for a in first) for k in first[0]}
+    errors = {k: max(float(reduce(np.abs(a[k] - b[k]))) if a[k].size else 0.0
+                     for a, b in zip(first, second, strict=True)) for k in first[0]}
+    atol = {k: tolerance.atol_for(scale[k]) for k in scale}
+    with _quiet_polygraphy():
+        accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(
+            atol=atol, rtol=tolerance.rtol, check_error_stat=error_stat))
+    if not tolerance.scaled:
+        return bool(accuracy), f"{error_stat} |Δ| {max(errors.values()):.2e} (atol {tolerance.atol:g})"
+    worst = max(errors, key=lambda k: errors[k] / scale[k] if scale[k] else 0.0)
+    fraction = errors[worst] / scale[worst] if scale[worst] else 0.0
+    return bool(accuracy), (f"{error_stat} |Δ| {fraction:.2e} of the output's scale ({worst}: {errors[worst]:.2e} "
+                            f"at max |x| {scale[worst]:.3g}; atol {tolerance.atol:g} of the scale)")
 
 
 def shape_text(shape: dict) -> str:
@@ -263,15 +273,13 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
     shapes = "; ".join(shape_text(s) for s in spec.checks)
     if "fp32" in sessions:
         if model is not None:
-            ok, worst = compare([_torch_runner(model, spec), ort_runner(sessions["fp32"], "fp32")], feeds, spec.fp32,
-                                spec.error_stat)
-            report.add("(b) ONNX Runtime FP32 vs PyTorch FP32", ok,
-                       f"{spec.error_stat} |Δ| {worst:.2e} (atol {spec.fp32.atol:g}) at {shapes}")
+            ok, detail = compare([_torch_runner(model, spec), ort_runner(sessions["fp32"], "fp32")], feeds,
+                                 spec.fp32, spec.error_stat)
+            report.add("(b) ONNX Runtime FP32 vs PyTorch FP32", ok, f"{detail} at {shapes}")
         if "fp16" in sessions:
-            ok, worst = compare([ort_runner(sessions["fp32"], "fp32"), ort_runner(sessions["fp16"], "fp16")], feeds,
-                                spec.fp16, spec.error_stat)
-            report.add("(c) FP16 graph vs FP32 graph (ONNX Runtime)", ok,
-                       f"{spec.error_stat} |Δ| {worst:.2e} (atol {spec.fp16.atol:g}) at {shapes}")
+            ok, detail = compare([ort_runner(sessions["fp32"], "fp32"), ort_runner(sessions["fp16"], "fp16")], feeds,
+                                 spec.fp16, spec.error_stat)
+            report.add("(c) FP16 graph vs FP32 graph (ONNX Runtime)", ok, f"{detail} at {shapes}")
     if model is not None:
         _overflow_check(model, spec, report)
     if spec.ranking is not None and {"fp32", "fp16"} <= set(sessions):

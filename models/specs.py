@@ -47,8 +47,19 @@ InputMaker = Callable[[Shape, np.random.Generator, bool], dict[str, np.ndarray]]
 
 @dataclass(frozen=True)
 class Tolerance:
+    """How far a graph's outputs may be from the reference's: Polygraphy's rule, an output fails when its
+    error statistic exceeds both `atol` and `rtol` (relative)."""
+
     atol: float
     rtol: float
+    #: `atol` is a fraction of each output's largest reference magnitude, not a fixed number: for outputs
+    #: whose scale the weights set (the extractor's detector weights reach ~100 with trained BatchNorm
+    #: statistics, where a unit-scale output stays below 1), the rounding grows with the scale
+    scaled: bool = False
+
+    def atol_for(self, scale: float) -> float:
+        """The absolute tolerance of an output whose largest reference magnitude is `scale`."""
+        return self.atol * scale if self.scaled else self.atol
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,14 @@ def export_spec(cfg: Dinov2Config, name: str) -> ExportSpec:
         checks=({"batch": 1, "height": 16 * p, "width": 16 * p}, {"batch": 2, "height": 37 * p, "width": 37 * p},
                 {"batch": 1, "height": 47 * p, "width": 33 * p}),
         make_inputs=make,
-        fp32=Tolerance(1e-4, 1e-4),
-        fp16=Tolerance(5e-2, 5e-2),
+        # Scaled: each output's error is a fixed fraction of its largest magnitude, whatever the weights set
+        # that scale to. With release-like weights (LayerScale up to 0.2, BatchNorm variances down to 1e-3)
+        # the detector's weights reach 26 at full size (100 at the tests' small size), tokens stay below 0.4;
+        # ONNX Runtime and PyTorch FP32 are then each 7e-7 of the scale from a float64 evaluation, in every
+        # output and at every grid (16², 37², 47 × 33, 55 × 41 at 770 px): rounding, amplified by BatchNorm's
+        # 1/√var, not a graph error (an absolute 1e-4 failed at 1.2e-4). FP16 vs FP32: 1e-3 of the scale.
+        fp32=Tolerance(1e-5, 1e-4, scaled=True),
+        fp16=Tolerance(1e-2, 5e-2, scaled=True),
         fp32_islands=("LayerNorm (overflow)", "attention scores and softmax", "the position grid's resize",
                       "the detector's L2 norm and softplus weight (what the selection sorts by)",
                       "the global vectors' mean and L2 norm"),
