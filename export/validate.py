@@ -253,10 +253,12 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
 
     import onnx
 
+    mismatched = False
     for p, proto in protos.items():
-        mismatch = _io_mismatch(proto, meta, p)
+        mismatch = _io_mismatch(proto, meta, p, spec)
         if mismatch:
-            report.add(f"(a) graph I/O = sidecar I/O [{p}]", False, mismatch)
+            mismatched = True
+            report.add(f"(a) graph I/O = sidecar I/O [{p}]", False, "; ".join(mismatch))
         try:
             onnx.checker.check_model(proto, full_check=True)
             report.add(f"(a) onnx checker + shape inference [{p}]", True, f"{len(proto.graph.node)} nodes")
@@ -266,6 +268,9 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
         report.add(f"(e) TensorRT parser lint [{p}]", not problems, "; ".join(problems) or
                    f"opset {meta['opset']}, {len({n.op_type for n in proto.graph.node})} op types, all supported")
 
+    if mismatched:  # the feeds would follow the sidecar, not the graph: no runner can start
+        report.add("(b)–(f) comparisons", None, "not run: the graph and its sidecar disagree (export it again)")
+        return report
     if model is None:
         model = _torch_model(meta, config, checkpoint, report)
     sessions = {p: ort_session(g) for p, g in graphs.items()}
@@ -287,8 +292,20 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
     return report
 
 
-def _io_mismatch(proto, meta: dict, precision: str) -> str:
-    """How a graph's inputs and outputs differ from its sidecar's (names, order, element types); ""."""
+def _dims(value) -> list[str | int]:
+    """A graph input's or output's dims: the symbolic name, or the fixed size."""
+    return [d.dim_param if d.HasField("dim_param") else int(d.dim_value) for d in value.type.tensor_type.shape.dim]
+
+
+def _dims_text(dims) -> str:
+    return "[" + ", ".join(map(str, dims)) + "]"
+
+
+def _io_mismatch(proto, meta: dict, precision: str, spec: ExportSpec) -> list[str]:
+    """How a graph's inputs and outputs differ from its sidecar's (names, order, element types, dims) and
+    from the inputs the ladder would feed (the spec of the sidecar's configuration); [] when they agree.
+    An output's symbolic dims may be expressions of the inputs' (`((height//14))*((width//14))` tokens), so
+    only its fixed sizes are compared."""
     import onnx
 
     names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BOOL: "bool"}
@@ -297,8 +314,22 @@ def _io_mismatch(proto, meta: dict, precision: str) -> str:
         have = [(v.name, names.get(v.type.tensor_type.elem_type, str(v.type.tensor_type.elem_type))) for v in graph]
         want = [(t["name"], t["dtype"][precision]) for t in recorded]
         if have != want:
-            return f"the graph's {kind} {have}, the sidecar's {want}"
-    return ""
+            return [f"the graph's {kind} {have}, the sidecar's {want}"]
+    problems = []
+    fed = {t.name: list(t.shape) for t in spec.inputs}
+    for kind, graph, recorded in (("input", proto.graph.input, meta["inputs"]),
+                                  ("output", proto.graph.output, meta["outputs"])):
+        for value, t in zip(graph, recorded, strict=True):
+            dims, side = _dims(value), list(t["shape"])
+            same = dims == side if kind == "input" else len(dims) == len(side) and all(
+                a == b for a, b in zip(dims, side, strict=True) if isinstance(a, int) and isinstance(b, int))
+            if not same:
+                problems.append(f"{kind} {value.name}: the sidecar's dims {_dims_text(side)}, the graph's "
+                                f"{_dims_text(dims)}")
+            elif kind == "input" and fed.get(value.name) != dims:
+                problems.append(f"input {value.name}: the sidecar's configuration makes dims "
+                                f"{_dims_text(fed.get(value.name, []))}, the graph's are {_dims_text(dims)}")
+    return problems
 
 
 def _torch_model(meta: dict, config, checkpoint: str | Path | None, report: Report):

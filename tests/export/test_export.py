@@ -163,6 +163,27 @@ def test_injected_op_fails_validate(exported, tmp_path, capsys):
 
 # --- bad input ----------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("exported", ["ames"], indirect=True)
+def test_a_sidecar_whose_dims_differ_from_the_graph_fails_before_any_runner(exported, tmp_path, capsys):
+    """The sidecar's first two 768s (the configuration's local_dim and q_desc's last dim) edited to 384: a FAIL
+    row names each input, the sidecar's and the graph's dims, and nothing is fed to a runner."""
+    name, out, _ = exported
+    for f in out.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    text = (tmp_path / "ames.json").read_text()
+    (tmp_path / "ames.json").write_text(text.replace("768", "384", 2))
+    assert main(["validate", str(tmp_path / "ames.onnx")]) == 1
+    table = capsys.readouterr().out
+    row = ("FAIL    input q_desc: the sidecar's dims [pairs, query_descriptors, 384], the graph's "
+           "[pairs, query_descriptors, 768]; input db_desc: the sidecar's configuration makes dims "
+           "[pairs, db_descriptors, 384], the graph's are [pairs, db_descriptors, 768]")
+    assert f"(a) graph I/O = sidecar I/O [fp32]         {row}" in table
+    assert f"(a) graph I/O = sidecar I/O [fp16]         {row}" in table
+    assert "(b)–(f) comparisons                        SKIP    not run: the graph and its sidecar disagree" in table
+    assert not any(line.startswith(("(b) ONNX", "(c)", "(d)", "(f)")) for line in table.splitlines())
+    assert table.rstrip().endswith("2 check(s) FAILED")
+
+
 @pytest.mark.parametrize("exported", ["raml"], indirect=True)
 def test_corrupt_and_truncated_files(tmp_path, exported):
     name, out, _ = exported
