@@ -5,14 +5,15 @@ Python; `load_model`, `TorchBackend` (and the other loading helpers) import torc
 """
 
 from .cards import ENCODER, EXTRACTOR, IMAGE, KINDS, LIST_WISE, LOOPS, PAIR_WISE, ModelInfo
-from .registry import MODELS, describe, encoder_of, get_info, names, spec_for
+from .registry import GRAPH_PARTS, MODELS, describe, encoder_of, get_info, graphs_of, names, spec_for
 from .specs import ExportSpec, Profile, TensorSpec, Tolerance
 
 _LAZY = {"load_model": "loading", "read_state_dict": "loading", "identify": "loading",
          "parameter_count": "loading", "TorchBackend": "torch_backend"}
 
-__all__ = ["ENCODER", "EXTRACTOR", "IMAGE", "KINDS", "LIST_WISE", "LOOPS", "MODELS", "PAIR_WISE", "ExportSpec",
-           "ModelInfo", "Profile", "TensorSpec", "Tolerance", "describe", "encoder_of", "get_info", "names", "spec_for",
+__all__ = ["ENCODER", "EXTRACTOR", "GRAPH_PARTS", "IMAGE", "KINDS", "LIST_WISE", "LOOPS", "MODELS", "PAIR_WISE",
+           "ExportSpec", "ModelInfo", "Profile", "TensorSpec", "Tolerance", "describe", "encoder_of", "get_info",
+           "graphs_of", "names", "spec_for",
            *sorted(_LAZY)]
 
 

@@ -38,6 +38,27 @@ def encoder_of(scorer: str) -> str:
     raise ValueError(f"{scorer}: not a store scorer; those are {scorers}")
 
 
+#: the graphs of a model its loops use: the whole model, and where it serves a store its encoder and scorer
+GRAPH_PARTS = ("whole", "encoder", "scorer")
+
+
+def graphs_of(name: str, parts: list[str] | None = None) -> dict[str, str]:
+    """{part: registered name} of the graphs `rerankrt export NAME` writes: every graph the model's loops
+    use (AMES: the whole model for pairs, its encoder and scorer for a store), or the `parts` asked for."""
+    info = get_info(name)
+    graphs = {"whole": name, **(dict(zip(GRAPH_PARTS[1:], info.store, strict=True)) if info.store else {})}
+    if parts is None:
+        return graphs
+    unknown = [p for p in parts if p not in GRAPH_PARTS]
+    if unknown:
+        raise ValueError(f"--parts: expected some of {', '.join(GRAPH_PARTS)}, got {', '.join(unknown)}")
+    missing = [p for p in parts if p not in graphs]
+    if missing:
+        stored = ", ".join(n for n, i in MODELS.items() if i.store)
+        raise ValueError(f"--parts: {name} has no {' or '.join(missing)} (only {stored} serve a store)")
+    return {p: graphs[p] for p in GRAPH_PARTS if p in parts}
+
+
 def spec_for(name: str, config: Any = None) -> ExportSpec:
     """The ExportSpec of registered model `name` in `config` (default: its released configuration)."""
     info = get_info(name)

@@ -7,11 +7,16 @@ import contextlib
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 from rerankrt import environment
+from rerankrt.cli_paths import Flags
 from rerankrt.errors import UnavailableError
 from rerankrt.models import MODELS, names
 from rerankrt.optional import require
+
+#: where --artifacts defaults to (given explicitly, it also says "not the torch backend" to --backend auto)
+DEFAULT_ARTIFACTS = "artifacts"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -60,30 +65,38 @@ def _log(message: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from rerankrt.export.onnx_export import export_model, parse_profile
     from rerankrt.export.validate import validate
-    from rerankrt.models import load_model
+    from rerankrt.models import graphs_of, load_model, spec_for
     from rerankrt.runtime.artifacts import onnx_name
     from rerankrt.runtime.atomic import check_outputs
 
     profiles = dict(parse_profile(p) for p in args.profile)
     require("polygraphy", "export", "the validation ladder after the export")
-    parts = _parts(args, args.name)
+    files = _part_files(args, args.name)
+    graphs = list(graphs_of(args.name, [p for p in args.parts.split(",") if p] if args.parts else None).values())
+    dims = {g: set(spec_for(g).profiles) for g in graphs}
+    stray = sorted(d for d in profiles if not any(d in own for own in dims.values()))
+    if stray:
+        raise ValueError(f"--profile: no graph of {', '.join(graphs)} has a dimension {', '.join(stray)}; known: "
+                         f"{', '.join(sorted(set().union(*dims.values())))}")
     precisions = ["fp32", "fp16"] if args.precision == "both" else [args.precision]
-    check_outputs([Path(args.out) / onnx_name(args.name, p) for p in precisions], [args.checkpoint, *parts.values()],
+    check_outputs([Path(args.out) / onnx_name(g, p) for g in graphs for p in precisions], args.paths.inputs(args),
                   args.force)
-    model = load_model(args.name, args.checkpoint, **parts)
-    meta = export_model(args.name, args.checkpoint, args.out, args.precision, args.opset, profiles, log=_log,
-                        model=model, **parts)
-    first = "fp16" if args.precision == "fp16" else "fp32"
-    report = validate(meta.with_name(onnx_name(args.name, first)), args.checkpoint, model=model)
-    print(report.table())
-    return 0 if report.ok else 1
+    ok = True
+    for graph in graphs:  # the encoder and scorer load the same checkpoint: one file, their halves of it
+        model = load_model(graph, args.checkpoint, **files)
+        own = {d: p for d, p in profiles.items() if d in dims[graph]}
+        meta = export_model(graph, args.checkpoint, args.out, args.precision, args.opset, own, log=_log,
+                            model=model, **files)
+        first = "fp16" if args.precision == "fp16" else "fp32"
+        report = validate(meta.with_name(onnx_name(graph, first)), args.checkpoint, model=model)
+        print(report.table())
+        ok = ok and report.ok
+    return 0 if ok else 1
 
 
-def _parts(args: argparse.Namespace, model: str) -> dict:
+def _part_files(args: argparse.Namespace, model: str) -> dict:
     """The part checkpoints given on the command line that `model` loads (the extractor's --detector)."""
     given = {"detector": getattr(args, "detector", None)}
     unused = [k for k, v in given.items() if v and k not in MODELS[model].parts]
@@ -121,8 +134,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _check_build_outputs(args: argparse.Namespace) -> None:
     """The engine and its sidecar may replace neither an existing engine (without --force) nor the graph."""
-    from pathlib import Path
-
     from rerankrt.runtime.artifacts import plan_sidecar_path
     from rerankrt.runtime.atomic import check_outputs
     from rerankrt.runtime.sidecar import sidecar_path
@@ -131,35 +142,42 @@ def _check_build_outputs(args: argparse.Namespace) -> None:
     check_outputs([plan, plan_sidecar_path(plan)], [args.onnx, sidecar_path(args.onnx)], args.force)
 
 
-def _dataset_inputs(args: argparse.Namespace) -> list:
-    """The files a dataset loop reads (what its --out may not replace)."""
-    from pathlib import Path
-
+def _dataset_files(args: argparse.Namespace) -> list:
+    """The files of --data a dataset loop reads: both splits' locals and globals, the ground truth."""
     from rerankrt.runtime.rerank_dataset import DatasetLayout
 
     layout = DatasetLayout(Path(args.data), args.desc)
-    return [*(f(s) for f in (layout.local, layout.global_) for s in ("query", "gallery")), layout.root / args.nn,
-            *layout.root.glob("gnd_*.pkl"), getattr(args, "index", None), args.artifacts]
+    return [*(f(s) for f in (layout.local, layout.global_) for s in ("query", "gallery")),
+            *layout.root.glob("gnd_*.pkl")]
+
+
+def _backend_kind(args: argparse.Namespace, parts: dict | None = None) -> str:
+    """--backend, where `auto` with a --checkpoint (or a part's file) and neither --artifacts nor --engine can
+    only mean the torch backend: exported graphs and engines carry their own weights."""
+    given = bool(args.checkpoint or parts)
+    if args.backend == "auto" and given and not args.artifacts and not getattr(args, "engine", None):
+        return "torch"
+    if args.backend != "torch" and given:
+        raise ValueError("--checkpoint: the torch backend's; an exported graph or engine carries its own weights")
+    return args.backend
 
 
 def _backend_for(args: argparse.Namespace, precision: str, model: str | None = None, parts: dict | None = None):
     """The backend of `model` (default --model): torch from the model name (and --checkpoint, and `parts`
     such as the extractor's detector), else the artifact (--engine, or the one `Artifacts.find` picks in
     --artifacts)."""
-    from pathlib import Path
-
     from rerankrt.runtime.artifacts import Artifacts, open_backend
 
     model = model or args.model
-    if args.backend == "torch":
+    kind = _backend_kind(args, parts)
+    if kind == "torch":
         from rerankrt.models import TorchBackend
 
         dtype = "float16" if precision == "fp16" else "float32"
         return TorchBackend(model, device=args.device, dtype=dtype, checkpoint=args.checkpoint, **(parts or {}))
-    if args.checkpoint or parts:
-        raise ValueError("--checkpoint: the torch backend's; an exported graph or engine carries its own weights")
-    source = getattr(args, "engine", None) or Artifacts(Path(args.artifacts)).find(model, precision, args.backend)
-    return open_backend(source, backend=args.backend, device=args.device, log=_log)
+    folder = Artifacts(Path(args.artifacts or DEFAULT_ARTIFACTS))
+    source = getattr(args, "engine", None) or folder.find(model, precision, kind)
+    return open_backend(source, backend=kind, device=args.device, log=_log)
 
 
 def _rerankers(args: argparse.Namespace, precision: str, stack: contextlib.ExitStack) -> dict:
@@ -186,7 +204,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     from rerankrt.runtime.atomic import check_outputs
     from rerankrt.runtime.rerank_dataset import rerank_dataset
 
-    check_outputs([args.out], _dataset_inputs(args), args.force)
+    check_outputs([args.out], args.paths.inputs(args), args.force)
     with contextlib.ExitStack() as stack:
         loop = _rerankers(args, args.precision, stack)
         out = rerank_dataset(loop.pop("backend"), args.data, args.out, args.shortlist, args.desc, args.nn,
@@ -196,8 +214,6 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from rerankrt.progress import progress
     from rerankrt.runtime.atomic import check_outputs
     from rerankrt.runtime.descriptors import read_gnd
@@ -214,14 +230,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if existing and not args.force:
         raise FileExistsError(f"--out: {', '.join(existing)} exist (pass --force to replace them)")
     images = image_list(args.images)
-    check_outputs(list(targets), [*images, args.images, args.gnd, args.checkpoint, args.detector,
-                                  args.raml_checkpoint, args.artifacts], force=True)
+    check_outputs(list(targets), [*images, *args.paths.inputs(args)], force=True)
     boxes = query_boxes(read_gnd(args.gnd), images) if args.gnd else None
     if boxes and args.split != "query":
         raise ValueError("--gnd: query boxes crop query images; this is --split gallery")
     with contextlib.ExitStack() as stack:
         backend = stack.enter_context(_backend_for(args, args.precision, "dinov2-extractor",
-                                                   _parts(args, "dinov2-extractor")))
+                                                   _part_files(args, "dinov2-extractor")))
         raml = None
         if args.raml_checkpoint:
             from rerankrt.models import TorchBackend
@@ -237,8 +252,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_shortlist(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from rerankrt.runtime.atomic import check_outputs
     from rerankrt.runtime.descriptors import read_global, write_nn
     from rerankrt.runtime.first_stage import global_shortlist
@@ -246,7 +259,7 @@ def cmd_shortlist(args: argparse.Namespace) -> int:
 
     layout = DatasetLayout(Path(args.data), args.desc)
     out = layout.root / args.out
-    check_outputs([out], [layout.global_("query"), layout.global_("gallery")], args.force)
+    check_outputs([out], args.paths.inputs(args), args.force)
     query, gallery = (read_global(layout.global_(s), args.dim) for s in ("query", "gallery"))
     sims, idx = global_shortlist(query, gallery, args.k)
     write_nn(out, sims, idx)
@@ -265,15 +278,11 @@ def cmd_index(args: argparse.Namespace) -> int:
         for key, value in info.items():
             print(f"{key:<22} {value:.1f}" if key == "bytes_per_image" else f"{key:<22} {value}")
         return 0
-    from pathlib import Path
-
     from rerankrt.models import get_info
-    from rerankrt.runtime.atomic import check_outputs
     from rerankrt.runtime.rerank_dataset import DatasetLayout
 
     encoder = get_info(args.model).store[0]
-    gallery = DatasetLayout(Path(args.data), args.desc).local("gallery")
-    check_outputs([args.out], [gallery, args.artifacts, args.checkpoint], force=True)  # existing: build_store's
+    gallery = DatasetLayout(Path(args.data), args.desc).local("gallery")  # an --out over it: refused in main
     with _backend_for(args, args.precision, encoder) as backend:
         out = build_store(backend, gallery, args.out, args.db_descriptors, args.force, log=_log)
     info = store_info(out)
@@ -290,9 +299,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if any(p not in ("fp32", "fp16") for p in precisions):
         raise ValueError(f"--compare: expected fp32 and/or fp16, got {args.compare!r}")
     if args.out:  # checked, and its folder made, before the evaluation
-        from pathlib import Path
-
-        check_outputs([args.out], _dataset_inputs(args), args.force)
+        check_outputs([args.out], args.paths.inputs(args), args.force)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     results, tables = {}, {}
     for precision in precisions:
@@ -304,7 +311,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             tables[f"{args.model} {precision}"] = score(args.dataset, results[precision])
             shortlist = args.shortlist or released_settings(backend.meta)["shortlist"]
     print(format_table(args.dataset, tables))
-    report: dict = {"settings": {k: v for k, v in vars(args).items() if k != "run"}, "tables": tables,
+    report: dict = {"settings": {k: v for k, v in vars(args).items() if k not in ("run", "paths")}, "tables": tables,
                     "environment": environment.describe()}
     if len(precisions) == 2:
         a, b = (results[p] for p in precisions)
@@ -337,8 +344,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from rerankrt.bench.synth import synthesize
 
     out = Path(args.out)
@@ -350,8 +355,6 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from rerankrt.bench.profile import preset_settings, run_bench
 
     if args.compare:
@@ -363,7 +366,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     from rerankrt.runtime.atomic import check_outputs
 
-    check_outputs([Path(args.out) / "results.json"], [], args.force)
+    check_outputs([Path(args.out) / "results.json"], args.paths.inputs(args), args.force)
     settings = preset_settings(args.preset)
     split = lambda text: [t for t in text.split(",") if t]  # noqa: E731
     if args.models:
@@ -384,7 +387,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError(f"--checkpoint: the weights of one model; pass --models with one of "
                              f"{', '.join(settings['models'])}")
         model = settings["models"][0]
-        parts = _parts(args, model)
+        parts = _part_files(args, model)
         if not args.checkpoint:
             raise ValueError(f"--detector: {model}'s parts load beside its --checkpoint")
         files[model] = {"checkpoint": args.checkpoint, **parts}
@@ -414,6 +417,12 @@ def cmd_triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def _in_data(name: str):
+    """`files=` of a flag naming a file inside --data."""
+
+    return lambda args: [Path(args.data) / getattr(args, name)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rerankrt import __version__
 
@@ -427,82 +436,95 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_models)
 
-    p = sub.add_parser("export", help="export a model to FP32 and FP16 ONNX with its sidecar, then validate")
+    p = sub.add_parser("export", help="export a model (and the encoder and scorer its store uses) to FP32 and FP16 "
+                                      "ONNX with their sidecars, then validate")
+    f = Flags(p)
     p.add_argument("name", choices=list(MODELS), metavar="NAME", help=f"one of {', '.join(MODELS)}")
-    p.add_argument("--checkpoint", help="the official checkpoint (default: random weights)")
-    p.add_argument("--detector", help="dinov2-extractor: the AMES detector's checkpoint (dinov2_detector.pt)")
-    p.add_argument("--out", default="exported", help="output folder (default: exported)")
+    f.input("--checkpoint", help="the official checkpoint (default: random weights)")
+    f.input("--detector", help="dinov2-extractor: the AMES detector's checkpoint (dinov2_detector.pt)")
+    f.output("--out", default="exported", whole=False, help="output folder (default: exported)")
+    f.value("--parts", help="comma-separated from whole,encoder,scorer (default: every graph the model's loops use: "
+                            "ames and ames-dist also export their store's encoder and scorer)")
     p.add_argument("--precision", choices=["fp32", "fp16", "both"], default="both")
     p.add_argument("--opset", type=int, default=20, help="ONNX opset, 17–20 (default 20)")
-    p.add_argument("--profile", action="append", default=[], metavar="DIM:MIN,OPT,MAX",
-                   help="override a TensorRT optimisation profile, e.g. pairs:1,100,400 (repeatable)")
+    f.value("--profile", action="append", default=[], metavar="DIM:MIN,OPT,MAX",
+            help="override a TensorRT optimisation profile, e.g. pairs:1,100,400 (repeatable; each graph takes "
+                 "the dimensions it has)")
     p.add_argument("--force", action="store_true", help="replace existing graphs of the same name")
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("build", help="build a strongly typed TensorRT engine from an exported graph")
-    p.add_argument("onnx", help="DIR/NAME.fp16.onnx (or NAME.onnx) with its sidecar DIR/NAME.json")
-    p.add_argument("--out", help="the plan (default: the graph's path with .plan)")
-    p.add_argument("--profile", action="append", default=[], metavar="DIM:MIN,OPT,MAX",
-                   help="override the sidecar's optimisation profile of a dimension (repeatable)")
+    f = Flags(p)
+    f.input("onnx", help="DIR/NAME.fp16.onnx (or NAME.onnx) with its sidecar DIR/NAME.json")
+    f.output("--out", help="the plan (default: the graph's path with .plan)")
+    f.value("--profile", action="append", default=[], metavar="DIM:MIN,OPT,MAX",
+            help="override the sidecar's optimisation profile of a dimension (repeatable)")
     p.add_argument("--workspace", type=float, default=4.0, metavar="GB", help="workspace pool limit (default 4)")
     p.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="0-5",
                    help="builder optimisation level (default 3)")
-    p.add_argument("--timing-cache", help="timing cache file, loaded when present and saved after the build")
+    f.input("--timing-cache", help="timing cache file, loaded when present and saved after the build")
     p.add_argument("--force", action="store_true", help="replace an existing engine")
     p.set_defaults(run=cmd_build)
 
     p = sub.add_parser("inspect", help="a TensorRT engine's I/O and layers (TensorRT and the GPU it was built for)")
-    p.add_argument("plan", help="NAME.plan with its sidecar NAME.plan.json")
+    f = Flags(p)
+    f.input("plan", help="NAME.plan with its sidecar NAME.plan.json")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_inspect)
 
     p = sub.add_parser("bench", help="per-query re-ranking latency across models, backends and precisions")
-    p.add_argument("--preset", default="quick",
-                   help="quick (under 3 min on a 2-core CPU), paper (released configurations, S up to 1600: "
-                        "a GPU job) or edge (batch 1, FP16)")
-    p.add_argument("--models", help="comma-separated, e.g. ames,locore-small,raml")
-    p.add_argument("--backends", help="comma-separated from torch,ort,trt")
-    p.add_argument("--precision", help="comma-separated from fp32,fp16")
-    p.add_argument("--shortlist", help="comma-separated shortlist sizes, e.g. 100,400,1600")
-    p.add_argument("--batch", help="comma-separated batch sizes of the encoders (RAML …), e.g. 1,8")
+    f = Flags(p)
+    f.value("--preset", default="quick",
+            help="quick (under 3 min on a 2-core CPU), paper (released configurations, S up to 1600: "
+                 "a GPU job) or edge (batch 1, FP16)")
+    f.value("--models", help="comma-separated, e.g. ames,locore-small,raml")
+    f.value("--backends", help="comma-separated from torch,ort,trt")
+    f.value("--precision", help="comma-separated from fp32,fp16")
+    f.value("--shortlist", help="comma-separated shortlist sizes, e.g. 100,400,1600")
+    f.value("--batch", help="comma-separated batch sizes of the encoders (RAML …), e.g. 1,8")
     p.add_argument("--repeat", type=int, help="timed repeats per case (interleaved across the cases of a size)")
-    p.add_argument("--checkpoint", help="with one model in --models: its official checkpoint (default random weights)")
-    p.add_argument("--detector", help="with --models dinov2-extractor: the AMES detector's checkpoint")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--artifacts", help="folder of exported graphs / engines (default OUT/artifacts)")
-    p.add_argument("--out", default="bench-results", help="results.json, results.csv, results.md, plots")
-    p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
-                   help="instead of measuring: the ratios of two results.json (e.g. FP32 vs FP16, two machines)")
+    f.input("--checkpoint", help="with one model in --models: its official checkpoint (default random weights)")
+    f.input("--detector", help="with --models dinov2-extractor: the AMES detector's checkpoint")
+    f.value("--device", default="cpu", help="cpu or cuda")
+    f.input("--artifacts", help="folder of exported graphs / engines (default OUT/artifacts)")
+    f.output("--out", default="bench-results", whole=False, help="results.json, results.csv, results.md, plots")
+    f.input("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+            help="instead of measuring: the ratios of two results.json (e.g. FP32 vs FP16, two machines)")
     p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     p.set_defaults(run=cmd_bench)
 
+    loop_models = names(loop=True)
     p = sub.add_parser("eval", help="retrieval accuracy of a re-ranker on a dataset in the official layout")
-    p.add_argument("--data", required=True, help="dataset folder (gnd_DATASET.pkl, nn file, descriptor files)")
-    p.add_argument("--dataset", required=True, help="roxford5k, rparis6k, gldv2 or synth")
-    p.add_argument("--model", required=True, choices=names(loop=True))
+    f = Flags(p)
+    f.input("--data", required=True, files=_dataset_files,
+            help="dataset folder (gnd_DATASET.pkl, nn file, descriptor files)")
+    f.value("--dataset", required=True, help="roxford5k, rparis6k, gldv2 or synth")
+    p.add_argument("--model", required=True, choices=loop_models)
     p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
-    p.add_argument("--artifacts", default="artifacts", help="folder of NAME.onnx / NAME.plan (default artifacts)")
-    p.add_argument("--engine", help="an explicit .plan or .onnx instead of --artifacts")
-    p.add_argument("--checkpoint", help="the official checkpoint (torch backend)")
-    p.add_argument("--index", metavar="STORE", help="AMES: the database side from this store (rerankrt index build)")
+    f.input("--artifacts", help=f"folder of NAME.onnx / NAME.plan (default {DEFAULT_ARTIFACTS})")
+    f.input("--engine", help="an explicit .plan or .onnx instead of --artifacts")
+    f.input("--checkpoint", help="the official checkpoint (the torch backend; picked by --backend auto without "
+                                 "--artifacts)")
+    f.input("--index", metavar="STORE", help="AMES: the database side from this store (rerankrt index build)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
-    p.add_argument("--compare", help="fp32,fp16: run both, report mAP deltas, Kendall tau, top-10 overlap")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--desc", default="dinov2")
-    p.add_argument("--nn", default="nn_superglobal.pkl")
+    f.value("--compare", help="fp32,fp16: run both, report mAP deltas, Kendall tau, top-10 overlap")
+    f.value("--device", default="cpu")
+    f.value("--desc", default="dinov2")
+    f.input("--nn", default="nn_superglobal.pkl", files=_in_data("nn"), help="first-stage shortlist file in --data")
     p.add_argument("--shortlist", type=int)
     p.add_argument("--plus1m", action="store_true",
                    help="the folder holds the +1M files (virtual gallery + R1M HDF5 and its shortlist)")
     p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ, LOCORE α); default: released")
     p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
-    p.add_argument("--out", help="write the tables and every setting as JSON")
+    f.output("--out", help="write the tables and every setting as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("data", help="datasets: `data synth DIR` writes a small synthetic one")
     data = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     q = data.add_parser("synth", help="a synthetic dataset in the official layout with planted matches")
-    q.add_argument("out", help="folder to write")
+    f = Flags(q)
+    f.output("out", whole=False, help="folder to write")
     q.add_argument("--queries", type=int, default=6)
     q.add_argument("--database", type=int, default=120)
     q.add_argument("--dim", type=int, default=768)
@@ -511,87 +533,100 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(run=cmd_data_synth)
 
     p = sub.add_parser("rerank", help="re-rank every query of a dataset in the official layout")
-    p.add_argument("--model", required=True, choices=names(loop=True))
+    f = Flags(p)
+    p.add_argument("--model", required=True, choices=loop_models)
     p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
-    p.add_argument("--artifacts", default="artifacts", help="folder of NAME.onnx / NAME.plan (default artifacts)")
-    p.add_argument("--checkpoint", help="the official checkpoint (torch backend)")
-    p.add_argument("--index", metavar="STORE", help="AMES: the database side from this store (rerankrt index build)")
+    f.input("--artifacts", help=f"folder of NAME.onnx / NAME.plan (default {DEFAULT_ARTIFACTS})")
+    f.input("--checkpoint", help="the official checkpoint (the torch backend; picked by --backend auto without "
+                                 "--artifacts)")
+    f.input("--index", metavar="STORE", help="AMES: the database side from this store (rerankrt index build)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
-    p.add_argument("--device", default="cpu", help="torch device, or cuda for ONNX Runtime's CUDA provider")
-    p.add_argument("--data", required=True, help="dataset folder in the official layout")
-    p.add_argument("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
-    p.add_argument("--nn", default="nn_superglobal.pkl", help="first-stage shortlist file in --data")
+    f.value("--device", default="cpu", help="torch device, or cuda for ONNX Runtime's CUDA provider")
+    f.input("--data", required=True, files=_dataset_files, help="dataset folder in the official layout")
+    f.value("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
+    f.input("--nn", default="nn_superglobal.pkl", files=_in_data("nn"), help="first-stage shortlist file in --data")
     p.add_argument("--shortlist", type=int, help="images re-ranked per query (AMES 100, LOCORE 400)")
     p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ, LOCORE α); default: released")
     p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
-    p.add_argument("--out", required=True, help="the re-ranked shortlist, nn_*.pkl layout")
+    f.output("--out", required=True, help="the re-ranked shortlist, nn_*.pkl layout")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(run=cmd_rerank)
 
     p = sub.add_parser("extract", help="images in, DINOv2 descriptors out: the official dataset files")
-    p.add_argument("--images", required=True, help="a folder (sorted file names) or a list file (one path a line)")
+    f = Flags(p)
+    f.input("--images", required=True, help="a folder (sorted file names) or a list file (one path a line)")
     p.add_argument("--split", required=True, choices=["query", "gallery"])
-    p.add_argument("--out", required=True, help="the dataset folder (it may hold the other split already)")
+    f.output("--out", required=True, whole=False, help="the dataset folder (it may hold the other split already)")
     p.add_argument("--imsize", type=int, default=770, help="the longer side in pixels (default 770)")
     p.add_argument("--topk", type=int, default=700, help="descriptors kept per image (default 700)")
-    p.add_argument("--gnd", help="a revisited gnd_*.pkl: query images are cropped to their bbx")
+    f.input("--gnd", help="a revisited gnd_*.pkl: query images are cropped to their bbx")
     p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
-    p.add_argument("--artifacts", default="artifacts", help="folder of dinov2-extractor.onnx / .plan")
+    f.input("--artifacts", help=f"folder of dinov2-extractor.onnx / .plan (default {DEFAULT_ARTIFACTS})")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
-    p.add_argument("--checkpoint", help="torch backend: dinov2_vitb14_reg4_pretrain.pth")
-    p.add_argument("--detector", help="torch backend: dinov2_detector.pt")
-    p.add_argument("--raml-checkpoint", help="also RAML's global vectors (raml_SPLIT_global.pt), torch backend")
+    f.input("--checkpoint", help="torch backend: dinov2_vitb14_reg4_pretrain.pth (picked by --backend auto "
+                                 "without --artifacts)")
+    f.input("--detector", help="torch backend: dinov2_detector.pt")
+    f.input("--raml-checkpoint", help="also RAML's global vectors (raml_SPLIT_global.pt), torch backend")
     p.add_argument("--batch", type=int, default=8, help="images of one size per backend call (default 8)")
-    p.add_argument("--device", default="cpu")
+    f.value("--device", default="cpu")
     p.add_argument("--force", action="store_true", help="replace the files of this split")
     p.set_defaults(run=cmd_extract)
 
     p = sub.add_parser("shortlist", help="a first stage from the extracted global vectors: exact cosine top-k")
-    p.add_argument("--data", required=True, help="dataset folder: {desc}_query_global.pt, {desc}_gallery_global.pt")
-    p.add_argument("--desc", default="dinov2", help="which global vectors (default dinov2; raml for RAML's)")
+    f = Flags(p)
+    f.input("--data", required=True, help="dataset folder: {desc}_query_global.pt, {desc}_gallery_global.pt",
+            files=lambda a: [Path(a.data) / f"{a.desc}_{s}_global.pt" for s in ("query", "gallery")])
+    f.value("--desc", default="dinov2", help="which global vectors (default dinov2; raml for RAML's)")
     p.add_argument("--dim", type=int, default=768, help="their dimension (DINOv2 768, RAML 512)")
     p.add_argument("--k", type=int, default=1600, help="neighbours kept per query (default 1600)")
-    p.add_argument("--out", default="nn_dinov2.pkl", help="file name in --data (default nn_dinov2.pkl)")
+    f.output("--out", default="nn_dinov2.pkl", files=_in_data("out"),
+             help="file name in --data (default nn_dinov2.pkl)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(run=cmd_shortlist)
 
     p = sub.add_parser("index", help="AMES database stores: `index build` encodes a gallery, `index info` shows one")
     index = p.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
     q = index.add_parser("build", help="encode a gallery's local descriptors into a memory-mapped store")
+    f = Flags(q)
     q.add_argument("--model", required=True, choices=[n for n in MODELS if MODELS[n].store])
-    q.add_argument("--data", required=True, help="dataset folder holding {desc}_gallery_local.hdf5")
-    q.add_argument("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
+    f.input("--data", required=True, help="dataset folder holding {desc}_gallery_local.hdf5",
+            files=lambda a: [Path(a.data) / f"{a.desc}_gallery_local.hdf5"])
+    f.value("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
     q.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
-    q.add_argument("--artifacts", default="artifacts", help="folder of NAME-encoder.onnx / .plan (default artifacts)")
-    q.add_argument("--checkpoint", help="the official checkpoint (torch backend)")
+    f.input("--artifacts", help=f"folder of NAME-encoder.onnx / .plan (default {DEFAULT_ARTIFACTS})")
+    f.input("--checkpoint", help="the official checkpoint (the torch backend; picked by --backend auto without "
+                                 "--artifacts)")
     q.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported encoder")
-    q.add_argument("--device", default="cpu")
+    f.value("--device", default="cpu")
     q.add_argument("--db-descriptors", type=int, help="descriptors kept per image (default: released, 50)")
-    q.add_argument("--out", required=True, help="the store folder to write")
+    f.output("--out", required=True, help="the store folder to write")
     q.add_argument("--force", action="store_true", help="replace an existing store")
     q.set_defaults(run=cmd_index)
     q = index.add_parser("info", help="what a store holds, and its measured bytes per image")
-    q.add_argument("store", help="the store folder")
+    f = Flags(q)
+    f.input("store", help="the store folder")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(run=cmd_index)
 
     p = sub.add_parser("triton", help="a Triton Inference Server model repository from exported graphs and engines")
-    p.add_argument("--artifacts", help="folder of exported NAME.onnx / NAME.fp16.onnx (+ NAME.json) and NAME*.plan")
-    p.add_argument("--out", help="the repository folder to write")
-    p.add_argument("--check", metavar="REPO", help="only validate an existing repository")
+    f = Flags(p)
+    f.input("--artifacts", help="folder of exported NAME.onnx / NAME.fp16.onnx (+ NAME.json) and NAME*.plan")
+    f.output("--out", help="the repository folder to write")
+    f.input("--check", metavar="REPO", help="only validate an existing repository")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp16", help="which graph or engine to serve")
-    p.add_argument("--models", help="comma-separated subset of the exported models (default: all)")
+    f.value("--models", help="comma-separated subset of the exported models (default: all)")
     p.add_argument("--max-batch", type=int, help="cap max_batch_size (default: each profile's maximum)")
     p.add_argument("--instances", type=int, default=1, help="instances of each model (default 1)")
     p.add_argument("--queue-delay-us", type=int, default=100, help="dynamic batching queue delay (default 100)")
     p.add_argument("--force", action="store_true", help="replace a repository rerankrt wrote before")
-    p.add_argument("--store", action="append", default=[], metavar="STORE",
-                   help="an AMES store: its variant's loop re-ranks from it (needs the encoder and scorer exported)")
+    f.input("--store", action="append", default=[], metavar="STORE",
+            help="an AMES store: its variant's loop re-ranks from it (needs the encoder and scorer exported)")
     p.set_defaults(run=cmd_triton)
 
     p = sub.add_parser("validate", help="the validation ladder of an exported graph, or an engine against ORT")
-    p.add_argument("path", help="DIR/NAME.onnx or DIR/NAME.fp16.onnx (with DIR/NAME.json beside it), or NAME.plan")
-    p.add_argument("--checkpoint", help="the checkpoint, when not at the path the sidecar records")
+    f = Flags(p)
+    f.input("path", help="DIR/NAME.onnx or DIR/NAME.fp16.onnx (with DIR/NAME.json beside it), or NAME.plan")
+    f.input("--checkpoint", help="the checkpoint, when not at the path the sidecar records")
     p.set_defaults(run=cmd_validate)
     return parser
 
@@ -599,6 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "paths", None) is not None:  # an output is never an input, whatever --force says
+            args.paths.check(args)
         return args.run(args)
     except BrokenPipeError:  # `rerankrt models | head`
         sys.stderr.close()

@@ -96,3 +96,82 @@ def test_unknown_command_fails_with_usage():
     out = run("frobnicate")
     assert out.returncode == 2
     assert "invalid choice: 'frobnicate'" in out.stderr
+
+
+# --- path flags: every one declared as what the command reads or writes --------------------------------
+
+def _commands(parser, prefix=()):
+    """(sub-command words, its parser) for every runnable sub-command."""
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield prefix, parser
+    for action in subs:
+        for name, sub in action.choices.items():
+            yield from _commands(sub, (*prefix, name))
+
+
+def test_every_string_flag_is_declared_an_input_an_output_or_a_value():
+    """A string-valued flag (no choices, not a number) names a path or not: each is declared either way, so
+    the check that an output is never an input reads every path the command takes."""
+    import argparse
+
+    from rerankrt.cli import build_parser
+    from rerankrt.cli_paths import ROLES
+
+    undeclared, paths = [], {}
+    for words, parser in _commands(build_parser()):
+        for a in parser._actions:
+            if isinstance(a, argparse._HelpAction) or a.nargs == 0 or a.choices is not None or \
+                    a.type not in (None, str):
+                continue
+            role = getattr(a, "role", None)
+            flag = a.option_strings[0] if a.option_strings else a.dest
+            if role not in ROLES:
+                undeclared.append(f"{' '.join(words)} {flag}")
+            paths[(" ".join(words), flag)] = role
+    assert undeclared == []
+    assert len({w for w, _ in paths}) == 13  # every sub-command but info and models takes one
+    for command in ("rerank", "eval"):
+        for flag in ("--checkpoint", "--artifacts", "--data", "--nn", "--index"):
+            assert paths[(command, flag)] == "input", (command, flag)
+        assert paths[(command, "--out")] == "output" and paths[(command, "--desc")] == "value"
+    assert paths[("eval", "--engine")] == "input" and paths[("bench", "--compare")] == "input"
+    assert paths[("index build", "--out")] == paths[("triton", "--out")] == paths[("data synth", "out")] == "output"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["rerank", "--model", "ames", "--backend", "torch", "--checkpoint", "X.pt", "--data", "d", "--out", "X.pt",
+      "--force"], "rerankrt rerank: error: --out: X.pt is an input of this run (X.pt); choose another output"),
+    (["eval", "--data", "d", "--dataset", "synth", "--model", "ames", "--engine", "G.onnx", "--out", "G.onnx",
+      "--force"], "rerankrt eval: error: --out: G.onnx is an input of this run (G.onnx); choose another output"),
+    (["rerank", "--model", "ames", "--data", "d", "--nn", "nn.pkl", "--out", "d/nn.pkl", "--force"],
+     "rerankrt rerank: error: --out: d/nn.pkl is an input of this run (d/nn.pkl); choose another output"),
+    (["index", "build", "--model", "ames", "--data", "d", "--checkpoint", "d/ck.pt", "--out", "d", "--force"],
+     "rerankrt index: error: --out: d holds an input of this run (d/dinov2_gallery_local.hdf5); choose another "
+     "output"),
+    (["triton", "--artifacts", "art", "--store", "art/s", "--out", "art/s", "--force"],
+     "rerankrt triton: error: --out: art/s is an input of this run (art/s); choose another output"),
+])
+def test_an_output_is_never_an_input(argv, message, tmp_path, monkeypatch, capsys):
+    """Checked from the parser's declarations before the command runs, --force or not; nothing is touched."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    for name in ("X.pt", "G.onnx", "d/nn.pkl"):
+        (tmp_path / name).write_bytes(b"the user's file")
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert all((tmp_path / n).read_bytes() == b"the user's file" for n in ("X.pt", "G.onnx", "d/nn.pkl"))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["export", "raml", "--parts", "encoder"], "--parts: raml has no encoder (only ames, ames-dist serve a store)"),
+    (["export", "ames", "--parts", "whole,decoder"], "--parts: expected some of whole, encoder, scorer, got decoder"),
+    (["export", "ames", "--parts", "encoder", "--profile", "pairs:1,10,20"],
+     "--profile: no graph of ames-encoder has a dimension pairs; known: descriptors, images"),
+])
+def test_export_parts(argv, message, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "art")]) == 2
+    assert capsys.readouterr().err.strip() == f"rerankrt export: error: {message}"
+    assert not (tmp_path / "art").exists()

@@ -458,7 +458,8 @@ def test_cli_torch_backend_loads_the_backbone_and_the_detector(tmp_path, capsys)
     images.mkdir()
     cv2.imwrite(str(images / "q.png"), photo(40, 30))
     data = tmp_path / "data"
-    args = ["extract", "--images", str(images), "--split", "query", "--out", str(data), "--backend", "torch",
+    # no --backend: a checkpoint without --artifacts can only mean the torch backend
+    args = ["extract", "--images", str(images), "--split", "query", "--out", str(data),
             "--imsize", "42", "--topk", "6", "--checkpoint", str(backbone)]
     assert main(args) == 2  # the backbone alone cannot describe an image
     assert "the DINOv2 backbone needs its AMES detector too" in capsys.readouterr().err

@@ -197,21 +197,33 @@ def test_rebuild_with_force_swaps_the_store(checkpoints, gallery, stores, tmp_pa
 
 
 def test_cli_builds_describes_and_reranks_from_a_store(checkpoints, tmp_path, capsys):
-    """`index build` through ONNX Runtime, `index info`, then `rerank` and `eval` with --index: the gallery
-    HDF5 is gone, the database side comes from the store; the same order as the torch store path."""
+    """One `export ames-dist` writes the whole model, its encoder and its scorer; `index build` through ONNX
+    Runtime, `index info`, then `rerank` and `eval` with --index: the gallery HDF5 is gone, the database side
+    comes from the store; the same order as the torch store path, which `--backend auto` picks for a
+    --checkpoint without --artifacts."""
     from rerankrt.bench.synth import synthesize
     from rerankrt.cli import main
-    from rerankrt.export.onnx_export import export_model
     from rerankrt.runtime.descriptors import read_nn
 
     data = synthesize(tmp_path / "data", queries=3, database=40)
     art = tmp_path / "art"
-    for part in ("encoder", "scorer"):
-        export_model(f"ames-dist-{part}", checkpoints["ames-dist"], out_dir=art, precision="fp32")
+    assert main(["export", "ames-dist", "--checkpoint", str(checkpoints["ames-dist"]), "--out", str(art),
+                 "--precision", "fp32"]) == 0
+    assert capsys.readouterr().out.count("all checks passed") == 3
+    assert sorted(p.name for p in art.iterdir()) == [
+        "ames-dist-encoder.json", "ames-dist-encoder.onnx", "ames-dist-scorer.json", "ames-dist-scorer.onnx",
+        "ames-dist.json", "ames-dist.onnx"]
     store = tmp_path / "store"
     common = ["--backend", "ort", "--artifacts", str(art), "--data", str(data)]
+    assert main(["rerank", "--model", "ames-dist", *common, "--shortlist", "20",
+                 "--out", str(tmp_path / "pairs.pkl")]) == 0
     assert main(["index", "build", "--model", "ames-dist", *common, "--out", str(store)]) == 0
     assert f"wrote {store}: 40 images, " in capsys.readouterr().err
+    by_torch = tmp_path / "torch-store"
+    assert main(["index", "build", "--model", "ames-dist", "--data", str(data), "--checkpoint",
+                 str(checkpoints["ames-dist"]), "--out", str(by_torch)]) == 0
+    codes = [AmesStore(s).entries(np.arange(40))[0] for s in (store, by_torch)]
+    assert (codes[0] == codes[1]).mean() > 0.999  # the same weights; bits within rounding of 0 may flip
     assert main(["index", "info", str(store), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["model"], info["images"], info["descriptors_per_image"]) == ("ames-dist", 40, 50)
@@ -219,13 +231,21 @@ def test_cli_builds_describes_and_reranks_from_a_store(checkpoints, tmp_path, ca
     (data / "dinov2_gallery_local.hdf5").unlink()
     assert main(["rerank", "--model", "ames-dist", *common, "--index", str(store), "--shortlist", "20",
                  "--out", str(tmp_path / "ort.pkl")]) == 0
-    assert main(["rerank", "--model", "ames-dist", "--backend", "torch", "--checkpoint", str(checkpoints["ames-dist"]),
+    assert main(["rerank", "--model", "ames-dist", "--checkpoint", str(checkpoints["ames-dist"]),
                  "--data", str(data), "--index", str(store), "--shortlist", "20",
                  "--out", str(tmp_path / "pt.pkl")]) == 0
+    assert "backend auto" not in capsys.readouterr().err  # torch, from --checkpoint: no graph was opened
     (ort_sims, ort_idx), (pt_sims, pt_idx) = read_nn(tmp_path / "ort.pkl"), read_nn(tmp_path / "pt.pkl")
-    _, first = read_nn(data / "nn_superglobal.pkl")
+    first_sims, first = read_nn(data / "nn_superglobal.pkl")
     assert ort_idx.tolist() == pt_idx.tolist() and ort_idx[:, :20].tolist() != first[:, :20].tolist()
     np.testing.assert_allclose(ort_sims, pt_sims, rtol=1e-5, atol=1e-6)
+    pair_sims, pair_idx = read_nn(tmp_path / "pairs.pkl")  # the whole model over descriptor pairs
+    assert pair_idx[:, :20].tolist() != first[:, :20].tolist() and pair_idx[:, 20:].tolist() == first[:, 20:].tolist()
+    np.testing.assert_array_equal(pair_sims[:, 20:], first_sims[:, 20:])
+    assert main(["rerank", "--model", "ames-dist", *common, "--checkpoint", str(checkpoints["ames-dist"]),
+                 "--index", str(store), "--out", str(tmp_path / "x.pkl")]) == 2
+    assert ("rerankrt rerank: error: --checkpoint: the torch backend's; an exported graph or engine carries its "
+            "own weights") in capsys.readouterr().err
     capsys.readouterr()
     assert main(["eval", "--dataset", "synth", "--model", "ames-dist", *common, "--index", str(store),
                  "--shortlist", "20"]) == 0
