@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rerankrt import environment
 from rerankrt.cli_paths import Flags
-from rerankrt.errors import UnavailableError
+from rerankrt.errors import ServerError, UnavailableError
 from rerankrt.models import MODELS, names
 from rerankrt.optional import require
 
@@ -400,7 +400,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
-    from rerankrt.export.triton import check_repository, write_repository
+    from rerankrt.serve.repository import check_repository, write_repository
 
     if args.check:
         problems = check_repository(args.check)
@@ -412,9 +412,43 @@ def cmd_triton(args: argparse.Namespace) -> int:
         raise ValueError("expected --artifacts DIR --out REPO (to write a repository) or --check REPO")
     models = [m for m in args.models.split(",") if m] if args.models else None
     repo = write_repository(args.artifacts, args.out, args.precision, models, args.max_batch, args.instances,
-                            args.queue_delay_us, args.force, log=_log, stores=args.store)
-    print(f"{repo}: the repository validates; serve it with `tritonserver --model-repository {repo.resolve()}`")
+                            args.queue_delay_us, args.force, log=_log, stores=args.store, platform=args.platform,
+                            max_shortlist=args.max_shortlist)
+    print(f"{repo}: the repository validates; serve it with `rerankrt serve {repo}` (or `tritonserver "
+          f"--model-repository {repo.resolve()}` in the NGC container)")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Triton on the repository until SIGTERM or SIGINT, which go to the server; exits when it has stopped."""
+    import signal
+
+    from rerankrt.serve.server import TritonServer
+
+    server = TritonServer(args.repo, args.http_port, args.grpc_port, args.metrics_port, args.host,
+                          args.tritonserver, args.python_env, log=_log)
+    stopping: list[int] = []
+
+    def forward(signum, frame) -> None:
+        stopping.append(signum)
+        server.signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with server:
+            ports = ", ".join(f"{k} {v}" for k, v in server.ports.items())
+            print(f"rerankrt serve: ready: {len(server.models)} models ({', '.join(server.models)}) on "
+                  f"{server.host}: {ports}", flush=True)
+            code = server.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopping:
+        _log(f"rerankrt serve: stopped ({signal.Signals(stopping[0]).name}), tritonserver exited with {code}"
+             + (f": {server.last_error()}" if code else ""))
+        return 0
+    _log(f"rerankrt serve: tritonserver exited with {code}: {server.last_error()}")
+    return 1
 
 
 def _in_data(name: str):
@@ -621,7 +655,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a repository rerankrt wrote before")
     f.input("--store", action="append", default=[], metavar="STORE",
             help="an AMES store: its variant's loop re-ranks from it (needs the encoder and scorer exported)")
+    p.add_argument("--max-shortlist", type=int, default=1600,
+                   help="the longest shortlist a loop model takes in one request (default 1600)")
+    p.add_argument("--platform", choices=["production", "python"], default="production",
+                   help="production: onnxruntime_onnx / tensorrt_plan (the NGC container); python: every graph as a "
+                        "Python-backend model over rerankrt's ONNX Runtime backend (any tritonserver)")
     p.set_defaults(run=cmd_triton)
+
+    p = sub.add_parser("serve", help="Triton Inference Server on a repository `rerankrt triton` wrote")
+    f = Flags(p)
+    f.input("repo", metavar="REPO", help="the model repository")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    f.value("--host", default="127.0.0.1", help="the address to bind (default loopback; 0.0.0.0 for every one)")
+    f.input("--tritonserver", metavar="PATH",
+            help="the server binary (default: tritonserver on PATH, else the one nvidia-pytriton bundles)")
+    f.input("--python-env", metavar="DIR",
+            help="the Python backend's environment, with rerankrt[serve] and numpy<2 (default $RERANKRT_SERVE_ENV, "
+                 "else this interpreter's)")
+    p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("validate", help="the validation ladder of an exported graph, or an engine against ORT")
     f = Flags(p)
@@ -640,6 +693,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `rerankrt models | head`
         sys.stderr.close()
         return 0
-    except (ValueError, OSError, UnavailableError) as e:  # bad input or environment: the message says it all
+    except (ValueError, OSError, UnavailableError, ServerError) as e:  # bad input or environment: the message says it
         print(f"rerankrt {args.command}: error: {e}", file=sys.stderr)
         return 2

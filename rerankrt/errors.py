@@ -27,3 +27,7 @@ class OutputError(ValueError):
 
 class UnavailableError(RuntimeError):
     """A library, provider or device the caller asked for is not available on this machine."""
+
+
+class ServerError(RuntimeError):
+    """A Triton server did not start, or exited: the message carries the server's own error line."""

@@ -1,4 +1,6 @@
-"""The re-ranking loops as Triton Python-backend models (`ames_rerank`, `locore_rerank`).
+"""The re-ranking loops as Triton Python-backend models (`ames_rerank`, `locore_rerank`), and the graph
+models in their Python form (`GraphModel`: an exported graph over ONNX Runtime, for a server without an
+onnxruntime backend).
 
 Triton's ensembles are DAG-only and cannot loop, so the loops run in Python-backend models that call
 the AMES / LOCORE model of the same repository by BLS (Business Logic Scripting) requests. `BlsBackend`
@@ -56,8 +58,26 @@ def triton_dims(spec: IOSpec) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in spec.shape]
 
 
+def conform(name: str, x: np.ndarray, spec: IOSpec, sizes: dict[str, int], who: str) -> np.ndarray:
+    """`x` in the shape `spec` declares, its named dims at `sizes` (the request's), or an error naming both:
+    never a broadcast. Triton hands a tensor that is only the batch dimension, declared as dims [1] with a
+    reshape [], back as [batch, 1]: that trailing 1 is the config's, and is dropped."""
+    if len(spec.shape) == 1 and x.ndim == 2 and x.shape[1] == 1:
+        x = x[:, 0]
+    want = [sizes.get(d, d) if isinstance(d, str) else d for d in spec.shape]
+    if x.ndim != len(want) or any(isinstance(w, int) and w != g for w, g in zip(want, x.shape, strict=True)):
+        shown = [w if isinstance(w, int) else f"{w}" for w in want]
+        raise RuntimeError(f"{who}: {name} came back with shape {list(x.shape)}, expected {shown} "
+                           f"({list(spec.shape)})")
+    for d, g in zip(spec.shape, x.shape, strict=True):  # a named dim first seen in an output (tokens): the
+        if isinstance(d, str):  # next output must agree
+            sizes.setdefault(d, g)
+    return x
+
+
 class BlsBackend(Backend):
-    """The backend contract over BLS requests to another model of the repository."""
+    """The backend contract over BLS requests to another model of the repository; what comes back is
+    checked against the target's declared outputs (`conform`)."""
 
     def __init__(self, pb_utils, model_name: str, meta: dict, precision: str) -> None:
         super().__init__(f"triton-bls:{model_name}", meta, precision)
@@ -74,7 +94,14 @@ class BlsBackend(Backend):
         response = request.exec()
         if response.has_error():
             raise RuntimeError(f"{self.model_name}: {response.error().message()}")
-        return {s.name: pb.get_output_tensor_by_name(response, s.name).as_numpy() for s in self.check.outputs}
+        sizes = self.check(feeds)
+        out = {}
+        for spec in self.check.outputs:
+            tensor = pb.get_output_tensor_by_name(response, spec.name)
+            if tensor is None:
+                raise RuntimeError(f"{self.model_name}: no {spec.name} in its response")
+            out[spec.name] = conform(spec.name, tensor.as_numpy(), spec, sizes, self.model_name)
+        return out
 
 
 def _checked(tensor, spec: IOSpec) -> np.ndarray:
@@ -88,6 +115,8 @@ def _checked(tensor, spec: IOSpec) -> np.ndarray:
     dims = triton_dims(spec)
     if x.ndim != len(dims) or any(w not in (-1, g) for w, g in zip(dims, x.shape, strict=True)):
         raise InputError(f"{spec.name}: expected shape {dims} (-1: any size), got {list(x.shape)}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise InputError(f"{spec.name}: contains {int((~np.isfinite(x)).sum())} NaN or infinite values")
     return x
 
 
@@ -108,7 +137,8 @@ class _RerankModel:
         self.backends = self.open_targets(target)
         self.backend = self.backends[0]
         cfg = target["sidecar"]["config"]
-        self.inputs, _ = rerank_io(self.kind, cfg["local_dim"], cfg.get("local_descriptors", 0))
+        self.name = config.get("name", self.kind)
+        self.inputs, self.outputs = rerank_io(self.kind, cfg["local_dim"], cfg.get("local_descriptors", 0))
         self.reranker = self.make_reranker()
 
     def open_targets(self, target: dict) -> list[BlsBackend]:
@@ -134,9 +164,17 @@ class _RerankModel:
             try:
                 arrays = {spec.name: _checked(pb.get_input_tensor_by_name(request, spec.name), spec)
                           for spec in self.inputs}
+                n = len(arrays["global_sim"])
+                limit = int(self.params.get("max_shortlist", n))
+                if n > limit:
+                    raise InputError(f"shortlist: {n} images, more than this model takes ({limit}, its "
+                                     f"max_shortlist parameter)")
                 order, scores = self.run(arrays)
-                responses.append(pb.InferenceResponse(output_tensors=[
-                    pb.Tensor("order", order.astype(np.int64)), pb.Tensor("scores", scores.astype(np.float32))]))
+                sizes = {"shortlist": len(arrays["global_sim"])}
+                tensors = [pb.Tensor(spec.name, conform(spec.name, np.asarray(value), spec, sizes, self.name)
+                                     .astype(spec.dtype)) for spec, value in zip(self.outputs, (order, scores),
+                                                                                  strict=True)]
+                responses.append(pb.InferenceResponse(output_tensors=tensors))
             except (InputError, ValueError, RuntimeError) as e:
                 responses.append(pb.InferenceResponse(output_tensors=[], error=pb.TritonError(str(e))))
         return responses
@@ -205,3 +243,66 @@ class AmesStoreRerankModel(AmesRerankModel):
 
 
 LOOP_MODELS = {"ames": AmesRerankModel, "ames-store": AmesStoreRerankModel, "locore": LocoreRerankModel}
+
+
+class GraphModel:
+    """An exported graph as a Python-backend model over ONNX Runtime (`rerankrt triton --platform python`):
+    the name, inputs, outputs and batching of its onnxruntime_onnx form, the feed check in front. The
+    requests of a dynamic batch whose other dimensions agree run as one call along the batch dimension
+    (Triton hands a Python model the batch's requests, not their concatenation); each request gets its
+    own response, or its own error."""
+
+    def initialize(self, args: dict) -> None:
+        import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]  # only inside Triton
+
+        self.setup(pb_utils, json.loads(args["model_config"]), Path(args["model_repository"]) / args["model_version"])
+
+    def setup(self, pb_utils, config: dict, version_dir: Path) -> None:
+        from .ort_backend import OrtBackend
+
+        self.pb_utils, self.name = pb_utils, config.get("name", "graph")
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+        self.backend = OrtBackend(version_dir / "model.onnx").__enter__()
+
+    def finalize(self) -> None:
+        self.backend.__exit__(None, None, None)
+
+    def execute(self, requests: list) -> list:
+        pb = self.pb_utils
+        inputs, outputs = self.backend.input_specs(), self.backend.output_specs()
+        arrays: list[dict | Exception] = []
+        for request in requests:
+            try:
+                arrays.append({s.name: self._input(pb.get_input_tensor_by_name(request, s.name), s) for s in inputs})
+            except InputError as e:
+                arrays.append(e)
+        results: list[dict | Exception] = list(arrays)
+        groups: dict[tuple, list[int]] = {}
+        for i, a in enumerate(arrays):
+            if isinstance(a, dict):
+                key = tuple(a[s.name].shape[1:] if self.batched else (i,) for s in inputs)
+                groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            try:
+                feeds = {s.name: np.concatenate([arrays[i][s.name] for i in members])  # type: ignore[index]
+                         if len(members) > 1 else arrays[members[0]][s.name] for s in inputs}  # type: ignore[index]
+                out = self.backend.infer(feeds)
+                counts = np.cumsum([len(arrays[i][inputs[0].name]) for i in members])[:-1]  # type: ignore[index]
+                for k, i in enumerate(members):
+                    results[i] = {name: np.split(x, counts)[k] if len(members) > 1 else x for name, x in out.items()}
+            except (InputError, ValueError, RuntimeError) as e:
+                for i in members:
+                    results[i] = e
+        responses = []
+        for r in results:
+            if isinstance(r, Exception):
+                responses.append(pb.InferenceResponse(output_tensors=[], error=pb.TritonError(f"{self.name}: {r}")))
+            else:
+                responses.append(pb.InferenceResponse(output_tensors=[
+                    pb.Tensor(s.name, np.ascontiguousarray(r[s.name])) for s in outputs]))
+        return responses
+
+    def _input(self, tensor, spec: IOSpec) -> np.ndarray:
+        if tensor is None:
+            raise InputError(f"{spec.name}: missing from the request")
+        return tensor.as_numpy()

@@ -17,8 +17,8 @@ import pytest
 
 from rerankrt.cli import main
 from rerankrt.errors import ModelFileError
-from rerankrt.export.triton import check_repository, write_repository
 from rerankrt.runtime import AmesReranker, LocoreReranker, OrtBackend
+from rerankrt.serve.repository import check_repository, write_repository
 
 pytest.importorskip("torch")
 pytest.importorskip("tritonclient.grpc", reason="Triton configs need tritonclient[grpc] (rerankrt[serve])")
@@ -63,15 +63,17 @@ def test_repository_layout_and_configs(repo):
     assert ames.dynamic_batching.max_queue_delay_microseconds == 100
     warm = ames.model_warmup[0]
     assert warm.batch_size == 100 and list(warm.inputs["q_desc"].dims) == [600, 768]
-    assert warm.inputs["q_mask"].zero_data and warm.inputs["q_desc"].random_data
+    assert warm.inputs["q_mask"].zero_data and warm.inputs["q_desc"].zero_data  # finite: random bytes hold NaN
     assert [(g.kind, g.count, list(g.profile)) for g in ames.instance_group] == [(_kind("KIND_GPU"), 1, [])]
     loop = _config(repo, "ames_rerank")
     assert (loop.backend, loop.max_batch_size) == ("python", 0)
     assert {k: v.string_value for k, v in loop.parameters.items()} == \
-        {"loop": "ames", "target_model": "ames", "lambda": "0.5", "gamma": "0.2", "batch": "100"}
+        {"loop": "ames", "target_model": "ames", "lambda": "0.5", "gamma": "0.2", "batch": "100",
+         "max_shortlist": "1600"}
     params = {k: v.string_value for k, v in _config(repo, "locore_rerank").parameters.items()}
     assert params == {"loop": "locore", "target_model": "locore", "shortlist": "400", "window": "17",
-                      "stride": "17", "order": "end-to-start", "alpha": "0.5", "temperature": "0.1"}
+                      "stride": "17", "order": "end-to-start", "alpha": "0.5", "temperature": "0.1",
+                      "max_shortlist": "1600"}
     adapter = (repo / "ames_rerank/1/model.py").read_text()
     assert "from rerankrt.runtime.triton_bls import AmesRerankModel as TritonPythonModel" in adapter
 
@@ -106,7 +108,7 @@ def test_bad_requests_are_refused_and_nothing_is_half_written(artifacts, tmp_pat
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(FileExistsError, match=r"exists and is not empty \(pass --force to replace it\)"):
         write_repository(artifacts, tmp_path / "full")
-    monkeypatch.setattr("rerankrt.export.triton.check_repository", lambda repo: ["a/config.pbtxt: broken"])
+    monkeypatch.setattr("rerankrt.serve.repository.check_repository", lambda repo: ["a/config.pbtxt: broken"])
     with pytest.raises(ModelFileError, match="does not validate:\n  a/config.pbtxt: broken"):
         write_repository(artifacts, tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]  # no repository, no staging folder
@@ -131,6 +133,61 @@ def test_broken_configs_are_reported_with_file_and_field(repo, tmp_path):
     ]
     assert main(["triton", "--check", str(broken)]) == 1
     assert main(["triton", "--check", str(repo)]) == 0
+
+
+def test_the_python_form_has_the_production_forms_name_io_and_batching(repo, artifacts, tmp_path):
+    """`--platform python` (and what serve makes of a production repository for a server without an
+    onnxruntime backend): the same configs but the backend, model.py beside the graph; both forms check."""
+    from rerankrt.serve.repository import python_form
+
+    written = write_repository(artifacts, tmp_path / "py", platform="python")
+    converted = python_form(repo, tmp_path / "converted")
+    assert converted is not None and python_form(written, tmp_path / "again") is None  # nothing left to convert
+    for form in (written, converted):
+        assert check_repository(form) == []
+        for name in ("ames", "locore"):
+            production, python = _config(repo, name), _config(form, name)
+            assert (python.platform, python.backend) == ("", "python")
+            assert [g.kind for g in python.instance_group] == [_kind("KIND_CPU")]
+            for field in ("name", "max_batch_size", "input", "output", "dynamic_batching", "model_warmup"):
+                assert getattr(python, field) == getattr(production, field), (name, field)
+            assert (form / name / "1/model.onnx").is_file()
+            assert "import GraphModel as TritonPythonModel" in (form / name / "1/model.py").read_text()
+    side = json.loads((repo / "ames/1/model.json").read_text())
+    assert (side["files"], side["precisions"]) == ({"fp16": "model.onnx"}, ["fp16"])  # the served file's alone
+    with pytest.raises(ValueError, match=r"--platform: expected one of production, python, got 'onnx'"):
+        write_repository(artifacts, tmp_path / "x", platform="onnx")
+
+
+def test_check_reads_the_precision_from_the_sidecar(repo, artifacts, tmp_path):
+    """A graph of the other precision under a sidecar that says fp16 is named, not guessed around."""
+    broken = tmp_path / "repo"
+    shutil.copytree(repo, broken)
+    shutil.copyfile(artifacts / "ames.onnx", broken / "ames/1/model.onnx")
+    side = broken / "ames/1/model.onnx"
+    assert check_repository(broken) == [
+        f"{broken / 'ames/config.pbtxt'}: {side}: input types ['float32', 'bool', 'float32', 'bool'], but its "
+        f"sidecar's fp16 inputs are ['float16', 'bool', 'float16', 'bool']"]
+
+
+def test_outputs_are_conformed_to_their_declared_shape_never_broadcast():
+    """What a BLS call hands back: Triton's [batch, 1] for a [batch]-only tensor is the config's; any other
+    shape is an error naming the tensor and both shapes."""
+    from rerankrt.runtime.feeds import IOSpec
+    from rerankrt.runtime.triton_bls import conform
+
+    logits = IOSpec("logits", np.dtype(np.float32), ("pairs",))
+    assert conform("logits", np.zeros((20, 1), np.float32), logits, {"pairs": 20}, "ames").shape == (20,)
+    assert conform("logits", np.zeros(20, np.float32), logits, {"pairs": 20}, "ames").shape == (20,)
+    with pytest.raises(RuntimeError, match=r"^ames: logits came back with shape \[20, 20\], expected \[20\] "):
+        conform("logits", np.zeros((20, 20), np.float32), logits, {"pairs": 20}, "ames")
+    with pytest.raises(RuntimeError, match=r"^ames: logits came back with shape \[19\], expected \[20\]"):
+        conform("logits", np.zeros(19, np.float32), logits, {"pairs": 20}, "ames")
+    tokens = IOSpec("tokens", np.dtype(np.float32), ("batch", "tokens", 4))
+    sizes = {"batch": 1}
+    conform("tokens", np.zeros((1, 6, 4), np.float32), tokens, sizes, "x")
+    with pytest.raises(RuntimeError, match=r"^x: tokens came back with shape \[1, 7, 4\], expected \[1, 6, 4\]"):
+        conform("tokens", np.zeros((1, 7, 4), np.float32), tokens, sizes, "x")
 
 
 def test_cli_writes_and_checks(artifacts, tmp_path, capsys):
@@ -355,7 +412,8 @@ def test_store_loop_reranks_from_the_store(tmp_path, rng, monkeypatch):
                                                      "ames-dist_rerank"]
     params = {k: v.string_value for k, v in _config(repo, "ames-dist_rerank").parameters.items()}
     assert params == {"loop": "ames-store", "target_model": "ames-dist-scorer", "encoder_model": "ames-dist-encoder",
-                      "store": str(store.resolve()), "lambda": "0.35", "gamma": "0.1", "batch": "100"}
+                      "store": str(store.resolve()), "lambda": "0.35", "gamma": "0.1", "batch": "100",
+                      "max_shortlist": "1600"}
     assert [t.name for t in _config(repo, "ames-dist_rerank").input] == ["q_desc", "q_mask", "shortlist",
                                                                          "global_sim"]
     assert check_repository(repo) == []

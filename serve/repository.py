@@ -1,10 +1,18 @@
 """`rerankrt triton`: a Triton Inference Server model repository from exported graphs and built engines,
 validated offline.
 
+Two forms. The production form (the default, for the NGC container) serves each graph on its own backend:
+`onnxruntime_onnx` or `tensorrt_plan`. The Python form (`--platform python`, and what `rerankrt serve`
+turns a production repository into for a server without an onnxruntime backend, such as the one the
+`nvidia-pytriton` wheel bundles) serves each graph as a Python-backend model over rerankrt's ONNX
+Runtime backend (`runtime.triton_bls.GraphModel`), with the same name, inputs, outputs and batching, so
+that the loop models and clients see no difference.
+
 For each exported model in the artifacts folder (`NAME.json` sidecar) the repository gets
 `REPO/NAME/config.pbtxt` and `REPO/NAME/1/model.plan` (a TensorRT engine of the chosen precision built
-by `rerankrt build`, when there is one) or `model.onnx`, with the sidecars beside them (`model.json`,
-`model.plan.json`) so that `--check` can compare the config with what the model really takes. Every
+by `rerankrt build`, when there is one) or `model.onnx`, with the sidecars beside them (`model.json`: the
+export sidecar of the served file, listing only its precision; `model.plan.json`) so that `--check` can
+compare the config with what the model really takes. Every
 re-ranker also gets its loop as a Python-backend model (`ames_rerank`, `locore_rerank`;
 `runtime.triton_bls`). With `--store STORE` (an AMES database store, `rerankrt index build`) and the
 variant's encoder and scorer exported, `<variant>_rerank` re-ranks from the store instead: the shortlist
@@ -43,13 +51,27 @@ TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_B
 MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx", "python": "model.py"}
 #: the file at a repository's root that says rerankrt wrote it: `--force` replaces only such a folder
 MARKER = ".rerankrt-repository"
-ADAPTER = '''"""Triton Python-backend adapter written by `rerankrt triton`: the {kind} loop is rerankrt's own
-(`rerankrt.runtime.triton_bls`); install rerankrt in the Python backend's environment."""
+ADAPTER = '''"""Triton Python-backend adapter written by `rerankrt triton`: {what} is rerankrt's own
+(`rerankrt.runtime.triton_bls`). rerankrt is installed in the Python backend's environment (the NGC
+container), or `rerankrt serve` names an environment with it in RERANKRT_PYTHON_SITE: its site-packages go
+first on the path, before the interpreter's own (whose numpy 2 the stub would read tensors wrong with)."""
 
-from rerankrt.runtime.triton_bls import {cls} as TritonPythonModel
+import os
+import site
+import sys
+
+_SITE = os.environ.get("RERANKRT_PYTHON_SITE")
+if _SITE and _SITE not in sys.path:
+    _before = list(sys.path)
+    site.addsitedir(_SITE)  # its .pth files too: an editable rerankrt
+    sys.path[:] = [p for p in sys.path if p not in _before] + _before
+
+from rerankrt.runtime.triton_bls import {cls} as TritonPythonModel  # noqa: E402
 
 __all__ = ["TritonPythonModel"]
 '''
+#: the platforms of the two forms of a graph model: `--platform production` (by file) and `--platform python`
+PLATFORMS = ("production", "python")
 
 
 def _pb():
@@ -70,22 +92,27 @@ class Artifact:
     plan_meta: dict | None  #: the engine's sidecar, for engines
 
 
-def find_artifacts(artifacts: Path, precision: str, models: list[str] | None = None) -> list[Artifact]:
-    """The exported models in `artifacts` at `precision`, each as its engine when one was built, else
-    its ONNX graph. A model asked for in `models` that is not there is an error."""
+def find_artifacts(artifacts: Path, precision: str, models: list[str] | None = None,
+                   platform: str = "production") -> list[Artifact]:
+    """The exported models in `artifacts` at `precision`, each as its engine when one was built, else its
+    ONNX graph (the Python form: always the graph). A model asked for in `models` that is not there is an
+    error."""
     found: dict[str, Artifact] = {}
     folder = Artifacts(artifacts)
     for name, meta in folder.exported().items():
         if (models is not None and name not in models) or precision not in meta["files"]:
             continue
-        onnx, plan = folder.onnx(name, precision), folder.plan(name, precision)
-        if plan.is_file():
-            plan_meta = read_plan_sidecar(plan)
+        try:
+            path = folder.find(name, precision, "auto" if platform == "production" else "ort")
+        except ModelFileError:
+            continue  # listed in its sidecar, but not there: reported below when asked for
+        if path.suffix == ".plan":
+            plan_meta = read_plan_sidecar(path)
             if plan_meta["precision"] != precision:
-                raise ModelFileError(f"{plan}: a {plan_meta['precision']} engine, expected {precision}")
-            found[name] = Artifact(name, "tensorrt_plan", plan, precision, meta, plan_meta)
-        elif onnx.is_file():
-            found[name] = Artifact(name, "onnxruntime_onnx", onnx, precision, meta, None)
+                raise ModelFileError(f"{path}: a {plan_meta['precision']} engine, expected {precision}")
+            found[name] = Artifact(name, "tensorrt_plan", path, precision, meta, plan_meta)
+        else:
+            found[name] = Artifact(name, "onnxruntime_onnx", path, precision, meta, None)
     missing = sorted(set(models or ()) - set(found))
     if missing:
         raise ModelFileError(f"--models: no {precision} graph or engine in {artifacts} for {', '.join(missing)} "
@@ -127,8 +154,9 @@ def model_config(a: Artifact, max_batch: int | None, instances: int, queue_delay
     warmup = {"name": "opt_shapes", "batch_size": warm_batch, "inputs": {
         t["name"]: {"data_type": TRITON_DTYPES[t["dtype"][a.precision]],
                     "dims": [d if isinstance(d, int) else profiles[d]["opt"] for d in t["shape"][1 if batch else 0:]],
-                    # masks all False (nothing padded): random masks could pad a whole image
-                    **({"zero_data": True} if t["dtype"][a.precision] == "bool" else {"random_data": True})}
+                    # zeros: finite (Triton's random_data is random bytes, NaN among them, which the feed check
+                    # refuses), and masks all False (nothing padded: random masks could pad a whole image)
+                    "zero_data": True}
         for t in meta["inputs"]}}
     config = {
         "name": a.name, "platform": a.platform, "max_batch_size": max_batch_size,
@@ -143,9 +171,35 @@ def model_config(a: Artifact, max_batch: int | None, instances: int, queue_delay
     return config
 
 
-def loop_config(a: Artifact, max_batch_size: int, instances: int, name: str, extra: dict | None = None) -> dict:
+def python_config(config: dict) -> dict:
+    """A graph model's production config in its Python form: the same name, I/O, batching and warm-up,
+    run by rerankrt's ONNX Runtime backend in a Python-backend model on the CPU."""
+    out = {k: v for k, v in config.items() if k != "platform"}
+    out["backend"] = "python"
+    out["instance_group"] = [{"kind": "KIND_CPU", "count": g.get("count", 1)} for g in config["instance_group"]]
+    return out
+
+
+def served_sidecar(meta: dict, precision: str, file: str) -> dict:
+    """The export sidecar of the one file a repository serves: its precision alone, under the file's name
+    (so the runtime's backends open it, and `--check` reads its precision from it)."""
+    return {**meta, "files": {precision: file}, "precisions": [precision]}
+
+
+def graph_adapter() -> str:
+    return ADAPTER.format(what="the graph model (ONNX Runtime behind rerankrt's feed checks)", cls="GraphModel")
+
+
+#: the longest shortlist a loop model takes by default (the paper's largest S): a request is one query, and
+#: a bound on it bounds what one request can make the server hold
+MAX_SHORTLIST = 1600
+
+
+def loop_config(a: Artifact, max_batch_size: int, instances: int, name: str, extra: dict | None = None,
+                max_shortlist: int = MAX_SHORTLIST) -> dict:
     """The ModelConfig of the re-ranking loop `name` over `a`, with the released settings as parameters
-    (and `extra` ones: the store loop's encoder model and store path)."""
+    (and `extra` ones: the store loop's encoder model and store path), and the longest shortlist a request
+    may carry."""
     kind, cfg = a.meta["loop"], a.meta["config"]
     inputs, outputs = rerank_io(kind, cfg["local_dim"], cfg.get("local_descriptors", 0))
     params = released_settings(a.meta)
@@ -153,7 +207,7 @@ def loop_config(a: Artifact, max_batch_size: int, instances: int, name: str, ext
         # scorer is not batched by Triton: max_batch_size 0, its own profile bounds the pairs)
         batch = min(params["batch"], max_batch_size) if max_batch_size else params["batch"]
         params = {"lambda": params["lam"], "gamma": params["gamma"], "batch": batch}
-    params = {"loop": kind, "target_model": a.name, **params, **(extra or {})}
+    params = {"loop": kind, "target_model": a.name, **params, "max_shortlist": max_shortlist, **(extra or {})}
     return {
         "name": name, "backend": "python", "max_batch_size": 0,
         "input": [_loop_tensor(t) for t in inputs], "output": [_loop_tensor(t) for t in outputs],
@@ -184,18 +238,24 @@ def write_repository(
     force: bool = False,
     log: Callable[[str], None] = lambda message: None,
     stores: list[str] | None = None,
+    platform: str = "production",
+    max_shortlist: int = MAX_SHORTLIST,
 ) -> Path:
     """Write and validate the repository; `out` appears only once the whole repository checks out.
-    `stores`: AMES database stores; each one's variant re-ranks from it (`<variant>_rerank`)."""
+    `stores`: AMES database stores; each one's variant re-ranks from it (`<variant>_rerank`). `platform`:
+    "production" (onnxruntime_onnx / tensorrt_plan) or "python" (graphs as Python-backend models)."""
+    if platform not in PLATFORMS:
+        raise ValueError(f"--platform: expected one of {', '.join(PLATFORMS)}, got {platform!r}")
     artifacts, out = Path(artifacts), Path(out)
-    for flag, value in (("--instances", instances), ("--max-batch", max_batch or 1)):
+    for flag, value in (("--instances", instances), ("--max-batch", max_batch or 1),
+                        ("--max-shortlist", max_shortlist)):
         if value < 1:
             raise ValueError(f"{flag}: expected a positive integer, got {value}")
     if queue_delay_us < 0:
         raise ValueError(f"--queue-delay-us: expected ≥ 0, got {queue_delay_us}")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out: {out} is a file, expected a repository folder")
-    found = find_artifacts(artifacts, precision, models)
+    found = find_artifacts(artifacts, precision, models, platform)
     loops = _loops(found, stores or [])
     inputs = [artifacts, *(a.path for a in found), *(s.path for _, _, s in loops.values() if s)]
     check_outputs([out], inputs, force=True)
@@ -217,22 +277,27 @@ def write_repository(
             config = model_config(a, max_batch, instances, queue_delay_us)
             max_batch_sizes[a.name] = config["max_batch_size"]
             version = staging / a.name / "1"
-            _write_config(staging / a.name, config)
+            _write_config(staging / a.name, python_config(config) if platform == "python" else config)
             version.mkdir()
-            shutil.copyfile(a.path, version / MODEL_FILES[a.platform])
-            (version / "model.json").write_text(json.dumps(a.meta, indent=2) + "\n")
+            file = MODEL_FILES[a.platform]
+            shutil.copyfile(a.path, version / file)
+            (version / "model.json").write_text(json.dumps(served_sidecar(a.meta, a.precision, file), indent=2) + "\n")
+            if platform == "python":
+                (version / "model.py").write_text(graph_adapter())
             if a.plan_meta is not None:
-                plan_side = plan_sidecar_path(version / MODEL_FILES[a.platform])
+                plan_side = plan_sidecar_path(version / file)
                 plan_side.write_text(json.dumps(a.plan_meta, indent=2) + "\n")
-            log(f"{a.name}: {a.platform} ({a.precision}), max_batch_size {config['max_batch_size']}")
+            form = "python (ONNX Runtime)" if platform == "python" else a.platform
+            log(f"{a.name}: {form} ({a.precision}), max_batch_size {config['max_batch_size']}")
         for name, (a, encoder, store) in loops.items():
             extra = {"encoder_model": encoder.name, "store": str(store.path.resolve())} if encoder else None
-            loop = loop_config(a, max_batch_sizes[a.name], instances, name, extra)
+            loop = loop_config(a, max_batch_sizes[a.name], instances, name, extra, max_shortlist)
             folder = staging / name
             _write_config(folder, loop)
             (folder / "1").mkdir()
             kind = a.meta["loop"]
-            (folder / "1" / "model.py").write_text(ADAPTER.format(kind=kind, cls=LOOP_MODELS[kind].__name__))
+            adapter = ADAPTER.format(what=f"the {kind} loop", cls=LOOP_MODELS[kind].__name__)
+            (folder / "1" / "model.py").write_text(adapter)
             target = {"precision": a.precision, "sidecar": a.meta, **({"encoder": encoder.meta} if encoder else {})}
             (folder / "1" / TARGET_FILE).write_text(json.dumps(target, indent=2) + "\n")
             log(f"{name}: the {kind} loop over {a.name}" + (f" from the store {store.path}" if store else "")
@@ -312,7 +377,8 @@ def _check_model(repo: Path, name: str, config, configs: dict) -> list[str]:
     if not (version / file).is_file():
         problems.append(f"{version / file} is missing")
     problems += _check_scheduling(config)
-    if kind == "python":
+    served = "model.onnx" if kind == "python" else file  # a graph model's Python form serves its graph
+    if kind == "python" and not (version / served).is_file():
         return problems + _check_loop(config, configs, version)
     try:
         meta = check_sidecar(json.loads((version / "model.json").read_text()), version / "model.json")
@@ -320,7 +386,7 @@ def _check_model(repo: Path, name: str, config, configs: dict) -> list[str]:
         return problems + [f"the export sidecar {version / 'model.json'} is unreadable ({e})"]
     except ModelFileError as e:
         return problems + [str(e)]
-    precision = _precision(meta, version, kind, problems)
+    precision = _precision(meta, version, served, kind, problems)
     if precision is None:
         return problems
     lead = batch_dim(meta)
@@ -350,10 +416,15 @@ def _check_scheduling(config) -> list[str]:
     return problems
 
 
-def _precision(meta: dict, version: Path, kind: str, problems: list[str]) -> str | None:
-    """The precision of the served file: the engine's sidecar says it; a graph's input types show it."""
+def _precision(meta: dict, version: Path, served: str, kind: str, problems: list[str]) -> str | None:
+    """The precision of the served file, as its sidecar records it (`served_sidecar`: one precision, under
+    the file's name); an engine's own sidecar must agree, and a graph's input types must be that precision's."""
+    if list(meta["files"].values()) != [served]:
+        problems.append(f"{version / 'model.json'}: files {meta['files']}, expected one precision for {served}")
+        return None
+    precision = next(iter(meta["files"]))
     if kind == "tensorrt_plan":
-        side = plan_sidecar_path(version / MODEL_FILES[kind])
+        side = plan_sidecar_path(version / served)
         try:
             plan_meta = json.loads(side.read_text())
         except (FileNotFoundError, json.JSONDecodeError) as e:
@@ -362,8 +433,11 @@ def _precision(meta: dict, version: Path, kind: str, problems: list[str]) -> str
         if plan_meta.get("format") != PLAN_FORMAT:
             problems.append(f"{side}: expected format {PLAN_FORMAT!r}")
             return None
-        return str(plan_meta["precision"])
-    path = version / "model.onnx"
+        if plan_meta["precision"] != precision:
+            problems.append(f"{side}: a {plan_meta['precision']} engine, but model.json says {precision}")
+            return None
+        return precision
+    path = version / served
     if not path.is_file():
         return None  # reported as a missing model file
     try:
@@ -371,14 +445,56 @@ def _precision(meta: dict, version: Path, kind: str, problems: list[str]) -> str
     except Exception as e:  # protobuf's DecodeError and friends: the file is not an ONNX model
         problems.append(f"{path}: not a readable ONNX model ({type(e).__name__})")
         return None
-    float_types = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
-    types = [i.type.tensor_type.elem_type for i in graph.input]
-    seen = {float_types[t] for t in types if t in float_types}
-    for p in meta["precisions"]:
-        if {t["dtype"][p] for t in meta["inputs"]} - {"bool"} == seen:
-            return p
-    problems.append(f"{path}: its inputs ({', '.join(sorted(seen))}) match no precision of its sidecar")
-    return None
+    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BOOL: "bool"}
+    have = [names.get(i.type.tensor_type.elem_type, str(i.type.tensor_type.elem_type)) for i in graph.input]
+    want = [t["dtype"][precision] for t in meta["inputs"]]
+    if have != want:
+        problems.append(f"{path}: input types {have}, but its sidecar's {precision} inputs are {want}")
+        return None
+    return precision
+
+
+def platforms(repo: str | os.PathLike) -> dict[str, str]:
+    """{model: its platform or backend} of a repository that validates."""
+    model_config_pb2, _, text_format = _pb()
+    out = {}
+    for name in served_models(repo):
+        config = text_format.Parse((Path(repo) / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        out[name] = config.platform or config.backend
+    return out
+
+
+def served_models(repo: str | os.PathLike) -> list[str]:
+    """The models of a repository: its folders with a config.pbtxt."""
+    return sorted(p.name for p in Path(repo).iterdir() if (p / "config.pbtxt").is_file())
+
+
+def python_form(repo: str | os.PathLike, out: str | os.PathLike) -> Path | None:
+    """A copy of `repo` in `out` whose onnxruntime_onnx models are in their Python form (files linked, not
+    copied), for a server without an onnxruntime backend; None when `repo` has no such model."""
+    model_config_pb2, json_format, text_format = _pb()
+    repo, out = Path(repo), Path(out)
+    configs = {name: text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+               for name in served_models(repo)}
+    if not any(c.platform == "onnxruntime_onnx" for c in configs.values()):
+        return None
+    for name, config in configs.items():
+        for source in (repo / name).rglob("*"):
+            target = out / name / source.relative_to(repo / name)
+            if source.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif source.name != "config.pbtxt":
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(source.resolve())
+        if config.platform == "onnxruntime_onnx":
+            as_dict = json_format.MessageToDict(config, preserving_proto_field_name=True)
+            message = json_format.ParseDict(python_config(as_dict), model_config_pb2.ModelConfig())
+            (out / name / "config.pbtxt").write_text(text_format.MessageToString(message))
+            for version in (p for p in (repo / name).iterdir() if p.is_dir() and p.name.isdigit()):
+                (out / name / version.name / "model.py").write_text(graph_adapter())
+        else:
+            (out / name / "config.pbtxt").symlink_to((repo / name / "config.pbtxt").resolve())
+    return out
 
 
 def _compare_io(field: str, tensors, expected: list[dict]) -> list[str]:
@@ -418,7 +534,7 @@ def _check_loop_numbers(params: dict) -> list[str]:
     finite fusion weights."""
     problems = []
     for key, value in params.items():
-        if key in ("batch", "window", "stride", "shortlist"):
+        if key in ("batch", "window", "stride", "shortlist", "max_shortlist"):
             if not (value.isdigit() and int(value) >= 1):
                 problems.append(f"parameters {key}: {value!r}, expected a positive whole number")
         elif key in ("lambda", "gamma", "alpha", "temperature"):
