@@ -2,7 +2,8 @@
 
 A generated table sits between `<!-- table: KIND measured/FILE.json -->` and `<!-- /table -->`: KIND is
 one of RENDERERS, FILE a results.json of `rerankrt bench` (or store_scale.json of
-`python -m rerankrt.bench.store_scale`) kept under measured/. After a new run, copy its output there
+`python -m rerankrt.bench.store_scale`, serve_load.json of `python -m rerankrt.bench.serve_load`) kept
+under measured/. After a new run, copy its output there
 and rewrite: `python scripts/readme_tables.py [README.md]`; `--check` exits 1 when a table is stale
 (the test suite runs it).
 """
@@ -76,7 +77,14 @@ def scale(runs: list[dict]) -> list[str]:
     return lines
 
 
-RENDERERS = {"backends": backends, "comparison": comparison, "store": store, "scale": scale}
+def serve_load(results: dict) -> list[str]:
+    """Triton under load beside the same loop in process (the bench prints the same table)."""
+    from rerankrt.bench.serve_load import table
+
+    return table(results)
+
+
+RENDERERS = {"backends": backends, "comparison": comparison, "store": store, "scale": scale, "serve_load": serve_load}
 
 
 def rewrite(text: str, root: Path = ROOT) -> str:

@@ -132,7 +132,7 @@ def test_every_string_flag_is_declared_an_input_an_output_or_a_value():
                 undeclared.append(f"{' '.join(words)} {flag}")
             paths[(" ".join(words), flag)] = role
     assert undeclared == []
-    assert len({w for w, _ in paths}) == 13  # every sub-command but info and models takes one
+    assert len({w for w, _ in paths}) == 14  # every sub-command but info and models takes one
     for command in ("rerank", "eval"):
         for flag in ("--checkpoint", "--artifacts", "--data", "--nn", "--index"):
             assert paths[(command, flag)] == "input", (command, flag)

@@ -342,6 +342,19 @@ def test_a_killed_stub_is_reported_and_a_reload_serves_again(artifacts, tmp_path
     assert _pids("triton_python_backend_stub", str(server_pid)) == []
 
 
+def test_the_load_generator_is_bounded_and_counts_every_request(server, artifacts):
+    """`bench.serve_load` on the module's store loop: a fixed number of requests per level, all answered,
+    the percentiles ordered; the in-process loop on the same queries."""
+    from rerankrt.bench.serve_load import in_process, queries, run_load
+
+    requests = queries(4, 30, shortlist=MAX_SHORTLIST)
+    rows = run_load(f"127.0.0.1:{server[1]['grpc']}", "ames-dist_rerank", requests, [1, 2], time_limit=60)
+    assert [(r["concurrency"], r["requests"], r["errors"]) for r in rows] == [(1, 4, 0), (2, 4, 0)]
+    assert all(r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["throughput_qps"] > 0 for r in rows)
+    local = in_process(artifacts, artifacts / "store", requests)
+    assert local["requests"] == 4 and local["p50_ms"] > 0
+
+
 def test_sigterm_under_load_answers_or_fails_every_request_and_leaves_nothing(server):
     """Last in the module: it stops the module's server. Twelve requests in flight, SIGTERM to `rerankrt
     serve`: each gets its answer or an error within the bound, the server and its stubs are gone."""
