@@ -18,8 +18,9 @@ import numpy as np
 
 from rerankrt.errors import InputError
 from rerankrt.runtime.agreement import kendall_tau
+from rerankrt.runtime.dataset_layout import DatasetLayout
 from rerankrt.runtime.descriptors import read_gnd, read_nn
-from rerankrt.runtime.rerank_dataset import DatasetFiles, DatasetLayout
+from rerankrt.runtime.rerank_dataset import DatasetFiles
 
 from .metrics import gldv2_map_at_100, protocol_junk, reorder_junk, revisited_evaluate
 

@@ -47,9 +47,9 @@ from rerankrt.runtime.sliding import window_starts
 
 from .locore_hf import HF_BASELINES, HfLocoreBackend
 from .probes import bound, compute_roof, memory_roof
+from .report import SCHEMA, add_ratios, write_report
 from .timing import summarize
 
-SCHEMA = "rerankrt-bench/2"
 PRESETS: dict[str, dict] = {
     # < 3 minutes on a 2-core CPU, the main job's profile step: AMES and LOCORE-small beside the pair-wise
     # re-rankers they are compared with at two shortlist sizes, those at reduced sizes (named as such in the
@@ -345,7 +345,6 @@ def run_bench(
     `configs`: per model, configuration overrides (reduced sizes; a list of them profiles each), named as
     such in the tables; `batches`: the encoders' batch sizes (default [1]); `files`: per model, its
     checkpoint and parts ({"checkpoint": …, "detector": …}; default random weights)."""
-    from .report import add_ratios, write_report
 
     require("matplotlib", "bench", "the profiler's plots")
     unknown = [m for m in models if m not in profiled_models()]

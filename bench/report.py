@@ -20,6 +20,9 @@ from pathlib import Path
 from rerankrt.models import MODELS
 from rerankrt.runtime.atomic import atomic_output
 
+#: the version of results.json: written by the profiler, read here (and by --compare)
+SCHEMA = "rerankrt-bench/2"
+
 COLUMNS = ["model", "label", "kind", "backend", "precision", "shortlist", "batch", "calls", "median", "p90", "p99",
            "mean", "std", "min", "max", "n", "vs_baseline", "vs_published", "flops", "bytes_fed", "bytes_moved",
            "intensity", "gflops_per_s", "bound_gflops", "roofline_fraction", "storage_bytes_per_image",
@@ -182,8 +185,6 @@ def _save(fig, path: Path) -> None:
 
 
 def load_results(path: str | os.PathLike) -> dict:
-    from .profile import SCHEMA
-
     path = Path(path)
     try:
         results = json.loads(path.read_text())

@@ -20,8 +20,8 @@ from pathlib import Path
 import tensorrt as trt
 
 from rerankrt import environment
-from rerankrt.runtime.artifacts import plan_sidecar_path
 from rerankrt.runtime.atomic import atomic_output, atomic_outputs
+from rerankrt.runtime.naming import plan_sidecar_path
 from rerankrt.runtime.plan import PLAN_FORMAT
 from rerankrt.runtime.sidecar import precision_of, read_sidecar, sha256
 

@@ -29,8 +29,9 @@ from pathlib import Path
 from rerankrt import environment
 from rerankrt.models import ExportSpec, Profile, describe, get_info, spec_for
 from rerankrt.optional import require
-from rerankrt.runtime.artifacts import PRECISIONS, Artifacts, onnx_name
+from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.atomic import atomic_outputs
+from rerankrt.runtime.naming import PRECISIONS, onnx_name
 from rerankrt.runtime.sidecar import FORMAT as SIDECAR_FORMAT
 from rerankrt.runtime.sidecar import checkpoint_record
 

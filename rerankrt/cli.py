@@ -68,8 +68,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rerankrt.export.onnx_export import export_model, parse_profile
     from rerankrt.export.validate import validate
     from rerankrt.models import graphs_of, load_model, spec_for
-    from rerankrt.runtime.artifacts import onnx_name
     from rerankrt.runtime.atomic import check_outputs
+    from rerankrt.runtime.naming import onnx_name
 
     profiles = dict(parse_profile(p) for p in args.profile)
     require("polygraphy", "export", "the validation ladder after the export")
@@ -134,8 +134,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _check_build_outputs(args: argparse.Namespace) -> None:
     """The engine and its sidecar may replace neither an existing engine (without --force) nor the graph."""
-    from rerankrt.runtime.artifacts import plan_sidecar_path
     from rerankrt.runtime.atomic import check_outputs
+    from rerankrt.runtime.naming import plan_sidecar_path
     from rerankrt.runtime.sidecar import sidecar_path
 
     plan = Path(args.out) if args.out else Path(args.onnx).with_suffix(".plan")
@@ -144,7 +144,7 @@ def _check_build_outputs(args: argparse.Namespace) -> None:
 
 def _dataset_files(args: argparse.Namespace) -> list:
     """The files of --data a dataset loop reads: both splits' locals and globals, the ground truth."""
-    from rerankrt.runtime.rerank_dataset import DatasetLayout
+    from rerankrt.runtime.dataset_layout import DatasetLayout
 
     layout = DatasetLayout(Path(args.data), args.desc)
     return [*(f(s) for f in (layout.local, layout.global_) for s in ("query", "gallery")),
@@ -253,9 +253,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def cmd_shortlist(args: argparse.Namespace) -> int:
     from rerankrt.runtime.atomic import check_outputs
+    from rerankrt.runtime.dataset_layout import DatasetLayout
     from rerankrt.runtime.descriptors import read_global, write_nn
     from rerankrt.runtime.first_stage import global_shortlist
-    from rerankrt.runtime.rerank_dataset import DatasetLayout
 
     layout = DatasetLayout(Path(args.data), args.desc)
     out = layout.root / args.out
@@ -279,7 +279,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             print(f"{key:<22} {value:.1f}" if key == "bytes_per_image" else f"{key:<22} {value}")
         return 0
     from rerankrt.models import get_info
-    from rerankrt.runtime.rerank_dataset import DatasetLayout
+    from rerankrt.runtime.dataset_layout import DatasetLayout
 
     encoder = get_info(args.model).store[0]
     gallery = DatasetLayout(Path(args.data), args.desc).local("gallery")  # an --out over it: refused in main

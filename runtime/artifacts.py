@@ -1,9 +1,5 @@
-"""Where exported graphs, engines and their sidecars live, by one naming rule, and the backend that runs one.
-
-In an artifacts folder: `NAME.onnx` (FP32) and `NAME.fp16.onnx` with their one sidecar `NAME.json`
-(written by `rerankrt export`), and `NAME.plan` / `NAME.fp16.plan`, each with `NAME[.fp16].plan.json`
-(written by `rerankrt build`). The CLI, the profiler, Triton, export and validation all name files here.
-"""
+"""An artifacts folder (its files named by `runtime.naming`), and the backend that runs one of them. The
+CLI, the profiler, Triton, export and validation all find files here."""
 
 from __future__ import annotations
 
@@ -17,43 +13,11 @@ from rerankrt.errors import ModelFileError
 from rerankrt.optional import require
 
 from .feeds import Backend
+from .naming import PRECISIONS, check_precision, onnx_name, plan_name, plan_sidecar_path, sidecar_path, stem
+from .ort_backend import ORT_PROVIDERS, OrtBackend
+from .sidecar import FORMAT
 
-PRECISIONS = ("fp32", "fp16")
 BACKENDS = ("auto", "trt", "ort")
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected {' or '.join(PRECISIONS)}, got {precision!r}")
-
-
-def stem(model: str, precision: str) -> str:
-    """`NAME` for FP32, `NAME.fp16` for FP16."""
-    check_precision(precision)
-    return model if precision == "fp32" else f"{model}.{precision}"
-
-
-def onnx_name(model: str, precision: str) -> str:
-    return f"{stem(model, precision)}.onnx"
-
-
-def plan_name(model: str, precision: str) -> str:
-    return f"{stem(model, precision)}.plan"
-
-
-def sidecar_path(onnx_path: str | os.PathLike) -> Path:
-    """`DIR/NAME.json` for `DIR/NAME.onnx` and `DIR/NAME.fp16.onnx`."""
-    path = Path(onnx_path)
-    name = path.name.removesuffix(".onnx")
-    for precision in PRECISIONS[1:]:
-        name = name.removesuffix(f".{precision}")
-    return path.with_name(f"{name}.json")
-
-
-def plan_sidecar_path(plan_path: str | os.PathLike) -> Path:
-    """`DIR/NAME.plan.json` for `DIR/NAME.plan`."""
-    path = Path(plan_path)
-    return path.with_name(path.name + ".json")
 
 
 @dataclass(frozen=True)
@@ -73,8 +37,6 @@ class Artifacts:
 
     def exported(self) -> dict[str, dict]:
         """{model: its sidecar} of every exported model in the folder (other JSON files are passed over)."""
-        from .sidecar import FORMAT
-
         found = {}
         for path in sorted(self.root.glob("*.json")):
             try:
@@ -105,8 +67,6 @@ def open_backend(source: str | os.PathLike, backend: str = "auto", device: str =
     """The backend of an exported graph (`.onnx` beside its sidecar) or a TensorRT engine (`.plan`).
     For a graph, "auto" prefers ONNX Runtime with CUDA where it is present, then the CPU, and says which it
     chose; "ort" takes the CPU unless `device` is CUDA. (The PyTorch model is `rerankrt.models.TorchBackend`.)"""
-    from .ort_backend import ORT_PROVIDERS, OrtBackend
-
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     path = Path(source)
@@ -127,3 +87,7 @@ def open_backend(source: str | os.PathLike, backend: str = "auto", device: str =
     provider = "cuda" if ORT_PROVIDERS["cuda"] in ort.get_available_providers() else "cpu"
     log(f"backend auto: ONNX Runtime with {ORT_PROVIDERS[provider]} for {path}")
     return OrtBackend(path, provider)
+
+
+__all__ = ["BACKENDS", "PRECISIONS", "Artifacts", "check_precision", "onnx_name", "open_backend", "plan_name",
+           "plan_sidecar_path", "sidecar_path", "stem"]

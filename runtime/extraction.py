@@ -29,8 +29,8 @@ from rerankrt.errors import InputError
 from rerankrt.optional import require
 
 from .atomic import atomic_outputs
+from .dataset_layout import DatasetLayout
 from .descriptors import META_COLUMNS
-from .rerank_dataset import DatasetLayout
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 #: images read, preprocessed and bucketed together: memory stays bounded whatever the number of images

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rerankrt.errors import ModelFileError, UnavailableError
 
-from .artifacts import plan_sidecar_path
+from .naming import plan_sidecar_path
 from .sidecar import check_sidecar, read_json_sidecar
 
 #: version 2 embeds the export sidecar of version 2 (`runtime.sidecar.FORMAT`)

@@ -15,33 +15,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rerankrt.errors import InputError
 
+from .dataset_layout import DatasetLayout
 from .descriptors import LocalDescriptorFile, read_global, read_nn, write_nn
 from .rerankers import reranker_for
 from .store import AmesStore
-
-
-@dataclass(frozen=True)
-class DatasetLayout:
-    root: Path
-    desc: str = "dinov2"
-    nn: str = "nn_superglobal.pkl"
-
-    def local(self, split: str) -> Path:
-        return self.root / f"{self.desc}_{split}_local.hdf5"
-
-    def global_(self, split: str) -> Path:
-        return self.root / f"{self.desc}_{split}_global.pt"
-
-    def cls(self, split: str) -> Path:
-        """The class-token vectors the extractor writes beside the globals (no re-ranker reads them)."""
-        return self.root / f"{self.desc}_cls_{split}_global.pt"
 
 
 def _input_shape(backend, name: str) -> tuple:

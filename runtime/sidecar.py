@@ -13,8 +13,8 @@ from pathlib import Path
 
 from rerankrt.errors import ModelFileError
 
-from .artifacts import sidecar_path
 from .feeds import DTYPES
+from .naming import sidecar_path
 
 #: version 2 added the model's kind and loop, and AMES's released shortlist, to what a sidecar records
 FORMAT = "rerankrt-onnx/2"

@@ -40,8 +40,9 @@ from rerankrt import __version__
 from rerankrt.errors import ModelFileError
 from rerankrt.models import get_info
 from rerankrt.optional import require
-from rerankrt.runtime.artifacts import Artifacts, plan_sidecar_path
+from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.atomic import check_outputs, staging_folder, swap_in
+from rerankrt.runtime.naming import plan_sidecar_path
 from rerankrt.runtime.plan import PLAN_FORMAT, read_plan_sidecar
 from rerankrt.runtime.rerankers import released_settings
 from rerankrt.runtime.sidecar import check_sidecar

@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from rerankrt.bench.profile import SCHEMA, preset_settings, run_bench
+from rerankrt.bench.profile import preset_settings, run_bench
+from rerankrt.bench.report import SCHEMA
 from rerankrt.cli import main
 from rerankrt.models.cards.ames import AMES, ames_flops
 from rerankrt.models.cards.locore import LOCORE, locore_flops
