@@ -400,7 +400,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
-    from rerankrt.serve.repository import check_repository, write_repository
+    from rerankrt.serve.check import check_repository
+    from rerankrt.serve.repository import write_repository
 
     if args.check:
         problems = check_repository(args.check)

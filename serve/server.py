@@ -198,7 +198,8 @@ class TritonServer:
         self.stop()
 
     def start(self, timeout: float = 180.0) -> None:
-        from .repository import check_repository, platforms, python_form, served_models
+        from .check import check_repository, platforms, served_models
+        from .repository import python_form
 
         problems = check_repository(self.repo)
         if problems:

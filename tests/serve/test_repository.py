@@ -18,7 +18,8 @@ import pytest
 from rerankrt.cli import main
 from rerankrt.errors import ModelFileError
 from rerankrt.runtime import AmesReranker, LocoreReranker, OrtBackend
-from rerankrt.serve.repository import check_repository, write_repository
+from rerankrt.serve.check import check_repository
+from rerankrt.serve.repository import write_repository
 
 pytest.importorskip("torch")
 pytest.importorskip("tritonclient.grpc", reason="Triton configs need tritonclient[grpc] (rerankrt[serve])")

@@ -1,0 +1,162 @@
+"""Triton model configs for rerankrt's models, as `ModelConfig` messages in protobuf's JSON mapping: a graph
+model's (production form: `onnxruntime_onnx` / `tensorrt_plan`; Python form: the same I/O and batching on the
+Python backend over rerankrt's ONNX Runtime backend), a loop model's, and the `model.py` adapters.
+
+Configs are built from tritonclient's `model_config_pb2` schema and written with protobuf's `text_format`,
+so a field Triton does not know cannot be written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rerankrt.models import get_info
+from rerankrt.optional import require
+from rerankrt.runtime.rerankers import released_settings
+from rerankrt.runtime.triton_bls import rerank_io, triton_dims
+
+TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL", "int64": "TYPE_INT64"}
+
+
+MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx", "python": "model.py"}
+
+
+ADAPTER = '''"""Triton Python-backend adapter written by `rerankrt triton`: {what} is rerankrt's own
+(`rerankrt.runtime.triton_bls`). rerankrt is installed in the Python backend's environment (the NGC
+container), or `rerankrt serve` names an environment with it in RERANKRT_PYTHON_SITE: its site-packages go
+first on the path, before the interpreter's own (whose numpy 2 the stub would read tensors wrong with)."""
+
+import os
+import site
+import sys
+
+_SITE = os.environ.get("RERANKRT_PYTHON_SITE")
+if _SITE and _SITE not in sys.path:
+    _before = list(sys.path)
+    site.addsitedir(_SITE)  # its .pth files too: an editable rerankrt
+    sys.path[:] = [p for p in sys.path if p not in _before] + _before
+
+from rerankrt.runtime.triton_bls import {cls} as TritonPythonModel  # noqa: E402
+
+__all__ = ["TritonPythonModel"]
+'''
+
+
+#: the platforms of the two forms of a graph model: `--platform production` (by file) and `--platform python`
+PLATFORMS = ("production", "python")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str  #: the model's name in the repository: the exported model's name
+    platform: str  #: tensorrt_plan or onnxruntime_onnx
+    path: Path  #: the engine or graph
+    precision: str
+    meta: dict  #: the export sidecar
+    plan_meta: dict | None  #: the engine's sidecar, for engines
+
+
+def schema():
+    """tritonclient's ModelConfig schema and protobuf's text and JSON formats."""
+    model_config_pb2 = require("tritonclient.grpc.model_config_pb2", "serve", "Triton model configs")
+    json_format = require("google.protobuf.json_format", "serve", "Triton model configs")
+    text_format = require("google.protobuf.text_format", "serve", "Triton model configs")
+    return model_config_pb2, json_format, text_format
+
+
+def batch_dim(meta: dict) -> str | None:
+    """The leading symbolic dimension every input and output shares: Triton's batch dimension. None for a
+    model whose requests cannot be merged (a store scorer: its query comes once, without the pairs)."""
+    tensors = meta["inputs"] + meta["outputs"]
+    first = tensors[0]["shape"][0]
+    if not isinstance(first, str) or any(t["shape"][0] != first for t in tensors):
+        return None
+    return first
+
+
+def tensor_config(t: dict, precision: str, batched: bool) -> dict:
+    """A tensor's config entry: for a batched model dims without the batch dimension (Triton wants a tensor
+    that is only the batch, [pairs] logits, as dims [1] reshaped to []); else the whole shape."""
+    dims = [d if isinstance(d, int) else -1 for d in t["shape"][1 if batched else 0:]]
+    entry = {"name": t["name"], "data_type": TRITON_DTYPES[t["dtype"][precision]], "dims": dims or [1]}
+    return entry if dims else {**entry, "reshape": {"shape": []}}
+
+
+def model_config(a: Artifact, max_batch: int | None, instances: int, queue_delay_us: int) -> dict:
+    """The ModelConfig (as a dict in protobuf's JSON mapping) of an exported model."""
+    meta, profiles = a.meta, a.meta["profiles"]
+    lead = batch_dim(meta)
+    batch = profiles[lead] if lead else None
+    max_batch_size = min(max_batch or batch["max"], batch["max"]) if batch else 0
+    group: dict = {"kind": "KIND_GPU", "count": instances}
+    if a.platform == "tensorrt_plan":
+        group["profile"] = ["0"]  # the one profile `rerankrt build` writes
+    warm_batch = min(batch["opt"], max_batch_size) if batch else 1
+    warmup = {"name": "opt_shapes", "batch_size": warm_batch, "inputs": {
+        t["name"]: {"data_type": TRITON_DTYPES[t["dtype"][a.precision]],
+                    "dims": [d if isinstance(d, int) else profiles[d]["opt"] for d in t["shape"][1 if batch else 0:]],
+                    # zeros: finite (Triton's random_data is random bytes, NaN among them, which the feed check
+                    # refuses), and masks all False (nothing padded: random masks could pad a whole image)
+                    "zero_data": True}
+        for t in meta["inputs"]}}
+    config = {
+        "name": a.name, "platform": a.platform, "max_batch_size": max_batch_size,
+        "input": [tensor_config(t, a.precision, batch is not None) for t in meta["inputs"]],
+        "output": [tensor_config(t, a.precision, batch is not None) for t in meta["outputs"]],
+        "instance_group": [group], "model_warmup": [warmup],
+    }
+    if batch and get_info(a.meta["model"]).dynamic_batching:
+        preferred = [b for b in (batch["opt"],) if 1 < b <= max_batch_size]
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": queue_delay_us,
+                                      **({"preferred_batch_size": preferred} if preferred else {})}
+    return config
+
+
+def python_config(config: dict) -> dict:
+    """A graph model's production config in its Python form: the same name, I/O, batching and warm-up,
+    run by rerankrt's ONNX Runtime backend in a Python-backend model on the CPU."""
+    out = {k: v for k, v in config.items() if k != "platform"}
+    out["backend"] = "python"
+    out["instance_group"] = [{"kind": "KIND_CPU", "count": g.get("count", 1)} for g in config["instance_group"]]
+    return out
+
+
+def served_sidecar(meta: dict, precision: str, file: str) -> dict:
+    """The export sidecar of the one file a repository serves: its precision alone, under the file's name
+    (so the runtime's backends open it, and `--check` reads its precision from it)."""
+    return {**meta, "files": {precision: file}, "precisions": [precision]}
+
+
+def graph_adapter() -> str:
+    return ADAPTER.format(what="the graph model (ONNX Runtime behind rerankrt's feed checks)", cls="GraphModel")
+
+
+#: the longest shortlist a loop model takes by default (the paper's largest S): a request is one query, and
+#: a bound on it bounds what one request can make the server hold
+MAX_SHORTLIST = 1600
+
+
+def loop_config(a: Artifact, max_batch_size: int, instances: int, name: str, extra: dict | None = None,
+                max_shortlist: int = MAX_SHORTLIST) -> dict:
+    """The ModelConfig of the re-ranking loop `name` over `a`, with the released settings as parameters
+    (and `extra` ones: the store loop's encoder model and store path), and the longest shortlist a request
+    may carry."""
+    kind, cfg = a.meta["loop"], a.meta["config"]
+    inputs, outputs = rerank_io(kind, cfg["local_dim"], cfg.get("local_descriptors", 0))
+    params = released_settings(a.meta)
+    if kind != "locore":  # pairs per BLS request: what the dynamic batcher merges across queries (a store
+        # scorer is not batched by Triton: max_batch_size 0, its own profile bounds the pairs)
+        batch = min(params["batch"], max_batch_size) if max_batch_size else params["batch"]
+        params = {"lambda": params["lam"], "gamma": params["gamma"], "batch": batch}
+    params = {"loop": kind, "target_model": a.name, **params, "max_shortlist": max_shortlist, **(extra or {})}
+    return {
+        "name": name, "backend": "python", "max_batch_size": 0,
+        "input": [loop_tensor_config(t) for t in inputs], "output": [loop_tensor_config(t) for t in outputs],
+        "instance_group": [{"kind": "KIND_CPU", "count": instances}],
+        "parameters": {k: {"string_value": str(v)} for k, v in params.items()},
+    }
+
+
+def loop_tensor_config(spec) -> dict:
+    return {"name": spec.name, "data_type": TRITON_DTYPES[spec.dtype.name], "dims": triton_dims(spec)}
