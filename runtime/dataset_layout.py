@@ -22,3 +22,8 @@ class DatasetLayout:
     def cls(self, split: str) -> Path:
         """The class-token vectors the extractor writes beside the globals (no re-ranker reads them)."""
         return self.root / f"{self.desc}_cls_{split}_global.pt"
+
+    def images(self, split: str) -> Path:
+        """What `rerankrt extract` records of a split: its image names, the extractor and its settings (a
+        folder of the published files has none; an index built from it gets null names)."""
+        return self.root / f"{self.desc}_{split}_images.json"

@@ -10,7 +10,9 @@
   local HDF5 layout, [y, x, scale 0, mask 0, weight, descriptor], padded to topk with zero rows of mask 1.
 - `extract`: images through any backend in size buckets (one batch is one H × W), a window at a time
   (bounded memory), written to `{desc}_{split}_local.hdf5`, `{desc}_{split}_global.pt` and
-  `{desc}_cls_{split}_global.pt` (raw float32) atomically, and optionally RAML's vectors beside them.
+  `{desc}_cls_{split}_global.pt` (raw float32) atomically, optionally RAML's vectors beside them, and
+  `{desc}_{split}_images.json` (`extraction_record`): the image names and which extractor described them
+  at which settings, what a search index records so that a query is described the same way.
 
 OpenCV is imported on first use (`pip install 'rerankrt[images]'`).
 """
@@ -18,6 +20,7 @@ OpenCV is imported on first use (`pip install 'rerankrt[images]'`).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -42,9 +45,11 @@ def _cv2():
 
 
 def image_list(source: str | os.PathLike) -> list[Path]:
-    """A folder's images in sorted file-name order, or a list file's paths (one per line, relative to the
-    list file's folder when not absolute) in its order."""
+    """A folder's images in sorted file-name order, a list file's paths (one per line, relative to the
+    list file's folder when not absolute) in its order, or one image file (by its suffix)."""
     source = Path(source)
+    if source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+        return [source]
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -187,7 +192,28 @@ def output_paths(out: str | os.PathLike, split: str, desc: str = "dinov2", raml:
     paths = {"local": layout.local(split), "global": layout.global_(split), "cls": layout.cls(split)}
     if raml:
         paths["raml"] = DatasetLayout(Path(out), "raml").global_(split)
-    return paths
+    return paths | {"images": layout.images(split)}
+
+
+#: the format tag of `{desc}_{split}_images.json`
+RECORD_FORMAT = "rerankrt-extraction/1"
+
+
+def weights_record(meta: dict) -> dict:
+    """Which weights a backend (its `meta`) runs: the model and the sha256 of its checkpoint and parts
+    (None: the released configuration's deterministic random weights). Two backends describe images alike
+    only when these are equal, whatever the backend or the file's path."""
+    recorded = meta.get("checkpoint") or {}
+    return {"model": meta["model"], "checkpoint_sha256": recorded.get("sha256"),
+            "parts": {name: part["sha256"] for name, part in recorded.get("parts", {}).items()}}
+
+
+def extraction_record(backend, split: str, names: Sequence[str], imsize: int, topk: int, raml=None) -> dict:
+    """What `{desc}_{split}_images.json` holds: the images in file order and how they were described."""
+    return {"format": RECORD_FORMAT, "split": split, "images": list(names),
+            "extractor": weights_record(backend.meta) | {"imsize": imsize, "topk": topk,
+                                                         "precision": backend.precision},
+            "raml": weights_record(raml.backend.meta) if raml is not None else None}
 
 
 def extract(backend, images: Sequence[Path], out: str | os.PathLike, split: str, imsize: int, topk: int,
@@ -195,7 +221,8 @@ def extract(backend, images: Sequence[Path], out: str | os.PathLike, split: str,
             raml=None, progress: Callable[[int, int], None] = lambda done, total: None) -> dict[str, Path]:
     """Extract every image through an entered backend into the official files in `out` (written to
     temporary files first, renamed when all images are done). `raml`: an optional `RamlEncoder` whose
-    vectors go to `raml_{split}_global.pt`. Returns the files written."""
+    vectors go to `raml_{split}_global.pt`. The images' file names and the extractor go to
+    `{desc}_{split}_images.json`. Returns the files written."""
     import h5py
 
     if topk <= 0:
@@ -209,7 +236,7 @@ def extract(backend, images: Sequence[Path], out: str | os.PathLike, split: str,
         tmp = dict(zip(names, temps, strict=True))
         features = files.enter_context(h5py.File(tmp["local"], "w")).create_dataset(
             "features", (len(images), topk, META_COLUMNS + d), dtype=np.float32, chunks=(1, topk, META_COLUMNS + d))
-        vectors = {k: files.enter_context(open(tmp[k], "wb")) for k in names if k != "local"}
+        vectors = {k: files.enter_context(open(tmp[k], "wb")) for k in names if k not in ("local", "images")}
         for start in range(0, len(images), WINDOW):
             window = list(range(start, min(start + WINDOW, len(images))))
             read = [read_image(images[i]) for i in window]
@@ -222,6 +249,8 @@ def extract(backend, images: Sequence[Path], out: str | os.PathLike, split: str,
             if raml is not None:
                 vectors["raml"].write(raml.encode(_raml_images(read, bboxes, window)).astype("<f4").tobytes())
             progress(window[-1] + 1, len(images))
+        record = extraction_record(backend, split, [Path(p).name for p in images], imsize, topk, raml)
+        tmp["images"].write_text(json.dumps(record, indent=2) + "\n")
     return paths
 
 

@@ -53,6 +53,26 @@ def released_ames(tmp_path_factory) -> Path:
     return out
 
 
+#: the DINOv2 extractor at a CI size: 64-d tokens, 2 blocks
+TINY_EXTRACTOR = {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_dim": 128}
+
+
+@pytest.fixture(scope="session")
+def tiny_extractor(tmp_path_factory) -> Path:
+    """The extractor at `TINY_EXTRACTOR` with its random weights, exported once for the session (FP32) with a
+    profile of 14…406 px a side (the trace's 29 patches): what extraction and search run through ONNX
+    Runtime (read only)."""
+    pytest.importorskip("torch")
+    from rerankrt.export.onnx_export import export_model
+    from rerankrt.models import Profile
+
+    out = tmp_path_factory.mktemp("tiny-extractor")
+    side = Profile(14, 112, 406)
+    export_model("dinov2-extractor", out_dir=out, precision="fp32", profiles={"height": side, "width": side},
+                 **TINY_EXTRACTOR)
+    return out
+
+
 @pytest.fixture(scope="session")
 def perturbed_ames(tmp_path_factory) -> Path:
     """AMES with perturbed weights (tests/weights.py) saved as `ames.pt` and exported from it (FP32), once

@@ -3,6 +3,7 @@ through ONNX Runtime and torch, query crops, RAML's vectors beside them, and eve
 
 from __future__ import annotations
 
+import json
 import pickle
 import signal
 import subprocess
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_EXTRACTOR
 from fault_cases import KILLER, snapshot
 from weights import RAML_META
 
 from rerankrt.cli import main
 from rerankrt.errors import InputError
-from rerankrt.models import Profile
 from rerankrt.models.cards.dinov2 import DINOV2
 from rerankrt.runtime.atomic import SUFFIX
 from rerankrt.runtime.descriptors import LocalDescriptorFile, read_global
@@ -27,10 +28,8 @@ pytest.importorskip("torch")
 from rerankrt.runtime import extraction  # noqa: E402  (imports cv2 lazily; skipped above without it)
 from rerankrt.runtime.extraction import image_list, output_paths, preprocess, read_image, select  # noqa: E402
 
-TINY = {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_dim": 128}
+TINY = TINY_EXTRACTOR
 CONFIG = {"patch_size": 14, "mean": DINOV2.mean, "std": DINOV2.std, "embed_dim": 64}
-#: what the exported graph accepts here: up to 406 px a side (the trace's 29 patches)
-SIDE = Profile(14, 112, 406)
 
 
 def published(image: np.ndarray, imsize: int, bbx=None) -> np.ndarray:
@@ -182,13 +181,9 @@ def test_image_lists(tmp_path):
 # --- extraction end to end ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """The extractor at a CI size, exported once (FP32) with a profile of 14…406 px a side."""
-    from rerankrt.export.onnx_export import export_model
-
-    out = tmp_path_factory.mktemp("extractor")
-    export_model("dinov2-extractor", out_dir=out, precision="fp32", profiles={"height": SIDE, "width": SIDE}, **TINY)
-    return out
+def artifacts(tiny_extractor):
+    """The extractor at a CI size, exported once (FP32) with a profile of 14…406 px a side (conftest)."""
+    return tiny_extractor
 
 
 @pytest.fixture
@@ -221,7 +216,12 @@ def test_cli_extracts_the_official_files_through_onnx_runtime(artifacts, folder,
             "--artifacts", str(artifacts), "--imsize", "112", "--topk", "50", "--batch", "2"]
     assert main(args) == 0
     assert sorted(p.name for p in data.iterdir()) == ["dinov2_cls_gallery_global.pt", "dinov2_gallery_global.pt",
-                                                      "dinov2_gallery_local.hdf5"]
+                                                      "dinov2_gallery_images.json", "dinov2_gallery_local.hdf5"]
+    record = json.loads((data / "dinov2_gallery_images.json").read_text())
+    assert record == {"format": "rerankrt-extraction/1", "split": "gallery",
+                      "images": [f"im{i}.png" for i in range(5)],
+                      "extractor": {"model": "dinov2-extractor", "checkpoint_sha256": None, "parts": {},
+                                    "imsize": 112, "topk": 50, "precision": "fp32"}, "raml": None}
     rows, global_, cls = _read(data, "gallery")
     assert rows.shape == (5, 50, 69) and global_.shape == cls.shape == (5, 64)
     np.testing.assert_allclose(np.linalg.norm(global_, axis=1), 1, rtol=1e-5)
@@ -236,7 +236,7 @@ def test_cli_extracts_the_official_files_through_onnx_runtime(artifacts, folder,
     with TorchBackend(str(artifacts / "dinov2-extractor.onnx")) as torch_backend:
         paths = extraction.extract(torch_backend, image_list(folder), tmp_path / "torch", "gallery", 112, 50,
                                    batch=1)
-    assert list(paths) == ["local", "global", "cls"]
+    assert list(paths) == ["local", "global", "cls", "images"]
     rows_t, global_t, cls_t = _read(tmp_path / "torch", "gallery")
     np.testing.assert_allclose(rows, rows_t, rtol=1e-4, atol=1e-4 * np.abs(rows_t).max())
     np.testing.assert_allclose(global_, global_t, rtol=1e-4, atol=1e-5)
@@ -347,8 +347,8 @@ def test_existing_outputs_need_force_the_other_split_does_not(artifacts, folder,
     assert _cli(folder, data, artifacts, "--split", "gallery") == 2
     err = capsys.readouterr().err
     assert err.startswith(f"rerankrt extract: error: --out: {data / 'dinov2_gallery_local.hdf5'}, "
-                          f"{data / 'dinov2_gallery_global.pt'}, {data / 'dinov2_cls_gallery_global.pt'} exist "
-                          "(pass --force to replace them)")
+                          f"{data / 'dinov2_gallery_global.pt'}, {data / 'dinov2_cls_gallery_global.pt'}, "
+                          f"{data / 'dinov2_gallery_images.json'} exist (pass --force to replace them)")
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
     (folder / "im0.png").unlink()
     assert _cli(folder, data, artifacts, "--split", "gallery", "--force") == 0
@@ -358,7 +358,7 @@ def test_existing_outputs_need_force_the_other_split_does_not(artifacts, folder,
 
 
 def test_a_kill_in_mid_write_keeps_the_previous_files(artifacts, folder, tmp_path):
-    """SIGKILL at the first rename of the three files: the earlier files stay as they were, beside three
+    """SIGKILL at the first rename of the four files: the earlier files stay as they were, beside four
     staging files that the next run removes."""
     data = tmp_path / "data"
     assert _cli(folder, data, artifacts, "--split", "gallery") == 0
@@ -369,7 +369,7 @@ def test_a_kill_in_mid_write_keeps_the_previous_files(artifacts, folder, tmp_pat
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
     after = snapshot(data)
     assert {k: v for k, v in after.items() if SUFFIX not in k} == before
-    assert len([k for k in after if k.endswith(SUFFIX)]) == 3
+    assert len([k for k in after if k.endswith(SUFFIX)]) == 4
     assert main(argv) == 0
     assert sorted(snapshot(data)) == sorted(before)
 
