@@ -223,11 +223,11 @@ class AmesStoreRerankModel(AmesRerankModel):
     kind = "ames-store"
 
     def open_targets(self, target: dict) -> list[BlsBackend]:
-        from .store import AmesStore
+        from .search_index import open_store
 
         scorer = super().open_targets(target)[0]
         encoder = BlsBackend(self.pb_utils, self.params["encoder_model"], target["encoder"], target["precision"])
-        self.store = AmesStore(self.params["store"])
+        self.store = open_store(self.params["store"])
         self.store.check_scorer(scorer.meta)
         self.store.check_encoder(encoder.meta)
         return [scorer, encoder.__enter__()]

@@ -179,12 +179,12 @@ def _compare_io(field: str, tensors, expected: list[dict]) -> list[str]:
 
 def _check_store_loop(params: dict, configs: dict) -> list[str]:
     """The store loop's encoder is a model of the repository and its store opens and fits the scorer."""
-    from rerankrt.runtime.store import AmesStore
+    from rerankrt.runtime.search_index import open_store
 
     if params.get("encoder_model") not in configs:
         return [f"parameters encoder_model: {params.get('encoder_model')!r} is not a model of this repository"]
     try:
-        AmesStore(params.get("store", ""))
+        open_store(params.get("store", ""))
     except ModelFileError as e:
         return [f"parameters store: {e}"]
     return []

@@ -185,13 +185,13 @@ def write_repository(
 def _loops(found: list[Artifact], stores: list[str]) -> dict[str, tuple]:
     """{loop model name: (target artifact, encoder artifact or None, store or None)}: `<model>_rerank` for
     every re-ranker; with a store, `<variant>_rerank` re-ranks from it through the variant's scorer."""
-    from rerankrt.runtime.store import AmesStore
+    from rerankrt.runtime.search_index import open_store
 
     by_name = {a.name: a for a in found}
     loops: dict[str, tuple] = {f"{a.name}_rerank": (a, None, None) for a in found if a.meta["loop"] in
                                ("ames", "locore")}
     for path in stores:
-        store = AmesStore(path)
+        store = open_store(path)
         encoder_name, scorer_name = get_info(store.model).store or ("", "")
         missing = [n for n in (encoder_name, scorer_name) if n not in by_name]
         if missing:

@@ -439,4 +439,4 @@ def test_store_loop_reranks_from_the_store(tmp_path, rng, monkeypatch):
     assert response.error().message() == f"store {store}: image indices must be in [0, 30), got [30]"
     config = repo / "ames-dist_rerank/config.pbtxt"
     config.write_text(config.read_text().replace(str(store.resolve()), str(tmp_path / "moved")))
-    assert check_repository(repo) == [f"{config}: parameters store: store {tmp_path / 'moved'}: no such folder"]
+    assert check_repository(repo) == [f"{config}: parameters store: index {tmp_path / 'moved'}: no such folder"]

@@ -1,0 +1,218 @@
+"""A search index: everything a search reads of the gallery, in one folder (numpy only).
+
+    manifest.json   format, images, the first stage (exact cosine over the globals: their prefix, dimension
+                    and file), the extractor that described the gallery (model, checkpoint and part hashes,
+                    imsize, topk, precision; null when the folder had no `{desc}_gallery_images.json`),
+                    the re-ranker (model, store folder, checkpoint hash), the source folder, built_at
+    globals.f32     [images, D] float32, the gallery's L2-normalised global vectors, row = gallery index
+    names.json      [images] the gallery's image names (null each when the extraction recorded none)
+    store/          the re-ranker's database side: an AMES store (`runtime.store`)
+
+The rows of every part are the rows of the gallery files it was built from, so a hit's `index` is a
+position in `{desc}_gallery_*` as `rerankrt rerank` reports it. An index is built in a staging folder
+beside the target and swapped in when complete (`runtime.atomic`): a killed build leaves the previous
+index or nothing, never a folder that opens. The first stage and the store are checked against each other
+on open, so an index whose parts disagree on the images is refused instead of searched.
+
+The AMES stores that `rerankrt index build` wrote before (a folder with the store's own manifest) still
+open for `rerank --index` and Triton's loops (`open_store`); a search refuses them with the command that
+rebuilds them as an index.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from rerankrt.errors import DescriptorFileError, InputError, ModelFileError
+
+from . import store as ames_store
+from .atomic import staging_folder, swap_in
+from .dataset_layout import DatasetLayout
+from .descriptors import LocalDescriptorFile, read_global
+from .extraction import RECORD_FORMAT
+
+FORMAT = "rerankrt-search-index/1"
+MANIFEST = "manifest.json"
+GLOBALS = "globals.f32"
+NAMES = "names.json"
+STORE = "store"
+#: gallery vectors copied per step while building (bounded memory)
+CHUNK = 65536
+
+
+def rebuild_hint(model: str = "MODEL") -> str:
+    return f"rebuild it with `rerankrt index build --model {model} --data DATA --out INDEX`"
+
+
+def _manifest(path: Path) -> dict:
+    """The manifest of an index or a store folder; a missing or foreign one is an error that says how to
+    rebuild."""
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        why = "no such folder" if not path.exists() else f"no {MANIFEST} (not an index, or an unfinished build)"
+        raise ModelFileError(f"index {path}: {why}")
+    try:
+        m = json.loads(manifest.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"index {path}: {MANIFEST} is not valid JSON ({e}): {rebuild_hint()}") from None
+    if not isinstance(m, dict) or m.get("format") not in (FORMAT, ames_store.FORMAT):
+        found = m.get("format") if isinstance(m, dict) else type(m).__name__
+        raise ModelFileError(f"index {path}: expected format {FORMAT!r}, got {found!r}: {rebuild_hint()}")
+    return m
+
+
+def open_store(path: str | os.PathLike) -> ames_store.AmesStore:
+    """The AMES store of an index, or a store folder as `index build` wrote it before indexes."""
+    path = Path(path)
+    m = _manifest(path)
+    if m["format"] == ames_store.FORMAT:
+        return ames_store.AmesStore(path)
+    if m["rerank"] is None:
+        raise ModelFileError(f"index {path}: holds no re-ranker store (built without --model)")
+    store = SearchIndex(path).store
+    assert store is not None
+    return store
+
+
+class SearchIndex:
+    """An open, validated index: `globals` [N, D] memory-mapped, `names`, `store` (or None), `extractor`."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        m = self.manifest = _manifest(self.path)
+        if m["format"] == ames_store.FORMAT:
+            raise ModelFileError(f"index {self.path}: an AMES store, not a search index (no first stage): "
+                                 f"{rebuild_hint(m['model'])}")
+        self.images, first = int(m["images"]), m["first_stage"]
+        self.dim, self.desc = int(first["dim"]), first["desc"]
+        globals_path = self.path / first["file"]
+        expected = self.images * self.dim * 4
+        size = globals_path.stat().st_size if globals_path.is_file() else None
+        if size != expected:
+            found = "is missing" if size is None else f"holds {size} bytes"
+            raise ModelFileError(f"index {self.path}: {first['file']} {found}, expected {expected} "
+                                 f"({self.images} × {self.dim} float32): {rebuild_hint()}")
+        self.globals = np.memmap(globals_path, dtype=np.float32, mode="r", shape=(self.images, self.dim))
+        self.names = json.loads((self.path / m["names"]).read_text())
+        if not isinstance(self.names, list) or len(self.names) != self.images:
+            raise ModelFileError(f"index {self.path}: {m['names']} names {len(self.names)} images, the first stage "
+                                 f"holds {self.images}: {rebuild_hint()}")
+        self.extractor: dict | None = m["extractor"]
+        self.store: ames_store.AmesStore | None = None
+        if m["rerank"] is not None:
+            self.store = ames_store.AmesStore(self.path / m["rerank"]["store"])
+            if self.store.images != self.images:
+                raise ModelFileError(f"index {self.path}: the first stage holds {self.images} images, its store "
+                                     f"{self.store.images}: {rebuild_hint(self.store.model)}")
+
+    @property
+    def model(self) -> str | None:
+        """The re-ranker whose database side the index holds."""
+        return None if self.store is None else self.store.model
+
+
+def index_info(path: str | os.PathLike) -> dict:
+    """What `rerankrt index info` prints of an index (or of an older store folder): the manifest's facts and
+    the bytes per image of each part and in total, measured from the files (manifests included)."""
+    path = Path(path)
+    if _manifest(path)["format"] == ames_store.FORMAT:
+        return ames_store.store_info(path)
+    index = SearchIndex(path)
+    m = index.manifest
+
+    def size(folder: Path) -> int:
+        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+    parts = {"first_stage": (path / m["first_stage"]["file"]).stat().st_size,
+             "store": size(path / STORE) if index.store is not None else 0,
+             "names": (path / m["names"]).stat().st_size, "manifest": (path / MANIFEST).stat().st_size}
+    total = size(path)
+    store = ames_store.store_info(index.store.path) if index.store is not None else None
+    return {"path": str(path), "format": FORMAT, "images": index.images,
+            "first_stage": m["first_stage"], "model": index.model,
+            "descriptors_per_image": store and store["descriptors_per_image"],
+            "named_images": sum(n is not None for n in index.names), "extractor": index.extractor,
+            "checkpoint_sha256": store and store["checkpoint_sha256"], "bytes": total,
+            "bytes_per_image": total / max(index.images, 1),
+            "bytes_per_image_by_part": {k: v / max(index.images, 1) for k, v in parts.items()},
+            "source": m["source"], "built_at": m["built_at"]}
+
+
+def read_record(layout: DatasetLayout, split: str, images: int) -> dict | None:
+    """A split's extraction record (`rerankrt extract`), checked against its `images` rows; None when the
+    folder has none (the published files)."""
+    path = layout.images(split)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DescriptorFileError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        raise DescriptorFileError(f"{path}: expected format {RECORD_FORMAT!r}")
+    if len(record["images"]) != images:
+        raise DescriptorFileError(f"{path}: names {len(record['images'])} images, {layout.local(split)} holds "
+                                  f"{images} (files of different extractions?)")
+    return record
+
+
+def check_target(out: str | os.PathLike, force: bool) -> None:
+    """An index may replace only an index or a store, and only with `force`."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise FileExistsError(f"--out: {out} exists (pass --force to replace it)")
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise FileExistsError(f"--out: {out} exists and is not an index; refusing to replace it")
+
+
+def build_index(encoder, data: str | os.PathLike, out: str | os.PathLike, desc: str = "dinov2",
+                descriptors: int | None = None, force: bool = False,
+                log: Callable[[str], None] = lambda message: None) -> Path:
+    """An index of the gallery of the dataset folder `data`: its globals as the first stage, its locals
+    encoded into a store by an entered AMES `encoder` (its first `descriptors` each, default released), its
+    names and extractor from the extraction record."""
+    layout = DatasetLayout(Path(data), desc)
+    check_target(out, force)
+    with LocalDescriptorFile(layout.local("gallery")) as f:
+        images, dim = f.num_images, f.dim
+    if images == 0:
+        raise InputError(f"{layout.local('gallery')}: holds no images")
+    vectors = read_global(layout.global_("gallery"), dim)
+    if len(vectors) != images:
+        raise DescriptorFileError(f"{layout.global_('gallery')}: {len(vectors)} global vectors for the {images} "
+                                  f"images of {layout.local('gallery')} (files of different extractions?)")
+    record = read_record(layout, "gallery", images)
+    staging = staging_folder(out)
+    try:
+        with open(staging / GLOBALS, "wb") as g:
+            for start in range(0, images, CHUNK):
+                block = np.asarray(vectors[start:start + CHUNK], "<f4")
+                if not np.isfinite(block).all():
+                    bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+                    raise DescriptorFileError(f"{layout.global_('gallery')}: NaN or infinite values in image {bad}")
+                g.write(block.tobytes())
+        store = ames_store.AmesStore(ames_store.build_store(encoder, layout.local("gallery"), staging / STORE,
+                                                            descriptors, log=log))
+        names = record["images"] if record else [None] * images
+        (staging / NAMES).write_text(json.dumps(names) + "\n")
+        manifest = {
+            "format": FORMAT, "images": images,
+            "first_stage": {"kind": "exact", "metric": "cosine", "desc": desc, "dim": dim, "file": GLOBALS},
+            "names": NAMES, "extractor": record["extractor"] if record else None,
+            "rerank": {"model": store.model, "store": STORE,
+                       "checkpoint_sha256": store.manifest["checkpoint_sha256"]},
+            "source": {"path": str(layout.root.resolve()), "desc": desc},
+            "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        swap_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when swapped in
+    return Path(out)
