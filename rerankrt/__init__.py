@@ -1,8 +1,9 @@
 """rerankrt: image-retrieval re-rankers (RAML, AMES, LOCORE) from PyTorch checkpoints to ONNX and
 TensorRT, one runtime over TensorRT / ONNX Runtime / PyTorch, and a latency profiler.
 
-`import rerankrt` imports neither torch nor the model registry: `load_model`, `MODELS` and `get_info`
-are resolved on first use, so a process that runs only the runtime (`rerankrt.runtime`) loads only it.
+`import rerankrt` imports neither torch nor the model registry: `load_model`, `MODELS`, `get_info` and
+`Searcher` are resolved on first use, so a process that runs only the runtime (`rerankrt.runtime`) loads
+only it, and a search through ONNX Runtime or TensorRT never loads torch.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -29,8 +30,12 @@ def __getattr__(name: str):
         import rerankrt.models
 
         return getattr(rerankrt.models, name)
+    if name == "Searcher":
+        from rerankrt.app.search import Searcher
+
+        return Searcher
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["MODELS", "CheckpointError", "DescriptorFileError", "InputError", "ModelFileError", "OutputError",
-           "UnavailableError", "__version__", "get_info", "load_model"]
+           "Searcher", "UnavailableError", "__version__", "get_info", "load_model"]

@@ -10,13 +10,11 @@ import sys
 from pathlib import Path
 
 from rerankrt import environment
+from rerankrt.app.backends import DEFAULT_ARTIFACTS
 from rerankrt.cli_paths import Flags
 from rerankrt.errors import ServerError, UnavailableError
 from rerankrt.models import MODELS, names
 from rerankrt.optional import require
-
-#: where --artifacts defaults to (given explicitly, it also says "not the torch backend" to --backend auto)
-DEFAULT_ARTIFACTS = "artifacts"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -151,33 +149,13 @@ def _dataset_files(args: argparse.Namespace) -> list:
             *layout.root.glob("gnd_*.pkl")]
 
 
-def _backend_kind(args: argparse.Namespace, parts: dict | None = None) -> str:
-    """--backend, where `auto` with a --checkpoint (or a part's file) and neither --artifacts nor --engine can
-    only mean the torch backend: exported graphs and engines carry their own weights."""
-    given = bool(args.checkpoint or parts)
-    if args.backend == "auto" and given and not args.artifacts and not getattr(args, "engine", None):
-        return "torch"
-    if args.backend != "torch" and given:
-        raise ValueError("--checkpoint: the torch backend's; an exported graph or engine carries its own weights")
-    return args.backend
-
-
 def _backend_for(args: argparse.Namespace, precision: str, model: str | None = None, parts: dict | None = None):
-    """The backend of `model` (default --model): torch from the model name (and --checkpoint, and `parts`
-    such as the extractor's detector), else the artifact (--engine, or the one `Artifacts.find` picks in
-    --artifacts)."""
-    from rerankrt.runtime.artifacts import Artifacts, open_backend
+    """The backend of `model` (default --model) from --backend, --artifacts or --engine, --checkpoint and
+    `parts` (the extractor's detector), by the one rule of `app.backends`."""
+    from rerankrt.app.backends import open_model
 
-    model = model or args.model
-    kind = _backend_kind(args, parts)
-    if kind == "torch":
-        from rerankrt.models import TorchBackend
-
-        dtype = "float16" if precision == "fp16" else "float32"
-        return TorchBackend(model, device=args.device, dtype=dtype, checkpoint=args.checkpoint, **(parts or {}))
-    folder = Artifacts(Path(args.artifacts or DEFAULT_ARTIFACTS))
-    source = getattr(args, "engine", None) or folder.find(model, precision, kind)
-    return open_backend(source, backend=kind, device=args.device, log=_log)
+    return open_model(model or args.model, args.backend, args.artifacts, precision, args.device, args.checkpoint,
+                      getattr(args, "engine", None), parts, log=_log)
 
 
 def _rerankers(args: argparse.Namespace, precision: str, stack: contextlib.ExitStack) -> dict:
@@ -186,13 +164,13 @@ def _rerankers(args: argparse.Namespace, precision: str, stack: contextlib.ExitS
     if not getattr(args, "index", None):
         return {"backend": stack.enter_context(_backend_for(args, precision))}
     from rerankrt.models import get_info
-    from rerankrt.runtime.store import AmesStore
+    from rerankrt.runtime.search_index import open_store
 
     if getattr(args, "engine", None):
         raise ValueError("--engine: a store is re-ranked by two graphs (encoder and scorer): use --artifacts")
     if get_info(args.model).store is None:
         raise ValueError(f"--index: {args.model} has no database store (ames and ames-dist have)")
-    store = AmesStore(args.index)
+    store = open_store(args.index)
     if store.model != args.model:
         raise ValueError(f"--index: {args.index} is a store of {store.model}, --model is {args.model}")
     encoder, scorer = get_info(args.model).store
@@ -268,25 +246,62 @@ def cmd_shortlist(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from rerankrt.runtime.store import build_store, store_info
+    from rerankrt.runtime.search_index import build_index, index_info
 
     if args.index_command == "info":
-        info = store_info(args.store)
+        info = index_info(args.index)
         if args.json:
             print(json.dumps(info, indent=2))
             return 0
         for key, value in info.items():
-            print(f"{key:<22} {value:.1f}" if key == "bytes_per_image" else f"{key:<22} {value}")
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+            print(f"{key:<24} {value:.1f}" if isinstance(value, float) else f"{key:<24} {value}")
         return 0
     from rerankrt.models import get_info
-    from rerankrt.runtime.dataset_layout import DatasetLayout
 
     encoder = get_info(args.model).store[0]
-    gallery = DatasetLayout(Path(args.data), args.desc).local("gallery")  # an --out over it: refused in main
-    with _backend_for(args, args.precision, encoder) as backend:
-        out = build_store(backend, gallery, args.out, args.db_descriptors, args.force, log=_log)
-    info = store_info(out)
-    _log(f"wrote {out}: {info['images']} images, {info['bytes_per_image']:.1f} bytes per image")
+    with _backend_for(args, args.precision, encoder) as backend:  # an --out over --data: refused in main
+        out = build_index(backend, args.data, args.out, args.desc, args.db_descriptors, args.force, log=_log)
+    info = index_info(out)
+    _log(f"wrote {out}: {info['images']} images, {info['bytes_per_image']:.1f} bytes per image "
+         f"({info['bytes_per_image_by_part']['store']:.1f} of them the store)")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rerankrt.app.search import Searcher, query_descriptors
+    from rerankrt.runtime.atomic import atomic_output, check_outputs
+
+    if args.out:
+        if Path(args.index).resolve() in Path(args.out).resolve().parents:
+            raise FileExistsError(f"--out: {args.out} is inside the index {args.index}; choose another output")
+        check_outputs([args.out], args.paths.inputs(args), args.force)
+    rerank = None if args.rerank == "none" else args.rerank or "index"
+    settings = {"top": args.top, "shortlist": args.shortlist, "lam": args.lam, "gamma": args.gamma}
+    with Searcher(args.index, args.artifacts, args.backend, args.precision, args.device, args.checkpoint,
+                  args.detector, args.rerank_checkpoint, rerank, args.imsize, log=_log) as searcher:
+        if args.queries:
+            queries, extractor = query_descriptors(args.queries, args.desc)
+            if extractor is not None:
+                searcher.check_extractor(extractor)
+        else:
+            from rerankrt.runtime.extraction import image_list
+
+            queries = list(image_list(args.images))
+        results = [searcher.search(q, **settings).as_dict() for q in queries]
+    if args.out:
+        report = {"index": str(args.index), "queries": results}
+        with atomic_output(args.out) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+        _log(f"wrote {args.out}: {len(results)} queries, the top {args.top} each")
+        return 0
+    for result in results:
+        timing = "  ".join(f"{k} {v:.1f} ms" for k, v in result["timing_ms"].items() if v is not None)
+        print(f"{result['query']}  ({timing})")
+        for hit in result["results"]:
+            print(f"  {hit['rank']:>4}  {hit['score']:.6f}  global {hit['global']:.6f}  #{hit['index']:<8} "
+                  f"{hit['image'] if hit['image'] is not None else ''}")
     return 0
 
 
@@ -452,6 +467,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 1
 
 
+def _gallery_files(args: argparse.Namespace) -> list:
+    """The files of --data an index is built from."""
+    from rerankrt.runtime.dataset_layout import DatasetLayout
+
+    layout = DatasetLayout(Path(args.data), args.desc)
+    return [layout.local("gallery"), layout.global_("gallery"), layout.images("gallery")]
+
+
 def _in_data(name: str):
     """`files=` of a flag naming a file inside --data."""
 
@@ -540,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.input("--engine", help="an explicit .plan or .onnx instead of --artifacts")
     f.input("--checkpoint", help="the official checkpoint (the torch backend; picked by --backend auto without "
                                  "--artifacts)")
-    f.input("--index", metavar="STORE", help="AMES: the database side from this store (rerankrt index build)")
+    f.input("--index", metavar="INDEX", help="AMES: the database side from this index's store (index build)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
     f.value("--compare", help="fp32,fp16: run both, report mAP deltas, Kendall tau, top-10 overlap")
     f.value("--device", default="cpu")
@@ -574,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.input("--artifacts", help=f"folder of NAME.onnx / NAME.plan (default {DEFAULT_ARTIFACTS})")
     f.input("--checkpoint", help="the official checkpoint (the torch backend; picked by --backend auto without "
                                  "--artifacts)")
-    f.input("--index", metavar="STORE", help="AMES: the database side from this store (rerankrt index build)")
+    f.input("--index", metavar="INDEX", help="AMES: the database side from this index's store (index build)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
     f.value("--device", default="cpu", help="torch device, or cuda for ONNX Runtime's CUDA provider")
     f.input("--data", required=True, files=_dataset_files, help="dataset folder in the official layout")
@@ -619,13 +642,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(run=cmd_shortlist)
 
-    p = sub.add_parser("index", help="AMES database stores: `index build` encodes a gallery, `index info` shows one")
+    p = sub.add_parser("index", help="search indexes: `index build` makes one of a gallery, `index info` shows one")
     index = p.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
-    q = index.add_parser("build", help="encode a gallery's local descriptors into a memory-mapped store")
+    q = index.add_parser("build", help="a gallery's search index: its globals (the first stage), its names and its "
+                                       "local descriptors encoded into a memory-mapped AMES store")
     f = Flags(q)
     q.add_argument("--model", required=True, choices=[n for n in MODELS if MODELS[n].store])
-    f.input("--data", required=True, help="dataset folder holding {desc}_gallery_local.hdf5",
-            files=lambda a: [Path(a.data) / f"{a.desc}_gallery_local.hdf5"])
+    f.input("--data", required=True, help="dataset folder holding {desc}_gallery_local.hdf5 and _global.pt "
+                                          "(and {desc}_gallery_images.json, written by extract)",
+            files=_gallery_files)
     f.value("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
     q.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
     f.input("--artifacts", help=f"folder of NAME-encoder.onnx / .plan (default {DEFAULT_ARTIFACTS})")
@@ -634,14 +659,39 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported encoder")
     f.value("--device", default="cpu")
     q.add_argument("--db-descriptors", type=int, help="descriptors kept per image (default: released, 50)")
-    f.output("--out", required=True, help="the store folder to write")
-    q.add_argument("--force", action="store_true", help="replace an existing store")
+    f.output("--out", required=True, help="the index folder to write")
+    q.add_argument("--force", action="store_true", help="replace an existing index (or store)")
     q.set_defaults(run=cmd_index)
-    q = index.add_parser("info", help="what a store holds, and its measured bytes per image")
+    q = index.add_parser("info", help="what an index (or a store) holds, and its measured bytes per image")
     f = Flags(q)
-    f.input("store", help="the store folder")
+    f.input("index", help="the index folder (or an AMES store folder)")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(run=cmd_index)
+
+    p = sub.add_parser("search", help="query images in, ranked gallery images out: extract, first stage, re-rank")
+    f = Flags(p)
+    f.input("--index", required=True, help="the search index (rerankrt index build)")
+    queries = f.exclusive(required=True)
+    queries.input("--images", help="a query image, a folder of them (sorted names) or a list file")
+    queries.input("--queries", help="instead: a dataset folder with query descriptor files (official layout)")
+    f.value("--desc", default="dinov2", help="--queries: the descriptor prefix of the files (default dinov2)")
+    p.add_argument("--imsize", type=int, help="the query's longer side in pixels (default: the gallery's)")
+    p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
+    f.input("--artifacts", help=f"folder of the extractor's and re-ranker's graphs / engines (default "
+                                f"{DEFAULT_ARTIFACTS})")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graphs or engines")
+    f.input("--checkpoint", help="torch backend: the extractor's dinov2_vitb14_reg4_pretrain.pth")
+    f.input("--detector", help="torch backend: the extractor's dinov2_detector.pt")
+    f.input("--rerank-checkpoint", help="torch backend: the re-ranker's checkpoint")
+    f.value("--rerank", help="the index's re-ranker (default) or none: the first stage alone")
+    p.add_argument("--shortlist", type=int, help="images re-ranked per query (default: released, AMES 100)")
+    p.add_argument("--top", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ); default: released")
+    p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ); default: released")
+    f.value("--device", default="cpu")
+    f.output("--out", help="write the results as JSON (default: a table per query)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.set_defaults(run=cmd_search)
 
     p = sub.add_parser("triton", help="a Triton Inference Server model repository from exported graphs and engines")
     f = Flags(p)
@@ -655,7 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-delay-us", type=int, default=100, help="dynamic batching queue delay (default 100)")
     p.add_argument("--force", action="store_true", help="replace a repository rerankrt wrote before")
     f.input("--store", action="append", default=[], metavar="STORE",
-            help="an AMES store: its variant's loop re-ranks from it (needs the encoder and scorer exported)")
+            help="a search index (or an AMES store): its variant's loop re-ranks from its store (needs the encoder "
+                 "and scorer exported)")
     p.add_argument("--max-shortlist", type=int, default=1600,
                    help="the longest shortlist a loop model takes in one request (default 1600)")
     p.add_argument("--platform", choices=["production", "python"], default="production",

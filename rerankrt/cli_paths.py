@@ -73,6 +73,13 @@ class Flags:
         """A string flag that names no path (a descriptor prefix, a device, a list of models)."""
         return self._add("value", flags, kwargs)
 
+    def exclusive(self, required: bool = False) -> Flags:
+        """Flags of which at most one (`required`: exactly one) is given, declared in this command's list."""
+        group = Flags.__new__(Flags)
+        group.parser = self.parser.add_mutually_exclusive_group(required=required)  # type: ignore[assignment]
+        group.declared = self.declared
+        return group
+
     def inputs(self, args: argparse.Namespace) -> list[Path]:
         """Every file and folder the run reads, as given."""
         return [p for d in self.declared if d.role == "input" for p in d.paths(args)]

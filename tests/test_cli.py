@@ -132,12 +132,15 @@ def test_every_string_flag_is_declared_an_input_an_output_or_a_value():
                 undeclared.append(f"{' '.join(words)} {flag}")
             paths[(" ".join(words), flag)] = role
     assert undeclared == []
-    assert len({w for w, _ in paths}) == 14  # every sub-command but info and models takes one
+    assert len({w for w, _ in paths}) == 15  # every sub-command but info and models takes one
     for command in ("rerank", "eval"):
         for flag in ("--checkpoint", "--artifacts", "--data", "--nn", "--index"):
             assert paths[(command, flag)] == "input", (command, flag)
         assert paths[(command, "--out")] == "output" and paths[(command, "--desc")] == "value"
     assert paths[("eval", "--engine")] == "input" and paths[("bench", "--compare")] == "input"
+    for flag in ("--index", "--images", "--queries", "--artifacts", "--checkpoint", "--detector",
+                 "--rerank-checkpoint"):
+        assert paths[("search", flag)] == "input", flag  # the query sources, though exclusive, are declared too
     assert paths[("index build", "--out")] == paths[("triton", "--out")] == paths[("data synth", "out")] == "output"
 
 

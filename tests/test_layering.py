@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("models", "export", "engines", "runtime", "bench", "serve")
+SUBPACKAGES = ("models", "export", "engines", "runtime", "bench", "serve", "app")
 
 
 def test_import_linter_contracts_hold(tmp_path):

@@ -1,0 +1,47 @@
+"""A model's backend from what a user gives: a backend name, an artifacts folder or an explicit file, and
+the torch backend's checkpoint. One rule for every command and API, so `--backend auto` means the same
+everywhere."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from rerankrt.runtime.artifacts import Artifacts, open_backend
+from rerankrt.runtime.feeds import Backend
+
+#: where the artifacts folder defaults to (given explicitly, it also says "not the torch backend" to auto)
+DEFAULT_ARTIFACTS = "artifacts"
+KINDS = ("auto", "trt", "ort", "torch")
+
+
+def backend_kind(backend: str, weights: bool, artifacts: str | os.PathLike | None = None,
+                 engine: str | os.PathLike | None = None, flag: str = "--checkpoint") -> str:
+    """`backend`, where `auto` with `weights` (a checkpoint, or a part's file) and neither an artifacts
+    folder nor an engine can only mean the torch backend: exported graphs and engines carry their own
+    weights."""
+    if backend not in KINDS:
+        raise ValueError(f"backend: expected one of {', '.join(KINDS)}, got {backend!r}")
+    if backend == "auto" and weights and not artifacts and not engine:
+        return "torch"
+    if backend != "torch" and weights:
+        raise ValueError(f"{flag}: the torch backend's; an exported graph or engine carries its own weights")
+    return backend
+
+
+def open_model(model: str, backend: str = "auto", artifacts: str | os.PathLike | None = None,
+               precision: str = "fp32", device: str = "cpu", checkpoint: str | os.PathLike | None = None,
+               engine: str | os.PathLike | None = None, parts: dict | None = None, flag: str = "--checkpoint",
+               log: Callable[[str], None] = print) -> Backend:
+    """The backend of `model`, not yet entered: torch from the model name (its `checkpoint` and `parts`
+    such as the extractor's detector; random released weights without), else the file `engine`, or the one
+    `Artifacts.find` picks in `artifacts` (default `DEFAULT_ARTIFACTS`) for `precision`."""
+    kind = backend_kind(backend, bool(checkpoint or parts), artifacts, engine, flag)
+    if kind == "torch":
+        from rerankrt.models import TorchBackend
+
+        dtype = "float16" if precision == "fp16" else "float32"
+        return TorchBackend(model, device=device, dtype=dtype, checkpoint=checkpoint, **(parts or {}))
+    source = engine or Artifacts(Path(artifacts or DEFAULT_ARTIFACTS)).find(model, precision, kind)
+    return open_backend(source, backend=kind, device=device, log=log)

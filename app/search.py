@@ -1,0 +1,275 @@
+"""Search: a query image (or its descriptors) in, ranked gallery images out, over a search index
+(`runtime.search_index`).
+
+Each query goes through the same stages as the commands that compose it (`extract` → `shortlist` →
+`index build` → `rerank --index`), with the same functions, so their results are equal:
+
+1. described by the DINOv2 extractor, the whole image at the size and descriptor count the gallery was
+   described at (the index's extraction record; 770 px and 700 descriptors for a gallery of published
+   files), with weights checked against the gallery's;
+2. the first stage: exact cosine over the index's globals, the top max(S, K);
+3. its top S re-ranked by AMES from the index's store (the query encoded once), fused with the global
+   similarity; the rest of the first-stage list follows with its global similarity as score (as `rerank`
+   writes it).
+
+`Searcher` opens the index and the re-ranker's two graphs once, and the extractor on the first image
+query (a search over descriptor files never needs it); `timing_ms` splits each query's time by stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rerankrt.errors import InputError, ModelFileError
+from rerankrt.runtime.dataset_layout import DatasetLayout
+from rerankrt.runtime.descriptors import COL_MASK, META_COLUMNS, LocalDescriptorFile, read_global
+from rerankrt.runtime.extraction import weights_record
+from rerankrt.runtime.first_stage import global_shortlist
+from rerankrt.runtime.rerankers import reranker_for
+from rerankrt.runtime.search_index import SearchIndex, read_record
+
+from .backends import backend_kind, open_model
+
+EXTRACTOR = "dinov2-extractor"
+#: the extraction settings of a gallery that records none (`rerankrt extract`'s defaults)
+DEFAULT_EXTRACTION = {"imsize": 770, "topk": 700}
+
+
+@dataclass(frozen=True)
+class QueryDescriptors:
+    """A query already described: its global vector [D] and local descriptors [n, D] with their padding
+    mask [n] (True = padding), best first, as one row of the official files."""
+
+    global_: np.ndarray
+    desc: np.ndarray
+    mask: np.ndarray
+    name: str = "query"
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int  #: 1 = best
+    index: int  #: the gallery row: the position in the gallery files
+    image: str | None  #: its file name, where the extraction recorded one
+    score: float  #: the fused score of a re-ranked image, the global similarity of the rest
+    global_: float  #: the first stage's cosine similarity
+
+    def as_dict(self) -> dict:
+        return {"rank": self.rank, "index": self.index, "image": self.image, "score": self.score,
+                "global": self.global_}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    hits: list[Hit]
+    timing_ms: dict = field(default_factory=dict)  #: extract (None for descriptors), first_stage, rerank, total
+
+    def as_dict(self) -> dict:
+        return {"query": self.query, "results": [h.as_dict() for h in self.hits], "timing_ms": self.timing_ms}
+
+
+def _describe_weights(record: dict) -> str:
+    parts = "".join(f", {name} sha256 {sha}" for name, sha in sorted(record.get("parts", {}).items()))
+    return f"{record['model']} sha256 {record['checkpoint_sha256'] or 'null'}{parts}"
+
+
+def _positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise InputError(f"{name}: expected a positive number of images, got {value!r}")
+    return int(value)
+
+
+class Searcher:
+    """`Searcher(index, artifacts=…, backend=…, precision=…)`, then `.search(query, top=K, …)` per query
+    and `close()` (or `with Searcher(…) as s:`).
+
+    `backend` picks every model's backend as the commands do (`app.backends`): `auto` runs the TensorRT
+    engine of an artifacts folder where one was built, else the ONNX graph, and the torch backend where a
+    checkpoint is given without `artifacts`. `checkpoint` and `detector` are the torch extractor's files,
+    `rerank_checkpoint` the torch re-ranker's. `rerank`: the index's re-ranker (default), or None for the
+    first stage alone. `imsize` and `topk`: the query extraction's, default the gallery's."""
+
+    def __init__(self, index: str | os.PathLike, artifacts: str | os.PathLike | None = None, backend: str = "auto",
+                 precision: str = "fp32", device: str = "cpu", checkpoint: str | os.PathLike | None = None,
+                 detector: str | os.PathLike | None = None, rerank_checkpoint: str | os.PathLike | None = None,
+                 rerank: str | None = "index", imsize: int | None = None, topk: int | None = None,
+                 log: Callable[[str], None] = lambda message: None) -> None:
+        self.index = SearchIndex(index)
+        self.log = log
+        self._open: dict[str, Any] = {"backend": backend, "artifacts": artifacts, "precision": precision,
+                                      "device": device, "log": log}
+        self._extractor_files = {"checkpoint": checkpoint, "parts": {"detector": detector} if detector else None}
+        extraction = self.index.extractor or DEFAULT_EXTRACTION
+        self.imsize = _positive("imsize", imsize) if imsize is not None else int(extraction["imsize"])
+        self.topk = _positive("topk", topk) if topk is not None else int(extraction["topk"])
+        if checkpoint or detector:  # the torch extractor's files: refused now for a backend that takes none
+            backend_kind(backend, True, artifacts)
+        self._said: set[str] = set()
+        self._stack = contextlib.ExitStack()
+        self.extractor = None
+        self.model = self.index.model if rerank == "index" else rerank
+        try:
+            self._open_reranker(rerank_checkpoint)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _open_reranker(self, checkpoint) -> None:
+        self.encoder = self.scorer = None
+        if self.model is None:
+            return
+        from rerankrt.models import get_info
+
+        if self.index.store is None or self.model != self.index.model:
+            held = f"a store of {self.index.model}" if self.index.store is not None else "no re-ranker store"
+            raise ModelFileError(f"--rerank: the index {self.index.path} holds {held}, not {self.model}'s "
+                                 f"(search it with --rerank none, or build one with `rerankrt index build --model "
+                                 f"{self.model}`)")
+        encoder, scorer = get_info(self.model).store
+        self.encoder, self.scorer = (self._stack.enter_context(open_model(
+            name, checkpoint=checkpoint, flag="--rerank-checkpoint", **self._open)) for name in (encoder, scorer))
+        self.index.store.check_encoder(self.encoder.meta)
+        self.index.store.check_scorer(self.scorer.meta)
+
+    def _extractor(self):
+        """The extractor, opened on the first image query and checked against the gallery's."""
+        if self.extractor is None:
+            files = self._extractor_files
+            backend = self._stack.enter_context(open_model(EXTRACTOR, checkpoint=files["checkpoint"],
+                                                           parts=files["parts"], **self._open))
+            self.check_extractor(weights_record(backend.meta))
+            self.extractor = backend
+        return self.extractor
+
+    def check_extractor(self, have: dict) -> None:
+        """Refuse query descriptors made by other weights (`have`: `weights_record` of the extractor, or an
+        extraction record's `extractor`) than the gallery's, naming both; a gallery of published files
+        records none, and is said once."""
+        want = self.index.extractor
+        if want is None:
+            self._say(f"index {self.index.path}: its gallery records no extractor (no dinov2_gallery_images.json "
+                      f"beside its files): the query extractor's weights are not checked")
+            return
+        keys = ("model", "checkpoint_sha256", "parts")
+        if any(have[k] != want.get(k) for k in keys):
+            raise ModelFileError(f"query extractor: {_describe_weights(have)}, but the index's gallery was described "
+                                 f"by {_describe_weights(want)} (null: the released random weights)")
+
+    def _say(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            self.log(message)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def describe(self, image: str | os.PathLike | np.ndarray, name: str | None = None) -> QueryDescriptors:
+        """A query image (a file, or BGR uint8 [H, W, 3] as OpenCV reads one) through the extractor, whole."""
+        from rerankrt.runtime.extraction import extract_window, preprocess, read_image
+
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise InputError(f"query image: expected BGR uint8 [H, W, 3], got {image.dtype} "
+                                 f"{list(image.shape)}")
+            pixels, label = image, name or "image"
+        else:
+            pixels, label = read_image(image), name or Path(image).name
+        backend = self._extractor()
+        done = extract_window(backend, [preprocess(pixels, self.imsize, backend.config, name=label)], self.topk, 1)
+        rows = done.rows[0]
+        return QueryDescriptors(done.global_[0], rows[:, META_COLUMNS:], rows[:, COL_MASK] != 0, label)
+
+    def _sizes(self, top: int, shortlist: int | None, reranking: bool) -> tuple[int, int]:
+        n = self.index.images
+        top = _positive("top", top)
+        if shortlist is not None:
+            _positive("shortlist", shortlist)
+        for name, value in (("top", top), ("shortlist", shortlist)):
+            if value is not None and value > n and (name == "top" or reranking):
+                self._say(f"{name}: {value} is more than the gallery's {n} images; taking {n}")
+        return min(top, n), min(shortlist, n) if shortlist is not None else n
+
+    def search(self, query, top: int = 10, shortlist: int | None = None, lam: float | None = None,
+               gamma: float | None = None) -> SearchResult:
+        """The top `top` gallery images of one query: an image file, a BGR array or `QueryDescriptors`.
+        `shortlist` (AMES: 100 as released), `lam` and `gamma` override the re-ranker's released settings."""
+        start = time.perf_counter()
+        extract_ms = None
+        if not isinstance(query, QueryDescriptors):
+            query = self.describe(query)
+            extract_ms = 1e3 * (time.perf_counter() - start)
+        self._check_query(query)
+        top, limit = self._sizes(top, shortlist, self.model is not None)
+        reranker, s = None, 0
+        if self.model is not None:
+            reranker, s = reranker_for(self.scorer, lam, gamma, shortlist, self.encoder)
+            s = min(s, limit)
+        t = time.perf_counter()
+        sims, idx = (a[0] for a in global_shortlist(query.global_[None], self.index.globals, max(s, top)))
+        first_ms = 1e3 * (time.perf_counter() - t)
+        scores = sims.astype(np.float64)
+        order = np.arange(len(idx))
+        rerank_ms = None
+        if reranker is not None:
+            assert self.scorer is not None and self.index.store is not None
+            t = time.perf_counter()
+            n = min(self.scorer.config["query_descriptors"], len(query.desc))
+            db, db_mask = self.index.store.entries(idx[:s])
+            result = reranker.rerank(query.desc[:n], query.mask[:n], db, db_mask, sims[:s])
+            order[:s], scores[:s] = result.order, result.scores
+            rerank_ms = 1e3 * (time.perf_counter() - t)
+        rows = idx[order][:top]
+        hits = [Hit(rank + 1, int(i), self.index.names[i], float(score), float(sim))
+                for rank, (i, score, sim) in enumerate(zip(rows, scores[:top], sims[order][:top], strict=True))]
+        timing = {"extract": extract_ms, "first_stage": first_ms, "rerank": rerank_ms,
+                  "total": 1e3 * (time.perf_counter() - start)}
+        return SearchResult(query.name, hits, timing)
+
+    def _check_query(self, query: QueryDescriptors) -> None:
+        d = self.index.dim
+        if query.global_.shape != (d,):
+            raise InputError(f"query {query.name}: expected a global vector [{d}] (the index's), got "
+                             f"{list(query.global_.shape)}")
+        local_dim = self.index.store.manifest["descriptor_dim"] if self.index.store is not None else d
+        if query.desc.ndim != 2 or query.desc.shape[1] != local_dim or query.mask.shape != query.desc.shape[:1]:
+            raise InputError(f"query {query.name}: expected local descriptors [n, {local_dim}] and a mask [n], got "
+                             f"{list(query.desc.shape)} and {list(query.mask.shape)}")
+        if not (np.isfinite(query.global_).all() and np.isfinite(query.desc).all()):
+            raise InputError(f"query {query.name}: NaN or infinite descriptors")
+        if query.mask.all():
+            raise InputError(f"query {query.name}: every local descriptor is padding (an image with none)")
+
+    def search_many(self, queries: Iterable, top: int = 10, **settings) -> list[SearchResult]:
+        """`search` over each query, in order."""
+        return [self.search(q, top=top, **settings) for q in queries]
+
+
+def query_descriptors(folder: str | os.PathLike, desc: str = "dinov2") -> tuple[list[QueryDescriptors], dict | None]:
+    """Every query of a dataset folder in the official layout (`{desc}_query_local.hdf5` and
+    `{desc}_query_global.pt`), named by its extraction record where there is one; and that record's
+    extractor (None without one), for `Searcher.check_extractor`."""
+    layout = DatasetLayout(Path(folder), desc)
+    with LocalDescriptorFile(layout.local("query")) as f:
+        local = f.read(np.arange(f.num_images))
+        vectors = np.asarray(read_global(layout.global_("query"), f.dim))
+        f.check_globals(vectors, layout.global_("query"))
+    record = read_record(layout, "query", len(vectors))
+    names: Sequence[str | None] = record["images"] if record else [None] * len(vectors)
+    queries = [QueryDescriptors(vectors[i], local.desc[i], local.mask[i], names[i] or f"query {i}")
+               for i in range(len(vectors))]
+    return queries, record["extractor"] if record else None

@@ -1,0 +1,305 @@
+"""`rerankrt search` and `Searcher`: equal to the composition of the commands it replaces (extract → shortlist
+→ index build → rerank --index) through ONNX Runtime and torch, the search index's layout and checks, and
+every bad input in one line with nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2", reason="OpenCV (images extra) is not installed")
+torch = pytest.importorskip("torch")
+
+from weights import perturb  # noqa: E402
+
+from rerankrt.app.search import QueryDescriptors, Searcher  # noqa: E402
+from rerankrt.cli import main  # noqa: E402
+from rerankrt.errors import InputError  # noqa: E402
+from rerankrt.runtime.descriptors import read_nn  # noqa: E402
+
+IMSIZE, TOPK, DB, S = "112", "50", "20", 6
+
+
+def photo(height: int, width: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([np.sin(x / (5 + seed % 4) + c) * np.cos(y / (9 + seed % 3) - c) for c in range(3)], -1)
+    return np.clip(base * 100 + 128 + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_extractor):
+    """A gallery of 10 images (three of them views of the two queries), the small extractor exported to ONNX
+    (conftest), and AMES-dist checkpoints with perturbed weights: released (torch) and an exported one that
+    reads the small extractor's 64-d tokens at 2 layers (ONNX Runtime)."""
+    import shutil
+
+    from rerankrt.export.onnx_export import export_model
+    from rerankrt.models import load_model
+
+    root = tmp_path_factory.mktemp("search")
+    gallery, queries = root / "gallery", root / "queries"
+    gallery.mkdir()
+    queries.mkdir()
+    q = [photo(120, 90, 1), photo(90, 120, 2)]
+    for i, image in enumerate(q):
+        cv2.imwrite(str(queries / f"q{i}.png"), image)
+    views = [q[0][10:110], q[1][:, ::-1], q[0][::-1]]
+    others = [photo(h, w, 10 + i) for i, (h, w) in enumerate([(120, 90), (90, 120), (100, 100), (64, 120),
+                                                               (120, 64), (90, 90), (120, 120)])]
+    for i, image in enumerate(views + others):
+        cv2.imwrite(str(gallery / f"g{i:02d}.png"), image)
+    art = root / "art"
+    shutil.copytree(tiny_extractor, art)
+    ck = {}
+    for name, config in (("released", {}), ("tiny", {"local_dim": 64, "num_layers": 2})):
+        ck[name] = root / f"ames-dist-{name}.pt"
+        torch.save({"state": perturb(load_model("ames-dist", **config), gain=2.0, spread=0.1).state_dict()}, ck[name])
+    for part in ("ames-dist-encoder", "ames-dist-scorer"):
+        export_model(part, ck["tiny"], out_dir=art, precision="fp32")
+    return {"root": root, "gallery": gallery, "queries": queries, "art": art, "ck": ck, "composed": {}}
+
+
+def _backend(world, kind: str) -> tuple[list[str], list[str], list[str]]:
+    """(extractor flags, re-ranker flags for rerank/index build, search flags) of a backend."""
+    if kind == "ort":
+        common = ["--backend", "ort", "--artifacts", str(world["art"])]
+        return common, common, common
+    ck = str(world["ck"]["released"])
+    return ["--backend", "torch"], ["--checkpoint", ck], ["--backend", "torch", "--rerank-checkpoint", ck]
+
+
+def _compose(world, kind: str) -> tuple:
+    """The five commands a search replaces, on one backend (once a module): (kind, data folder, index,
+    re-ranked nn file)."""
+    if kind in world["composed"]:
+        return world["composed"][kind]
+    extractor, reranker, _ = _backend(world, kind)
+    data, index = world["root"] / f"data-{kind}", world["root"] / f"index-{kind}"
+    for split, folder in (("gallery", world["gallery"]), ("query", world["queries"])):
+        assert main(["extract", "--images", str(folder), "--split", split, "--out", str(data), "--imsize", IMSIZE,
+                     "--topk", TOPK, "--batch", "1", *extractor]) == 0
+    assert main(["shortlist", "--data", str(data), "--k", "10", "--dim", str(64 if kind == "ort" else 768),
+                 "--out", "nn_dinov2.pkl"]) == 0
+    assert main(["index", "build", "--model", "ames-dist", "--data", str(data), "--db-descriptors", DB,
+                 "--out", str(index), *reranker]) == 0
+    assert main(["rerank", "--model", "ames-dist", "--data", str(data), "--nn", "nn_dinov2.pkl", "--index",
+                 str(index), "--shortlist", str(S), "--out", str(data / "reranked.pkl"), *reranker]) == 0
+    world["composed"][kind] = kind, data, index, data / "reranked.pkl"
+    return world["composed"][kind]
+
+
+@pytest.fixture(scope="module", params=["ort", "torch"])
+def composed(request, world):
+    return _compose(world, request.param)
+
+
+@pytest.fixture(scope="module")
+def ort_index(world):
+    return _compose(world, "ort")
+
+
+def test_search_equals_the_composed_commands(world, composed, tmp_path, capsys):
+    """Same gallery rows in the same order, fused scores within 1e-5, the rest of the first-stage list with its
+    global similarity; the names extract recorded; --queries over the descriptor files gives the same."""
+    kind, data, index, reranked = composed
+    _, _, search = _backend(world, kind)
+    out = tmp_path / "results.json"
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "--images", str(world["queries"]), "--shortlist", str(S),
+                 "--top", "10", "--out", str(out), *search]) == 0
+    report = json.loads(out.read_text())
+    sims, idx = read_nn(reranked)
+    first, _ = read_nn(data / "nn_dinov2.pkl")
+    names = sorted(p.name for p in world["gallery"].iterdir())
+    assert report["index"] == str(index) and [q["query"] for q in report["queries"]] == ["q0.png", "q1.png"]
+    for q, result in enumerate(report["queries"]):
+        hits = result["results"]
+        assert list(hits[0]) == ["rank", "index", "image", "score", "global"]
+        assert [h["rank"] for h in hits] == list(range(1, 11))
+        assert [h["index"] for h in hits] == idx[q].tolist()
+        assert [h["image"] for h in hits] == [names[i] for i in idx[q]]
+        np.testing.assert_allclose([h["score"] for h in hits], sims[q], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([h["global"] for h in hits][S:], first[q, S:], rtol=1e-5, atol=1e-6)
+        assert set(result["timing_ms"]) == {"extract", "first_stage", "rerank", "total"}
+        assert all(v > 0 for v in result["timing_ms"].values())
+    assert idx[:, :S].tolist() != read_nn(data / "nn_dinov2.pkl")[1][:, :S].tolist()  # the re-ranking moved some
+
+    assert main(["search", "--index", str(index), "--queries", str(data), "--shortlist", str(S), "--top", "10",
+                 *search]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("q0.png  (first_stage ")  # no extract time: the descriptors were given
+    lines = [line.split() for line in table.splitlines() if not line.startswith("q")]
+    assert [int(line[4][1:]) for line in lines] == idx.reshape(-1).tolist()
+    np.testing.assert_allclose([float(line[1]) for line in lines], sims.reshape(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_the_index_holds_the_first_stage_the_store_and_the_names(composed, capsys):
+    kind, data, index, _ = composed
+    assert sorted(p.name for p in index.iterdir()) == ["globals.f32", "manifest.json", "names.json", "store"]
+    manifest = json.loads((index / "manifest.json").read_text())
+    d = 64 if kind == "ort" else 768
+    assert manifest["first_stage"] == {"kind": "exact", "metric": "cosine", "desc": "dinov2", "dim": d,
+                                       "file": "globals.f32"}
+    assert manifest["extractor"]["model"] == "dinov2-extractor"
+    assert (manifest["extractor"]["imsize"], manifest["extractor"]["topk"]) == (112, 50)
+    assert manifest["rerank"]["model"] == "ames-dist" and manifest["images"] == 10
+    assert (index / "globals.f32").read_bytes() == (data / "dinov2_gallery_global.pt").read_bytes()
+    assert main(["index", "info", str(index), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    parts = info["bytes_per_image_by_part"]
+    assert parts["first_stage"] == 4 * d and parts["names"] == len(json.dumps([f"g{i:02d}.png" for i in
+                                                                                 range(10)]) + "\n") / 10
+    assert info["bytes_per_image"] * 10 == sum(f.stat().st_size for f in index.rglob("*") if f.is_file())
+
+
+def test_the_searcher_api(world, ort_index):
+    """A path, a BGR array and descriptors give the same hits; top and shortlist clamp to the gallery with a
+    message; --rerank none is the first stage; the extractor opens on the first image only."""
+    _, data, index, _ = ort_index
+    said: list[str] = []
+    with Searcher(index, artifacts=world["art"], backend="ort", log=said.append) as searcher:
+        image = world["queries"] / "q0.png"
+        by_path = searcher.search(image, top=4, shortlist=S)
+        assert searcher.extractor is not None
+        by_array = searcher.search(cv2.imread(str(image)), top=4, shortlist=S)
+        described = searcher.describe(image)
+        by_desc = searcher.search(described, top=4, shortlist=S)
+        assert by_path.query == "q0.png" and by_array.query == "image" and by_desc.timing_ms["extract"] is None
+        assert by_path.hits == by_array.hits == by_desc.hits
+        many = searcher.search_many([image, world["queries"] / "q1.png"], top=50, shortlist=50)
+        assert [len(r.hits) for r in many] == [10, 10]
+        assert said == ["top: 50 is more than the gallery's 10 images; taking 10",
+                        "shortlist: 50 is more than the gallery's 10 images; taking 10"]
+        for bad, message in ((0, "top: expected a positive number of images, got 0"),
+                             (-3, "top: expected a positive number of images, got -3")):
+            with pytest.raises(InputError, match=f"^{message}$"):
+                searcher.search(described, top=bad)
+        with pytest.raises(InputError, match=r"^shortlist: expected a positive number of images, got 0$"):
+            searcher.search(described, shortlist=0)
+        with pytest.raises(InputError, match=r"^query q: expected local descriptors \[n, 64\] and a mask \[n\], "
+                                             r"got \[3, 32\] and \[3\]$"):
+            searcher.search(QueryDescriptors(described.global_, np.zeros((3, 32), np.float32), np.zeros(3, bool),
+                                             "q"))
+        with pytest.raises(InputError, match=r"^query q: every local descriptor is padding"):
+            searcher.search(QueryDescriptors(described.global_, described.desc, np.ones(50, bool), "q"))
+    with Searcher(index, artifacts=world["art"], backend="ort", rerank=None) as first:
+        assert first.scorer is None
+        hits = first.search(described, top=10).hits
+    assert [h.score for h in hits] == [h.global_ for h in hits]
+    assert [h.index for h in hits] == read_nn(data / "nn_dinov2.pkl")[1][0].tolist()
+
+
+def _refused(capsys, args: list[str], message: str) -> None:
+    assert main(["search", *args]) == 2
+    err = capsys.readouterr().err
+    assert err == f"rerankrt search: error: {message}\n", err
+
+
+def test_bad_indexes_and_weights_are_refused_in_one_line(world, ort_index, tmp_path, capsys):
+    """An older store folder, a half-built or truncated index, a first stage and store that disagree, other
+    extractor or re-ranker weights, and outputs over the inputs: exit 2, one line, nothing written."""
+    import shutil
+
+    from rerankrt.models import TorchBackend
+    from rerankrt.runtime.sidecar import sha256
+    from rerankrt.runtime.store import build_store
+
+    _, data, index, _ = ort_index
+    ort = ["--backend", "ort", "--artifacts", str(world["art"])]
+    q = ["--images", str(world["queries"] / "q0.png"), *ort]
+    old = tmp_path / "old-store"
+    with TorchBackend("ames-dist-encoder", checkpoint=world["ck"]["tiny"]) as encoder:
+        build_store(encoder, data / "dinov2_gallery_local.hdf5", old, 20)
+    _refused(capsys, ["--index", str(old), *q], f"index {old}: an AMES store, not a search index (no first stage): "
+             f"rebuild it with `rerankrt index build --model ames-dist --data DATA --out INDEX`")
+    half = tmp_path / "half"
+    shutil.copytree(index, half)
+    (half / "manifest.json").unlink()
+    _refused(capsys, ["--index", str(half), *q], f"index {half}: no manifest.json (not an index, or an unfinished "
+                                                 f"build)")
+    shutil.rmtree(half)
+    shutil.copytree(index, half)
+    with open(half / "globals.f32", "r+b") as f:
+        f.truncate(100)
+    _refused(capsys, ["--index", str(half), *q], f"index {half}: globals.f32 holds 100 bytes, expected 2560 (10 × 64 "
+             f"float32): rebuild it with `rerankrt index build --model MODEL --data DATA --out INDEX`")
+    shutil.rmtree(half / "store")
+    shutil.copytree(old, half / "store")
+    shutil.copy(index / "globals.f32", half / "globals.f32")
+    manifest = json.loads((half / "manifest.json").read_text())
+    (half / "manifest.json").write_text(json.dumps(manifest | {"images": 9}))
+    (half / "globals.f32").write_bytes((index / "globals.f32").read_bytes()[:9 * 64 * 4])
+    (half / "names.json").write_text(json.dumps([None] * 9))
+    _refused(capsys, ["--index", str(half), *q], f"index {half}: the first stage holds 9 images, its store 10: "
+             f"rebuild it with `rerankrt index build --model ames-dist --data DATA --out INDEX`")
+
+    other = tmp_path / "other"
+    shutil.copytree(index, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["extractor"]["checkpoint_sha256"] = "ab12"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    _refused(capsys, ["--index", str(other), *q], "query extractor: dinov2-extractor sha256 null, but the index's "
+             "gallery was described by dinov2-extractor sha256 ab12 (null: the released random weights)")
+    _refused(capsys, ["--index", str(index), "--images", str(world["queries"]), "--backend", "torch",
+                      "--rerank-checkpoint", str(world["ck"]["released"])],
+             f"store {index / 'store'} does not fit encoder ames-dist-encoder:\n  checkpoint: the store was encoded "
+             f"with sha256 {json.loads((index / 'manifest.json').read_text())['rerank']['checkpoint_sha256']}, the "
+             f"encoder holds "
+             f"{sha256(world['ck']['released'])} (null: "
+             f"the released configuration's random weights)\n  dimension: the store encodes 64-d descriptors into "
+             f"128-d tokens, the encoder 768-d into 128-d")
+    _refused(capsys, ["--index", str(index), *q, "--rerank", "ames"], f"--rerank: the index {index} holds a store "
+             f"of ames-dist, not ames's (search it with --rerank none, or build one with `rerankrt index build "
+             f"--model ames`)")
+    _refused(capsys, ["--index", str(index), *q, "--out", str(index / "r.json")],
+             f"--out: {index / 'r.json'} is inside the index {index}; choose another output")
+    _refused(capsys, ["--index", str(index), *q, "--out", str(world["queries"] / "q0.png"), "--force"],
+             f"--out: {world['queries'] / 'q0.png'} is an input of this run ({world['queries'] / 'q0.png'}); "
+             f"choose another output")
+    broken = tmp_path / "broken.jpg"
+    ok, jpeg = cv2.imencode(".jpg", photo(60, 60, 3))
+    broken.write_bytes(jpeg.tobytes()[:len(jpeg) * 3 // 4])
+    _refused(capsys, ["--index", str(index), "--images", str(broken), *ort, "--out", str(tmp_path / "r.json")],
+             f"image {broken}: a truncated JPEG (it ends inside its image data)")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_gallery_of_one_image(world, ort_index, tmp_path, capsys):
+    from rerankrt.runtime.descriptors import LocalDescriptorFile, read_global, write_global, write_local
+
+    _, data, _, _ = ort_index
+    one = tmp_path / "one"
+    one.mkdir()
+    with LocalDescriptorFile(data / "dinov2_gallery_local.hdf5") as f:
+        local = f.read([4])
+    write_local(one / "dinov2_gallery_local.hdf5", local.desc, local.mask)
+    write_global(one / "dinov2_gallery_global.pt", np.asarray(read_global(data / "dinov2_gallery_global.pt", 64))[4:5])
+    ort = ["--backend", "ort", "--artifacts", str(world["art"])]
+    assert main(["index", "build", "--model", "ames-dist", "--data", str(one), "--db-descriptors", DB,
+                 "--out", str(tmp_path / "index"), *ort]) == 0
+    capsys.readouterr()
+    assert main(["search", "--index", str(tmp_path / "index"), "--images", str(world["queries"] / "q1.png"), *ort,
+                 "--imsize", IMSIZE, "--out", str(tmp_path / "r.json")]) == 0
+    err = capsys.readouterr().err
+    assert "top: 10 is more than the gallery's 1 images; taking 1" in err
+    assert "its gallery records no extractor" in err  # published-style files: names null, weights unchecked
+    (result,) = json.loads((tmp_path / "r.json").read_text())["queries"]
+    assert [(h["rank"], h["index"], h["image"]) for h in result["results"]] == [(1, 0, None)]
+
+
+def test_searcher_from_rerankrt_runs_without_torch(world, ort_index):
+    """`from rerankrt import Searcher` with ONNX Runtime graphs: the hits of the CLI, and torch never imported."""
+    import subprocess
+    import sys
+
+    _, data, index, reranked = ort_index
+    code = (f"import json, sys\nfrom rerankrt import Searcher\n"
+            f"with Searcher({str(index)!r}, artifacts={str(world['art'])!r}, backend='ort') as s:\n"
+            f"    hits = s.search({str(world['queries'] / 'q1.png')!r}, top=10, shortlist={S}).hits\n"
+            f"print(json.dumps({{'torch': 'torch' in sys.modules, 'rows': [h.index for h in hits]}}))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"torch": False, "rows": read_nn(reranked)[1][1].tolist()}
