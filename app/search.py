@@ -39,6 +39,8 @@ from rerankrt.runtime.search_index import SearchIndex, read_record
 from .backends import backend_kind, open_model
 
 EXTRACTOR = "dinov2-extractor"
+#: results per query unless asked otherwise (the CLI's --top, the Triton model's `top` parameter)
+DEFAULT_TOP = 10
 #: the extraction settings of a gallery that records none (`rerankrt extract`'s defaults)
 DEFAULT_EXTRACTION = {"imsize": 770, "topk": 700}
 
@@ -82,6 +84,13 @@ def _describe_weights(record: dict) -> str:
     return f"{record['model']} sha256 {record['checkpoint_sha256'] or 'null'}{parts}"
 
 
+def check_extractor_weights(have: dict, want: dict, what: str = "query extractor") -> None:
+    """Refuse extractor weights `have` (`weights_record`) other than the gallery's `want`, naming both."""
+    if any(have[k] != want.get(k) for k in ("model", "checkpoint_sha256", "parts")):
+        raise ModelFileError(f"{what}: {_describe_weights(have)}, but the index's gallery was described by "
+                             f"{_describe_weights(want)} (null: the released random weights)")
+
+
 def _positive(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise InputError(f"{name}: expected a positive number of images, got {value!r}")
@@ -96,14 +105,17 @@ class Searcher:
     engine of an artifacts folder where one was built, else the ONNX graph, and the torch backend where a
     checkpoint is given without `artifacts`. `checkpoint` and `detector` are the torch extractor's files,
     `rerank_checkpoint` the torch re-ranker's. `rerank`: the index's re-ranker (default), or None for the
-    first stage alone. `imsize` and `topk`: the query extraction's, default the gallery's."""
+    first stage alone. `imsize` and `topk`: the query extraction's, default the gallery's. `models`: entered
+    backends by model name that the caller owns and closes (Triton's BLS backends), used instead of opening
+    those models; they are checked against the index all the same."""
 
     def __init__(self, index: str | os.PathLike, artifacts: str | os.PathLike | None = None, backend: str = "auto",
                  precision: str = "fp32", device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  detector: str | os.PathLike | None = None, rerank_checkpoint: str | os.PathLike | None = None,
                  rerank: str | None = "index", imsize: int | None = None, topk: int | None = None,
-                 log: Callable[[str], None] = lambda message: None) -> None:
+                 log: Callable[[str], None] = lambda message: None, models: dict | None = None) -> None:
         self.index = SearchIndex(index)
+        self.models = dict(models or {})
         self.log = log
         self._open: dict[str, Any] = {"backend": backend, "artifacts": artifacts, "precision": precision,
                                       "device": device, "log": log}
@@ -135,7 +147,7 @@ class Searcher:
                                  f"(search it with --rerank none, or build one with `rerankrt index build --model "
                                  f"{self.model}`)")
         encoder, scorer = get_info(self.model).store
-        self.encoder, self.scorer = (self._stack.enter_context(open_model(
+        self.encoder, self.scorer = (self.models.get(name) or self._stack.enter_context(open_model(
             name, checkpoint=checkpoint, flag="--rerank-checkpoint", **self._open)) for name in (encoder, scorer))
         self.index.store.check_encoder(self.encoder.meta)
         self.index.store.check_scorer(self.scorer.meta)
@@ -144,8 +156,8 @@ class Searcher:
         """The extractor, opened on the first image query and checked against the gallery's."""
         if self.extractor is None:
             files = self._extractor_files
-            backend = self._stack.enter_context(open_model(EXTRACTOR, checkpoint=files["checkpoint"],
-                                                           parts=files["parts"], **self._open))
+            backend = self.models.get(EXTRACTOR) or self._stack.enter_context(open_model(
+                EXTRACTOR, checkpoint=files["checkpoint"], parts=files["parts"], **self._open))
             self.check_extractor(weights_record(backend.meta))
             self.extractor = backend
         return self.extractor
@@ -159,10 +171,7 @@ class Searcher:
             self._say(f"index {self.index.path}: its gallery records no extractor (no dinov2_gallery_images.json "
                       f"beside its files): the query extractor's weights are not checked")
             return
-        keys = ("model", "checkpoint_sha256", "parts")
-        if any(have[k] != want.get(k) for k in keys):
-            raise ModelFileError(f"query extractor: {_describe_weights(have)}, but the index's gallery was described "
-                                 f"by {_describe_weights(want)} (null: the released random weights)")
+        check_extractor_weights(have, want)
 
     def _say(self, message: str) -> None:
         if message not in self._said:
@@ -204,7 +213,7 @@ class Searcher:
                 self._say(f"{name}: {value} is more than the gallery's {n} images; taking {n}")
         return min(top, n), min(shortlist, n) if shortlist is not None else n
 
-    def search(self, query, top: int = 10, shortlist: int | None = None, lam: float | None = None,
+    def search(self, query, top: int = DEFAULT_TOP, shortlist: int | None = None, lam: float | None = None,
                gamma: float | None = None) -> SearchResult:
         """The top `top` gallery images of one query: an image file, a BGR array or `QueryDescriptors`.
         `shortlist` (AMES: 100 as released), `lam` and `gamma` override the re-ranker's released settings."""
@@ -254,7 +263,7 @@ class Searcher:
         if query.mask.all():
             raise InputError(f"query {query.name}: every local descriptor is padding (an image with none)")
 
-    def search_many(self, queries: Iterable, top: int = 10, **settings) -> list[SearchResult]:
+    def search_many(self, queries: Iterable, top: int = DEFAULT_TOP, **settings) -> list[SearchResult]:
         """`search` over each query, in order."""
         return [self.search(q, top=top, **settings) for q in queries]
 

@@ -1,5 +1,5 @@
 """Load on a real Triton server: `python -m rerankrt.bench.serve_load [--artifacts ART] [--images 10000]
-[--concurrency 1,2,4,8] [--requests 24] [--time-limit 120] [--out DIR]`.
+[--concurrency 1,2,4,8] [--requests 24] [--search-requests 8] [--time-limit 120] [--out DIR]`.
 
 A synthetic `ames-dist` store of `--images` images (`store_scale.synthesize_store`: what `rerankrt index
 build` writes for a gallery of that size, the released configuration's random weights) behind the
@@ -10,6 +10,11 @@ number of requests per level and a time limit, every level on the same queries. 
 queries through the same loop in process (`AmesReranker` over the scorer and encoder on ONNX Runtime,
 one after the other). Reports throughput and p50/p90/p99 latency per level, the server's start-up time
 and its dynamic batches; writes `serve_load.json` and prints a table (the README's is generated from it).
+
+The same server also runs `search` (`rerankrt triton --index`) over a search index of the same gallery
+(the store beside random unit globals, `search_index.write_index`) with the released extractor (random
+weights, FP32 graph): one encoded photo of 640 × 480 px per request, described at 770 px (55 × 41 patches),
+searched, its top 100 re-ranked. Beside it, `Searcher` in process on the same photos.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from rerankrt.runtime.store import AmesStore
 MODEL = "ames-dist"
 SHORTLIST = 100
 QUERY_DESCRIPTORS = 600
-TYPES = {np.dtype(np.float32): "FP32", np.dtype(np.bool_): "BOOL", np.dtype(np.int64): "INT64"}
+TYPES = {np.dtype(np.float32): "FP32", np.dtype(np.bool_): "BOOL", np.dtype(np.int64): "INT64",
+         np.dtype(np.object_): "BYTES"}
+#: the query photos of the search case (described at the released 770 px: 55 × 41 patches)
+PHOTO = (480, 640)
 
 
 def queries(n: int, images: int, dim: int = 768, seed: int = 0, shortlist: int = SHORTLIST
@@ -47,6 +55,33 @@ def queries(n: int, images: int, dim: int = 768, seed: int = 0, shortlist: int =
                     "shortlist": rng.choice(images, shortlist, replace=False).astype(np.int64),
                     "global_sim": np.sort(rng.uniform(0.2, 0.9, shortlist))[::-1].astype(np.float32)})
     return out
+
+
+def photos(n: int, seed: int = 0) -> list[bytes]:
+    """`n` PNG-encoded synthetic photos (smooth structure and noise) for `search` requests."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:PHOTO[0], 0:PHOTO[1]]
+    out = []
+    for i in range(n):
+        base = np.stack([np.sin(x / (9 + i % 7) + c) * np.cos(y / (13 + c)) for c in range(3)], -1) * 90 + 128
+        ok, data = cv2.imencode(".png", np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
+        out.append(data.tobytes())
+    return out
+
+
+def search_index(out: Path, images: int, seed: int = 0) -> Path:
+    """A search index of `images` synthetic gallery images: random unit globals beside a synthetic store."""
+    from rerankrt.runtime.search_index import write_index
+
+    from .store_scale import synthesize_store
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((images, 768)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return write_index(out, vectors, lambda path: synthesize_store(path, images, MODEL),
+                       source={"synthetic": images})
 
 
 def percentiles(latencies_s: list[float]) -> dict[str, float]:
@@ -113,6 +148,20 @@ def in_process(artifacts: Path, store: Path, requests: list[dict]) -> dict:
     return {"requests": len(latencies), "throughput_qps": len(latencies) / sum(latencies), **percentiles(latencies)}
 
 
+def in_process_search(artifacts: Path, index: Path, requests: list[bytes]) -> dict:
+    """`Searcher` on ONNX Runtime over the same index and photos, decoding included, one at a time."""
+    from rerankrt.app.search import Searcher
+    from rerankrt.runtime.extraction import decode_image
+
+    latencies = []
+    with Searcher(index, artifacts=artifacts, backend="ort") as searcher:
+        for data in requests:
+            start = time.perf_counter()
+            searcher.search(decode_image(data))
+            latencies.append(time.perf_counter() - start)
+    return {"requests": len(latencies), "throughput_qps": len(latencies) / sum(latencies), **percentiles(latencies)}
+
+
 def batches(url: str, model: str) -> dict[int, int]:
     """{batch size: executions} of `model` from the server's statistics."""
     import tritonclient.grpc as grpcclient
@@ -122,21 +171,22 @@ def batches(url: str, model: str) -> dict[int, int]:
 
 
 def measure(artifacts: Path, images: int, levels: list[int], count: int, time_limit: float, work: Path,
-            python_env: str | None = None, log: Callable[[str], None] = print) -> dict:
+            python_env: str | None = None, log: Callable[[str], None] = print, search_count: int = 0) -> dict:
     from rerankrt.export.onnx_export import export_model
     from rerankrt.serve.repository import write_repository
     from rerankrt.serve.server import TritonServer, free_port
 
-    from .store_scale import synthesize_store
-
-    for part in ("encoder", "scorer"):
-        if not (artifacts / f"{MODEL}-{part}.onnx").is_file():
-            log(f"exporting {MODEL}-{part} (fp32) to {artifacts}")
-            export_model(f"{MODEL}-{part}", out_dir=artifacts, precision="fp32")
-    store = synthesize_store(work / "store", images, MODEL)
-    repo = write_repository(artifacts, work / "repo", precision="fp32", models=[f"{MODEL}-encoder", f"{MODEL}-scorer"],
-                            stores=[str(store)])
+    graphs = [f"{MODEL}-encoder", f"{MODEL}-scorer", *(["dinov2-extractor"] if search_count else [])]
+    for graph in graphs:
+        if not (artifacts / f"{graph}.onnx").is_file():
+            log(f"exporting {graph} (fp32) to {artifacts}")
+            export_model(graph, out_dir=artifacts, precision="fp32")
+    index = search_index(work / "index", images)
+    store = index / "store"
+    repo = write_repository(artifacts, work / "repo", precision="fp32", models=graphs, stores=[str(index)],
+                            index=index if search_count else None)
     requests = queries(count, images)
+    images_sent = photos(search_count)
     ports = {k: free_port() for k in ("http", "grpc", "metrics")}
     start = time.perf_counter()
     with TritonServer(repo, ports["http"], ports["grpc"], ports["metrics"], python=python_env, log=log) as server:
@@ -146,21 +196,35 @@ def measure(artifacts: Path, images: int, levels: list[int], count: int, time_li
         run_load(url, f"{MODEL}_rerank", requests[:2], [1], time_limit)  # warm: first calls open sessions
         rows = run_load(url, f"{MODEL}_rerank", requests, levels, time_limit)
         scorer_batches = batches(url, f"{MODEL}-scorer")
+        search_requests = [{"query": np.array([b], np.object_)} for b in images_sent]
+        search_rows: list[dict] = []
+        if search_requests:
+            run_load(url, "search", search_requests[:1], [1], time_limit)
+            search_rows = run_load(url, "search", search_requests, levels, time_limit)
     baseline = in_process(artifacts, store, requests)
+    search = {"model": "search", "photo": list(PHOTO), "imsize": 770, "rows": search_rows,
+              "in_process": in_process_search(artifacts, index, images_sent)} if search_requests else None
     return {"model": f"{MODEL}_rerank", "images": images, "shortlist": SHORTLIST,
             "query_descriptors": QUERY_DESCRIPTORS, "startup_s": startup, "rows": rows, "in_process": baseline,
-            "scorer_batches": scorer_batches, "time_limit_s": time_limit, "environment": environment.describe()}
+            "scorer_batches": scorer_batches, "time_limit_s": time_limit, "search": search,
+            "environment": environment.describe()}
 
 
 def table(results: dict) -> list[str]:
     lines = [f"| {results['model']} (S = {results['shortlist']}, {results['images']:,} images) | requests | "
              f"queries/s | p50 ms | p90 ms | p99 ms |", "|---|---:|---:|---:|---:|---:|"]
-    for r in results["rows"]:
-        lines.append(f"| Triton, concurrency {r['concurrency']} | {r['requests']} | {r['throughput_qps']:.2f} | "
-                     f"{r['p50_ms']:,.0f} | {r['p90_ms']:,.0f} | {r['p99_ms']:,.0f} |")
-    b = results["in_process"]
-    lines.append(f"| in process, one at a time | {b['requests']} | {b['throughput_qps']:.2f} | {b['p50_ms']:,.0f} | "
-                 f"{b['p90_ms']:,.0f} | {b['p99_ms']:,.0f} |")
+    cases = [(results, "")]
+    if results.get("search"):
+        search = results["search"]
+        cases.append((search, f"`search` ({search['photo'][1]} × {search['photo'][0]} px photos at "
+                              f"{search['imsize']} px, S = {results['shortlist']}): "))
+    for case, label in cases:
+        for r in case["rows"]:
+            lines.append(f"| {label}Triton, concurrency {r['concurrency']} | {r['requests']} | "
+                         f"{r['throughput_qps']:.2f} | {r['p50_ms']:,.0f} | {r['p90_ms']:,.0f} | {r['p99_ms']:,.0f} |")
+        b = case["in_process"]
+        lines.append(f"| {label}in process, one at a time | {b['requests']} | {b['throughput_qps']:.2f} | "
+                     f"{b['p50_ms']:,.0f} | {b['p90_ms']:,.0f} | {b['p99_ms']:,.0f} |")
     return lines
 
 
@@ -170,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--concurrency", default="1,2,4,8")
     parser.add_argument("--requests", type=int, default=24, help="requests per concurrency level")
+    parser.add_argument("--search-requests", type=int, default=8,
+                        help="search requests per concurrency level (0: no search case)")
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per level at most")
     parser.add_argument("--python-env", help="the Python backend's environment (rerankrt serve --python-env)")
     parser.add_argument("--out", type=Path, default=Path("."))
@@ -179,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         artifacts = args.artifacts or Path(tmp) / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
         results = measure(artifacts, args.images, levels, args.requests, args.time_limit, Path(tmp),
-                          args.python_env, log=lambda m: print(m, file=sys.stderr))
+                          args.python_env, log=lambda m: print(m, file=sys.stderr), search_count=args.search_requests)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_load.json").write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(table(results)))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rerankrt import environment
 from rerankrt.app.backends import DEFAULT_ARTIFACTS
+from rerankrt.app.search import DEFAULT_TOP
 from rerankrt.cli_paths import Flags
 from rerankrt.errors import ServerError, UnavailableError
 from rerankrt.models import MODELS, names
@@ -429,6 +430,7 @@ def cmd_triton(args: argparse.Namespace) -> int:
     models = [m for m in args.models.split(",") if m] if args.models else None
     repo = write_repository(args.artifacts, args.out, args.precision, models, args.max_batch, args.instances,
                             args.queue_delay_us, args.force, log=_log, stores=args.store, platform=args.platform,
+                            index=args.index,
                             max_shortlist=args.max_shortlist)
     print(f"{repo}: the repository validates; serve it with `rerankrt serve {repo}` (or `tritonserver "
           f"--model-repository {repo.resolve()}` in the NGC container)")
@@ -685,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.input("--rerank-checkpoint", help="torch backend: the re-ranker's checkpoint")
     f.value("--rerank", help="the index's re-ranker (default) or none: the first stage alone")
     p.add_argument("--shortlist", type=int, help="images re-ranked per query (default: released, AMES 100)")
-    p.add_argument("--top", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"results per query (default {DEFAULT_TOP})")
     p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ); default: released")
     p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ); default: released")
     f.value("--device", default="cpu")
@@ -707,6 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.input("--store", action="append", default=[], metavar="STORE",
             help="a search index (or an AMES store): its variant's loop re-ranks from its store (needs the encoder "
                  "and scorer exported)")
+    f.input("--index", help="a search index: the `search` model searches it (needs the extractor, encoder and "
+                            "scorer exported)")
     p.add_argument("--max-shortlist", type=int, default=1600,
                    help="the longest shortlist a loop model takes in one request (default 1600)")
     p.add_argument("--platform", choices=["production", "python"], default="production",

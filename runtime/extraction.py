@@ -69,19 +69,24 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     OpenCV decodes a truncated JPEG without an error (libjpeg pads it with grey and warns on stderr), so a
     JPEG is refused when no end-of-image marker follows its last start-of-scan marker: a scan's entropy-coded
     bytes never hold 0xFFD9 (0xFF is stuffed), and an EXIF thumbnail's markers come before the main scans."""
-    cv2 = _cv2()
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise InputError(f"image {path}: cannot read it ({e.strerror or e})") from e
+    return decode_image(data, f"image {path}")
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """`read_image` of an encoded file's bytes (what a server receives): `cv2.imdecode`, as `imread` decodes."""
+    cv2 = _cv2()
     if not data:
-        raise InputError(f"image {path}: the file is empty (0 bytes)")
+        raise InputError(f"{name}: the file is empty (0 bytes)")
     if data[:3] == b"\xff\xd8\xff" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
-        raise InputError(f"image {path}: a truncated JPEG (it ends inside its image data)")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        raise InputError(f"{name}: a truncated JPEG (it ends inside its image data)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
-        raise InputError(f"image {path}: OpenCV cannot read it (truncated, corrupt or not an image)")
+        raise InputError(f"{name}: OpenCV cannot read it (truncated, corrupt or not an image)")
     return image
 
 

@@ -189,6 +189,19 @@ def build_index(encoder, data: str | os.PathLike, out: str | os.PathLike, desc: 
         raise DescriptorFileError(f"{layout.global_('gallery')}: {len(vectors)} global vectors for the {images} "
                                   f"images of {layout.local('gallery')} (files of different extractions?)")
     record = read_record(layout, "gallery", images)
+    return write_index(out, vectors, lambda path: ames_store.build_store(encoder, layout.local("gallery"), path,
+                                                                         descriptors, log=log),
+                       record["images"] if record else None, record["extractor"] if record else None,
+                       {"path": str(layout.root.resolve()), "desc": desc}, desc, str(layout.global_("gallery")))
+
+
+def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callable[[Path], Path],
+                names: list | None = None, extractor: dict | None = None, source: dict | None = None,
+                desc: str = "dinov2", what: str = "global vectors") -> Path:
+    """An index at `out` from gallery `vectors` [N, D] (copied in chunks, checked finite), the store that
+    `make_store(path)` writes at `path` (for the same N images), the gallery's names and extractor record;
+    assembled in a staging folder and swapped in."""
+    images, dim = vectors.shape
     staging = staging_folder(out)
     try:
         with open(staging / GLOBALS, "wb") as g:
@@ -196,19 +209,19 @@ def build_index(encoder, data: str | os.PathLike, out: str | os.PathLike, desc: 
                 block = np.asarray(vectors[start:start + CHUNK], "<f4")
                 if not np.isfinite(block).all():
                     bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-                    raise DescriptorFileError(f"{layout.global_('gallery')}: NaN or infinite values in image {bad}")
+                    raise DescriptorFileError(f"{what}: NaN or infinite values in image {bad}")
                 g.write(block.tobytes())
-        store = ames_store.AmesStore(ames_store.build_store(encoder, layout.local("gallery"), staging / STORE,
-                                                            descriptors, log=log))
-        names = record["images"] if record else [None] * images
-        (staging / NAMES).write_text(json.dumps(names) + "\n")
+        store = ames_store.AmesStore(make_store(staging / STORE))
+        if store.images != images:
+            raise ValueError(f"index: {images} global vectors, but the store holds {store.images} images")
+        (staging / NAMES).write_text(json.dumps(names if names is not None else [None] * images) + "\n")
         manifest = {
             "format": FORMAT, "images": images,
             "first_stage": {"kind": "exact", "metric": "cosine", "desc": desc, "dim": dim, "file": GLOBALS},
-            "names": NAMES, "extractor": record["extractor"] if record else None,
+            "names": NAMES, "extractor": extractor,
             "rerank": {"model": store.model, "store": STORE,
                        "checkpoint_sha256": store.manifest["checkpoint_sha256"]},
-            "source": {"path": str(layout.root.resolve()), "desc": desc},
+            "source": source,
             "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

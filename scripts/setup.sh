@@ -18,5 +18,5 @@ if [ "${RERANKRT_SERVE:-1}" != "0" ]; then
     python3 -m venv .venv-serve
   fi
   .venv-serve/bin/python -m pip install --quiet --upgrade pip
-  .venv-serve/bin/python -m pip install --quiet -e ".[serve]"
+  .venv-serve/bin/python -m pip install --quiet -e ".[serve,images]"  # images: the search model decodes queries
 fi

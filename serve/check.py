@@ -195,7 +195,7 @@ def _check_loop_numbers(params: dict) -> list[str]:
     finite fusion weights."""
     problems = []
     for key, value in params.items():
-        if key in ("batch", "window", "stride", "shortlist", "max_shortlist"):
+        if key in ("batch", "window", "stride", "shortlist", "max_shortlist", "top"):
             if not (value.isdigit() and int(value) >= 1):
                 problems.append(f"parameters {key}: {value!r}, expected a positive whole number")
         elif key in ("lambda", "gamma", "alpha", "temperature"):
@@ -211,8 +211,10 @@ def _check_loop_numbers(params: dict) -> list[str]:
 def _check_loop(config, configs: dict, version: Path) -> list[str]:
     params = {k: v.string_value for k, v in config.parameters.items()}
     kind, target = params.get("loop"), params.get("target_model")
+    if kind == "search":
+        return _check_search(config, configs, version, params)
     if kind not in LOOP_MODELS:
-        return [f"parameters loop: expected one of {', '.join(LOOP_MODELS)}, got {kind!r}"]
+        return [f"parameters loop: expected one of {', '.join([*LOOP_MODELS, 'search'])}, got {kind!r}"]
     if target not in configs:
         why = "has no valid config.pbtxt" if (version.parent.parent / str(target)).is_dir() else \
             "is not a model of this repository"
@@ -236,4 +238,38 @@ def _check_loop(config, configs: dict, version: Path) -> list[str]:
     target_inputs = [t.name for t in configs[target].input]
     if target_inputs != [t["name"] for t in meta["inputs"]]:
         problems.append(f"parameters target_model: {target}'s inputs {target_inputs} are not the ones in {TARGET_FILE}")
+    return problems
+
+
+def _check_search(config, configs: dict, version: Path, params: dict) -> list[str]:
+    """The search model: its three models are in the repository, its targets' sidecars read, its index opens
+    and fits the encoder and scorer, and its I/O is the search pipeline's."""
+    from rerankrt.app.triton_search import ROLES, search_io
+    from rerankrt.runtime.search_index import SearchIndex
+
+    missing = [f"parameters {role}_model: {params.get(f'{role}_model')!r} is not a model of this repository"
+               for role in ROLES if params.get(f"{role}_model") not in configs]
+    if missing:
+        return missing
+    try:
+        target = json.loads((version / TARGET_FILE).read_text())
+        metas = {role: check_sidecar(target[role], version / TARGET_FILE) for role in ROLES}
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        return [f"{version / TARGET_FILE} is unreadable ({type(e).__name__}: {e})"]
+    except ModelFileError as e:
+        return [str(e)]
+    inputs, outputs = search_io()
+    problems = _check_loop_numbers(params)
+    for field, tensors, expected in (("input", config.input, inputs), ("output", config.output, outputs)):
+        problems += _compare_io(field, tensors, [loop_tensor_config(t) for t in expected])
+    if config.max_batch_size != 0:
+        problems.append(f"max_batch_size: {config.max_batch_size}, expected 0 (one query per request)")
+    try:
+        store = SearchIndex(params.get("index", "")).store
+        if store is None:
+            raise ModelFileError(f"index {params.get('index')}: holds no re-ranker store")
+        store.check_encoder(metas["encoder"])
+        store.check_scorer(metas["scorer"])
+    except ModelFileError as e:
+        problems.append(f"parameters index: {e}")
     return problems

@@ -11,19 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rerankrt.app.triton_search import search_io
 from rerankrt.models import get_info
 from rerankrt.optional import require
 from rerankrt.runtime.rerankers import released_settings
-from rerankrt.runtime.triton_bls import rerank_io, triton_dims
+from rerankrt.runtime.triton_bls import GraphModel, rerank_io, triton_dims
 
-TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL", "int64": "TYPE_INT64"}
+TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL", "int64": "TYPE_INT64",
+                 "object": "TYPE_STRING"}  # bytes: an encoded query image, gallery names
 
 
 MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx", "python": "model.py"}
 
 
 ADAPTER = '''"""Triton Python-backend adapter written by `rerankrt triton`: {what} is rerankrt's own
-(`rerankrt.runtime.triton_bls`). rerankrt is installed in the Python backend's environment (the NGC
+(`{module}`). rerankrt is installed in the Python backend's environment (the NGC
 container), or `rerankrt serve` names an environment with it in RERANKRT_PYTHON_SITE: its site-packages go
 first on the path, before the interpreter's own (whose numpy 2 the stub would read tensors wrong with)."""
 
@@ -37,7 +39,7 @@ if _SITE and _SITE not in sys.path:
     site.addsitedir(_SITE)  # its .pth files too: an editable rerankrt
     sys.path[:] = [p for p in sys.path if p not in _before] + _before
 
-from rerankrt.runtime.triton_bls import {cls} as TritonPythonModel  # noqa: E402
+from {module} import {cls} as TritonPythonModel  # noqa: E402
 
 __all__ = ["TritonPythonModel"]
 '''
@@ -129,7 +131,12 @@ def served_sidecar(meta: dict, precision: str, file: str) -> dict:
 
 
 def graph_adapter() -> str:
-    return ADAPTER.format(what="the graph model (ONNX Runtime behind rerankrt's feed checks)", cls="GraphModel")
+    return adapter("the graph model (ONNX Runtime behind rerankrt's feed checks)", GraphModel)
+
+
+def adapter(what: str, cls: type) -> str:
+    """The `model.py` of a Python-backend model that is the class `cls` of rerankrt."""
+    return ADAPTER.format(what=what, module=cls.__module__, cls=cls.__name__)
 
 
 #: the longest shortlist a loop model takes by default (the paper's largest S): a request is one query, and
@@ -160,3 +167,19 @@ def loop_config(a: Artifact, max_batch_size: int, instances: int, name: str, ext
 
 def loop_tensor_config(spec) -> dict:
     return {"name": spec.name, "data_type": TRITON_DTYPES[spec.dtype.name], "dims": triton_dims(spec)}
+
+
+def search_config(name: str, index: str, targets: dict[str, Artifact], instances: int, top: int) -> dict:
+    """The ModelConfig of the search model over `index` (an absolute path), calling the repository's
+    extractor, encoder and scorer (`targets` by role) with the scorer's released settings as parameters."""
+    inputs, outputs = search_io()
+    released = released_settings(targets["scorer"].meta)
+    params = {"loop": "search", "index": index, **{f"{role}_model": a.name for role, a in targets.items()},
+              "shortlist": released["shortlist"], "lambda": released["lam"], "gamma": released["gamma"], "top": top}
+    return {
+        "name": name, "backend": "python", "max_batch_size": 0,
+        "input": [loop_tensor_config(t) | ({"optional": True} if t.name == "top" else {}) for t in inputs],
+        "output": [loop_tensor_config(t) for t in outputs],
+        "instance_group": [{"kind": "KIND_CPU", "count": instances}],
+        "parameters": {k: {"string_value": str(v)} for k, v in params.items()},
+    }

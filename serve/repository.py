@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rerankrt import __version__
+from rerankrt.app.search import DEFAULT_TOP, EXTRACTOR, check_extractor_weights
+from rerankrt.app.triton_search import SearchModel
 from rerankrt.errors import ModelFileError
 from rerankrt.models import get_info
 from rerankrt.runtime.artifacts import Artifacts
@@ -43,21 +45,24 @@ from rerankrt.runtime.triton_bls import LOOP_MODELS, TARGET_FILE
 
 from .check import check_repository, served_models
 from .configs import (
-    ADAPTER,
     MAX_SHORTLIST,
     MODEL_FILES,
     PLATFORMS,
     Artifact,
+    adapter,
     graph_adapter,
     loop_config,
     model_config,
     python_config,
     schema,
+    search_config,
     served_sidecar,
 )
 
 #: the file at a repository's root that says rerankrt wrote it: `--force` replaces only such a folder
 MARKER = ".rerankrt-repository"
+#: the search model's name (`--index`)
+SEARCH = "search"
 
 
 def find_artifacts(artifacts: Path, precision: str, models: list[str] | None = None,
@@ -111,10 +116,13 @@ def write_repository(
     stores: list[str] | None = None,
     platform: str = "production",
     max_shortlist: int = MAX_SHORTLIST,
+    index: str | os.PathLike | None = None,
 ) -> Path:
     """Write and validate the repository; `out` appears only once the whole repository checks out.
     `stores`: AMES database stores; each one's variant re-ranks from it (`<variant>_rerank`). `platform`:
-    "production" (onnxruntime_onnx / tensorrt_plan) or "python" (graphs as Python-backend models)."""
+    "production" (onnxruntime_onnx / tensorrt_plan) or "python" (graphs as Python-backend models).
+    `index`: a search index; the `search` model searches it through the repository's extractor, encoder
+    and scorer."""
     if platform not in PLATFORMS:
         raise ValueError(f"--platform: expected one of {', '.join(PLATFORMS)}, got {platform!r}")
     artifacts, out = Path(artifacts), Path(out)
@@ -128,7 +136,9 @@ def write_repository(
         raise NotADirectoryError(f"--out: {out} is a file, expected a repository folder")
     found = find_artifacts(artifacts, precision, models, platform)
     loops = _loops(found, stores or [])
-    inputs = [artifacts, *(a.path for a in found), *(s.path for _, _, s in loops.values() if s)]
+    search = _search_targets(found, Path(index)) if index is not None else None
+    inputs = [artifacts, *(a.path for a in found), *(s.path for _, _, s in loops.values() if s),
+              *([index] if index is not None else [])]
     check_outputs([out], inputs, force=True)
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -167,12 +177,14 @@ def write_repository(
             _write_config(folder, loop)
             (folder / "1").mkdir()
             kind = a.meta["loop"]
-            adapter = ADAPTER.format(what=f"the {kind} loop", cls=LOOP_MODELS[kind].__name__)
-            (folder / "1" / "model.py").write_text(adapter)
+            (folder / "1" / "model.py").write_text(adapter(f"the {kind} loop", LOOP_MODELS[kind]))
             target = {"precision": a.precision, "sidecar": a.meta, **({"encoder": encoder.meta} if encoder else {})}
             (folder / "1" / TARGET_FILE).write_text(json.dumps(target, indent=2) + "\n")
             log(f"{name}: the {kind} loop over {a.name}" + (f" from the store {store.path}" if store else "")
                 + " (Python backend, BLS)")
+        if search is not None:
+            _write_search(staging / SEARCH, Path(index).resolve(), search, instances)  # type: ignore[arg-type]
+            log(f"{SEARCH}: {index} through {', '.join(a.name for a in search.values())} (Python backend, BLS)")
         problems = check_repository(staging)
         if problems:
             raise ModelFileError("the generated repository does not validate:\n  " + "\n  ".join(problems))
@@ -180,6 +192,39 @@ def write_repository(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _search_targets(found: list[Artifact], index: Path) -> dict[str, Artifact]:
+    """{role: artifact} of the models the search model calls: the extractor, and the encoder and scorer of
+    the index's re-ranker; refused when one is not exported or does not fit the index."""
+    from rerankrt.runtime.extraction import weights_record
+    from rerankrt.runtime.search_index import SearchIndex
+
+    opened = SearchIndex(index)
+    if opened.store is None:
+        raise ModelFileError(f"--index: {index} holds no re-ranker store (build it with --model)")
+    by_name = {a.name: a for a in found}
+    names = dict(zip(("extractor", "encoder", "scorer"), (EXTRACTOR, *get_info(opened.store.model).store),
+                     strict=True))
+    missing = [n for n in names.values() if n not in by_name]
+    if missing:
+        raise ModelFileError(f"--index: the search model needs {' and '.join(missing)} in --artifacts (export "
+                             f"them with `rerankrt export`)")
+    targets = {role: by_name[name] for role, name in names.items()}
+    opened.store.check_encoder(targets["encoder"].meta)
+    opened.store.check_scorer(targets["scorer"].meta)
+    if opened.extractor is not None:
+        check_extractor_weights(weights_record(targets["extractor"].meta), opened.extractor,
+                                f"--index: {targets['extractor'].path}")
+    return targets
+
+
+def _write_search(folder: Path, index: Path, targets: dict[str, Artifact], instances: int) -> None:
+    _write_config(folder, search_config(SEARCH, str(index), targets, instances, DEFAULT_TOP))
+    (folder / "1").mkdir()
+    (folder / "1" / "model.py").write_text(adapter("the search pipeline", SearchModel))
+    target = {"precision": targets["scorer"].precision, **{role: a.meta for role, a in targets.items()}}
+    (folder / "1" / TARGET_FILE).write_text(json.dumps(target, indent=2) + "\n")
 
 
 def _loops(found: list[Artifact], stores: list[str]) -> dict[str, tuple]:

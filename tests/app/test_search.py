@@ -303,3 +303,36 @@ def test_searcher_from_rerankrt_runs_without_torch(world, ort_index):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {"torch": False, "rows": read_nn(reranked)[1][1].tolist()}
+
+
+def test_the_triton_repository_gets_a_search_model(world, ort_index, tmp_path, capsys):
+    """`rerankrt triton --index`: a `search` model over the index and the repository's extractor, encoder and
+    scorer, validated offline; refused without the extractor, and reported by --check once the index moves
+    (the real server's answers: tests/serve/test_server.py)."""
+    import shutil
+
+    from rerankrt.serve.check import check_repository
+
+    _, _, index, _ = ort_index
+    repo = tmp_path / "repo"
+    common = ["triton", "--artifacts", str(world["art"]), "--precision", "fp32", "--platform", "python"]
+    assert main([*common, "--models", "ames-dist-encoder,ames-dist-scorer", "--index", str(index),
+                 "--out", str(repo)]) == 2
+    assert ("rerankrt triton: error: --index: the search model needs dinov2-extractor in --artifacts (export them "
+            "with `rerankrt export`)") in capsys.readouterr().err
+    assert main([*common, "--index", str(index), "--out", str(repo)]) == 0
+    assert sorted(p.name for p in repo.iterdir()) == [".rerankrt-repository", "ames-dist-encoder", "ames-dist-scorer",
+                                                      "dinov2-extractor", "search"]
+    config = (repo / "search" / "config.pbtxt").read_text()
+    for line in ('name: "query"', "data_type: TYPE_STRING", "optional: true", f'string_value: "{index.resolve()}"',
+                 'key: "extractor_model"', 'string_value: "dinov2-extractor"'):
+        assert line in config, line
+    assert "from rerankrt.app.triton_search import SearchModel" in (repo / "search" / "1" / "model.py").read_text()
+    assert check_repository(repo) == []
+    moved = tmp_path / "moved"
+    shutil.move(index, moved)
+    try:
+        assert check_repository(repo) == [f"{repo / 'search' / 'config.pbtxt'}: parameters index: index "
+                                          f"{index.resolve()}: no such folder"]
+    finally:
+        shutil.move(moved, index)

@@ -78,7 +78,37 @@ def artifacts(tmp_path_factory):
     write_local(out / "gallery.hdf5", desc, np.arange(50) >= rng.integers(1, 51, 30)[:, None])
     with TorchBackend("ames-dist-encoder", checkpoint=out / "dist.pt") as encoder:
         build_store(encoder, out / "gallery.hdf5", out / "store")
+        _search_index(out, encoder)
     return out
+
+
+#: the extractor at AMES's 768-d descriptors and one block: what the search model drives here
+EXTRACTOR_768 = {"embed_dim": 768, "depth": 1, "num_heads": 12, "mlp_dim": 256}
+
+
+def _search_index(out: Path, encoder) -> None:
+    """The extractor exported beside the models, six gallery photos extracted through it (ONNX Runtime) and
+    their search index (`out/index`), the query photos in `out/queries`: 112 × 84 px, so that no resize
+    runs (the server's OpenCV is another version than this one)."""
+    cv2 = pytest.importorskip("cv2", reason="OpenCV (images extra) is not installed")
+    from rerankrt.export.onnx_export import export_model
+    from rerankrt.runtime.artifacts import open_backend
+    from rerankrt.runtime.extraction import extract, image_list
+    from rerankrt.runtime.search_index import build_index
+
+    export_model("dinov2-extractor", out_dir=out, precision="fp32", **EXTRACTOR_768)
+    rng = np.random.default_rng(2)
+    for folder, count in (("gallery", 6), ("queries", 2)):
+        (out / folder).mkdir()
+        for i in range(count):
+            y, x = np.mgrid[0:112, 0:84]
+            base = np.stack([np.sin(x / (4 + i) + c) * np.cos(y / (7 + c)) for c in range(3)], -1) * 90 + 128
+            cv2.imwrite(str(out / folder / f"{folder[0]}{i}.png"),
+                        np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8))
+    (out / "data").mkdir()
+    with open_backend(out / "dinov2-extractor.onnx", backend="ort", log=lambda m: None) as extractor:
+        extract(extractor, image_list(out / "gallery"), out / "data", "gallery", 112, 50)
+    build_index(encoder, out / "data", out / "index")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +118,8 @@ def server(artifacts, tmp_path_factory):
     env = _serve_env()
     repo = tmp_path_factory.mktemp("serve") / "repo"
     assert main(["triton", "--artifacts", str(artifacts), "--out", str(repo), "--precision", "fp32",
-                 "--store", str(artifacts / "store"), "--queue-delay-us", str(QUEUE_DELAY_US),
+                 "--store", str(artifacts / "store"), "--index", str(artifacts / "index"),
+                 "--queue-delay-us", str(QUEUE_DELAY_US),
                  "--max-shortlist", str(MAX_SHORTLIST)]) == 0
     process, ports, ready = _start(repo, env)
     yield process, ports, ready
@@ -169,8 +200,8 @@ def _locore_query(rng, n: int = 24) -> dict:
 
 def test_every_model_loads_and_is_ready(server):
     process, ports, ready = server
-    models = ["ames", "ames-dist-encoder", "ames-dist-scorer", "ames-dist_rerank", "ames_rerank", "locore",
-              "locore_rerank"]
+    models = ["ames", "ames-dist-encoder", "ames-dist-scorer", "ames-dist_rerank", "ames_rerank", "dinov2-extractor",
+              "locore", "locore_rerank", "search"]
     assert ready == (f"rerankrt serve: ready: {len(models)} models ({', '.join(models)}) on 127.0.0.1: "
                      f"http {ports['http']}, grpc {ports['grpc']}, metrics {ports['metrics']}")
     client = _grpc(server)
@@ -213,6 +244,35 @@ def test_loops_equal_the_runtime_in_process(server, artifacts, protocol):
     np.testing.assert_allclose(got["scores"], expected.scores, rtol=1e-6)
 
 
+def _search(module, client, image: bytes, top: int | None = None):
+    inputs = [module.InferInput("query", [1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([image], np.object_))
+    if top is not None:
+        inputs.append(module.InferInput("top", [1], "INT64"))
+        inputs[1].set_data_from_numpy(np.array([top], np.int64))
+    result = client.infer("search", inputs)
+    return {o: result.as_numpy(o) for o in ("index", "image", "score", "global")}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_search_equals_the_searcher_in_process(server, artifacts, protocol):
+    """One encoded photo per request: the extractor, the first stage and AMES-dist from the index by BLS give
+    `Searcher`'s hits (rows, names, fused scores); `top` defaults to the model's parameter."""
+    from rerankrt.app.search import Searcher
+
+    module, client = (grpcclient, _grpc(server)) if protocol == "grpc" else (httpclient, _http(server))
+    with Searcher(artifacts / "index", artifacts=artifacts, backend="ort") as searcher:
+        for query in sorted((artifacts / "queries").iterdir()):
+            got = _search(module, client, query.read_bytes(), top=4)
+            hits = searcher.search(query, top=4).hits
+            assert got["index"].tolist() == [h.index for h in hits]
+            assert [n.decode() for n in got["image"]] == [h.image for h in hits]
+            np.testing.assert_allclose(got["score"], [h.score for h in hits], rtol=1e-5)
+            np.testing.assert_allclose(got["global"], [h.global_ for h in hits], rtol=1e-5)
+        assert [h.score for h in hits] != [h.global_ for h in hits]  # re-ranked: the comparison can fail
+    assert len(_search(module, client, query.read_bytes())["index"]) == 6  # top 10, clamped to the gallery
+
+
 def test_dynamic_batching_batches_concurrent_requests(server):
     """Eight concurrent 4-pair requests to `ames` within the queue delay: the server's statistics show
     executions of more than one request's pairs."""
@@ -239,6 +299,19 @@ BAD = [
     ("ames-dist_rerank", lambda q: {**q, "shortlist": np.array([3, 30], np.int64), "global_sim": q["global_sim"][:2]},
      "image indices must be in [0, 30), got [30]"),
 ]
+
+
+def test_a_bad_search_request_gets_an_error_naming_the_query(server, artifacts):
+    from tritonclient.utils import InferenceServerException
+
+    client = _grpc(server)
+    photo = (artifacts / "queries" / "q0.png").read_bytes()
+    for data, top, message in ((b"not an image", None, "query: OpenCV cannot read it"),
+                               (photo, 0, "top: expected a positive number of images, got 0")):
+        with pytest.raises(InferenceServerException) as e:
+            _search(grpcclient, client, data, top)
+        assert message in e.value.message()
+    assert len(_search(grpcclient, client, photo, 3)["index"]) == 3 and client.is_server_ready()
 
 
 @pytest.mark.parametrize(("model", "edit", "message"), BAD, ids=["shape", "dtype", "nan", "oversized", "index"])
@@ -361,8 +434,8 @@ def test_sigterm_under_load_answers_or_fails_every_request_and_leaves_nothing(se
     process, ports, _ = server
     server_pid = _tritonserver(server)
     stubs = _pids("triton_python_backend_stub", str(server_pid))
-    assert len(stubs) == 7
     client = _grpc(server)
+    assert len(stubs) == len(client.get_model_repository_index().models)  # every model on the Python backend
     rng = np.random.default_rng(2)
     done: dict[int, str] = {}
     finished = threading.Event()
