@@ -105,7 +105,10 @@ class Searcher:
     engine of an artifacts folder where one was built, else the ONNX graph, and the torch backend where a
     checkpoint is given without `artifacts`. `checkpoint` and `detector` are the torch extractor's files,
     `rerank_checkpoint` the torch re-ranker's. `rerank`: the index's re-ranker (default), or None for the
-    first stage alone. `imsize` and `topk`: the query extraction's, default the gallery's. `models`: entered
+    first stage alone. `imsize` and `topk`: the query extraction's, default the gallery's. An index whose
+    first stage is RAML's (`index build --first-stage raml`) describes the query's global vector with RAML's
+    224-px student (`raml_checkpoint`: its torch weights; else the artifacts' `raml` graph), and runs the
+    DINOv2 extractor only for the re-ranker's local descriptors: with `rerank=None`, not at all. `models`: entered
     backends by model name that the caller owns and closes (Triton's BLS backends), used instead of opening
     those models; they are checked against the index all the same."""
 
@@ -113,13 +116,16 @@ class Searcher:
                  precision: str = "fp32", device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  detector: str | os.PathLike | None = None, rerank_checkpoint: str | os.PathLike | None = None,
                  rerank: str | None = "index", imsize: int | None = None, topk: int | None = None,
-                 log: Callable[[str], None] = lambda message: None, models: dict | None = None) -> None:
+                 log: Callable[[str], None] = lambda message: None, models: dict | None = None,
+                 raml_checkpoint: str | os.PathLike | None = None) -> None:
         self.index = SearchIndex(index)
         self.models = dict(models or {})
         self.log = log
         self._open: dict[str, Any] = {"backend": backend, "artifacts": artifacts, "precision": precision,
                                       "device": device, "log": log}
         self._extractor_files = {"checkpoint": checkpoint, "parts": {"detector": detector} if detector else None}
+        self._raml_checkpoint = raml_checkpoint
+        self.raml = None
         extraction = self.index.extractor or DEFAULT_EXTRACTION
         self.imsize = _positive("imsize", imsize) if imsize is not None else int(extraction["imsize"])
         self.topk = _positive("topk", topk) if topk is not None else int(extraction["topk"])
@@ -162,6 +168,18 @@ class Searcher:
             self.extractor = backend
         return self.extractor
 
+    def _raml(self):
+        """RAML's query encoder for an index with RAML's first stage, opened on the first query: torch with
+        `raml_checkpoint` (as `extract --raml-checkpoint`), else `backend` over the artifacts."""
+        if self.raml is None:
+            from rerankrt.runtime.images import RamlEncoder
+
+            kind = "torch" if self._raml_checkpoint else self._open["backend"]
+            backend = self.models.get("raml") or self._stack.enter_context(open_model(
+                "raml", checkpoint=self._raml_checkpoint, flag="--raml-checkpoint", **(self._open | {"backend": kind})))
+            self.raml = RamlEncoder(backend)
+        return self.raml
+
     def check_extractor(self, have: dict) -> None:
         """Refuse query descriptors made by other weights (`have`: `weights_record` of the extractor, or an
         extraction record's `extractor`) than the gallery's, naming both; a gallery of published files
@@ -198,10 +216,15 @@ class Searcher:
             pixels, label = image, name or "image"
         else:
             pixels, label = read_image(image), name or Path(image).name
+        raml = self.index.desc == "raml"
+        vector = self._raml().encode([np.ascontiguousarray(pixels[:, :, ::-1])])[0] if raml else None
+        if vector is not None and self.model is None:  # RAML's first stage alone: no local descriptors
+            return QueryDescriptors(vector, np.zeros((0, 0), np.float32), np.zeros(0, bool), label)
         backend = self._extractor()
         done = extract_window(backend, [preprocess(pixels, self.imsize, backend.config, name=label)], self.topk, 1)
         rows = done.rows[0]
-        return QueryDescriptors(done.global_[0], rows[:, META_COLUMNS:], rows[:, COL_MASK] != 0, label)
+        return QueryDescriptors(done.global_[0] if vector is None else vector, rows[:, META_COLUMNS:],
+                                rows[:, COL_MASK] != 0, label)
 
     def _sizes(self, top: int, shortlist: int | None, reranking: bool) -> tuple[int, int]:
         n = self.index.images
@@ -254,12 +277,17 @@ class Searcher:
         if query.global_.shape != (d,):
             raise InputError(f"query {query.name}: expected a global vector [{d}] (the index's), got "
                              f"{list(query.global_.shape)}")
-        local_dim = self.index.store.manifest["descriptor_dim"] if self.index.store is not None else d
+        if not np.isfinite(query.global_).all():
+            raise InputError(f"query {query.name}: NaN or infinite values in its global vector")
+        if self.model is None:  # the first stage alone reads no local descriptors
+            return
+        assert self.index.store is not None
+        local_dim = self.index.store.manifest["descriptor_dim"]
         if query.desc.ndim != 2 or query.desc.shape[1] != local_dim or query.mask.shape != query.desc.shape[:1]:
             raise InputError(f"query {query.name}: expected local descriptors [n, {local_dim}] and a mask [n], got "
                              f"{list(query.desc.shape)} and {list(query.mask.shape)}")
-        if not (np.isfinite(query.global_).all() and np.isfinite(query.desc).all()):
-            raise InputError(f"query {query.name}: NaN or infinite descriptors")
+        if not np.isfinite(query.desc).all():
+            raise InputError(f"query {query.name}: NaN or infinite local descriptors")
         if query.mask.all():
             raise InputError(f"query {query.name}: every local descriptor is padding (an image with none)")
 
@@ -268,15 +296,18 @@ class Searcher:
         return [self.search(q, top=top, **settings) for q in queries]
 
 
-def query_descriptors(folder: str | os.PathLike, desc: str = "dinov2") -> tuple[list[QueryDescriptors], dict | None]:
-    """Every query of a dataset folder in the official layout (`{desc}_query_local.hdf5` and
-    `{desc}_query_global.pt`), named by its extraction record where there is one; and that record's
-    extractor (None without one), for `Searcher.check_extractor`."""
+def query_descriptors(folder: str | os.PathLike, desc: str = "dinov2", first_stage: str | None = None,
+                      dim: int | None = None) -> tuple[list[QueryDescriptors], dict | None]:
+    """Every query of a dataset folder in the official layout (`{desc}_query_local.hdf5` and the globals
+    `{first_stage}_query_global.pt` of dimension `dim`, default `desc`'s and the locals'), named by its
+    extraction record where there is one; and that record's extractor (None without one), for
+    `Searcher.check_extractor`."""
     layout = DatasetLayout(Path(folder), desc)
+    globals_path = DatasetLayout(Path(folder), first_stage or desc).global_("query")
     with LocalDescriptorFile(layout.local("query")) as f:
         local = f.read(np.arange(f.num_images))
-        vectors = np.asarray(read_global(layout.global_("query"), f.dim))
-        f.check_globals(vectors, layout.global_("query"))
+        vectors = np.asarray(read_global(globals_path, dim or f.dim))
+        f.check_globals(vectors, globals_path)
     record = read_record(layout, "query", len(vectors))
     names: Sequence[str | None] = record["images"] if record else [None] * len(vectors)
     queries = [QueryDescriptors(vectors[i], local.desc[i], local.mask[i], names[i] or f"query {i}")

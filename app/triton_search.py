@@ -22,8 +22,15 @@ from rerankrt.runtime.triton_bls import TARGET_FILE, BlsBackend
 
 from .search import Searcher
 
-#: the models the search model calls, by role: its parameters name them (`<role>_model`)
+#: the models the search model calls, by role: its parameters name them (`<role>_model`); an index with
+#: RAML's first stage adds RAML's query encoder (`raml_model`)
 ROLES = ("extractor", "encoder", "scorer")
+RAML_ROLE = "raml"
+
+
+def roles(params: dict) -> list[str]:
+    """The roles a search model's parameters name."""
+    return [*ROLES, *([RAML_ROLE] if f"{RAML_ROLE}_model" in params else [])]
 
 
 def search_io() -> tuple[list[IOSpec], list[IOSpec]]:
@@ -56,7 +63,7 @@ class SearchModel:
         target = json.loads((version_dir / TARGET_FILE).read_text())
         p = self.params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.backends = [BlsBackend(pb_utils, p[f"{role}_model"], target[role], target["precision"]).__enter__()
-                         for role in ROLES]
+                         for role in roles(p)]
         self.searcher = Searcher(p["index"], models={b.model_name: b for b in self.backends})
         self.settings: dict[str, Any] = {"shortlist": int(p["shortlist"]), "lam": float(p["lambda"]),
                                          "gamma": float(p["gamma"])}

@@ -221,8 +221,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
             from rerankrt.models import TorchBackend
             from rerankrt.runtime.images import RamlEncoder
 
-            raml = RamlEncoder(stack.enter_context(TorchBackend("raml", device=args.device,
-                                                                checkpoint=args.raml_checkpoint)))
+            raml_backend = stack.enter_context(TorchBackend("raml", device=args.device,
+                                                            checkpoint=args.raml_checkpoint))
+            # RAML's deployment: the gallery by the teacher at its 448 px, queries by the student at 224
+            size = raml_backend.config["teacher_size"] if args.split == "gallery" else None
+            raml = RamlEncoder(raml_backend, size)
         out.mkdir(parents=True, exist_ok=True)
         written = extract(backend, images, out, args.split, args.imsize, args.topk, boxes, args.batch, raml=raml,
                           progress=lambda done, total: progress("extracting", done, total))
@@ -263,7 +266,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     encoder = get_info(args.model).store[0]
     with _backend_for(args, args.precision, encoder) as backend:  # an --out over --data: refused in main
-        out = build_index(backend, args.data, args.out, args.desc, args.db_descriptors, args.force, log=_log)
+        out = build_index(backend, args.data, args.out, args.desc, args.db_descriptors, args.force, log=_log,
+                          first_stage=args.first_stage)
     info = index_info(out)
     _log(f"wrote {out}: {info['images']} images, {info['bytes_per_image']:.1f} bytes per image "
          f"({info['bytes_per_image_by_part']['store']:.1f} of them the store)")
@@ -281,9 +285,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     rerank = None if args.rerank == "none" else args.rerank or "index"
     settings = {"top": args.top, "shortlist": args.shortlist, "lam": args.lam, "gamma": args.gamma}
     with Searcher(args.index, args.artifacts, args.backend, args.precision, args.device, args.checkpoint,
-                  args.detector, args.rerank_checkpoint, rerank, args.imsize, log=_log) as searcher:
+                  args.detector, args.rerank_checkpoint, rerank, args.imsize, log=_log,
+                  raml_checkpoint=args.raml_checkpoint) as searcher:
         if args.queries:
-            queries, extractor = query_descriptors(args.queries, args.desc)
+            queries, extractor = query_descriptors(args.queries, args.desc, searcher.index.desc, searcher.index.dim)
             if extractor is not None:
                 searcher.check_extractor(extractor)
         else:
@@ -474,7 +479,8 @@ def _gallery_files(args: argparse.Namespace) -> list:
     from rerankrt.runtime.dataset_layout import DatasetLayout
 
     layout = DatasetLayout(Path(args.data), args.desc)
-    return [layout.local("gallery"), layout.global_("gallery"), layout.images("gallery")]
+    first = DatasetLayout(Path(args.data), args.first_stage or args.desc)
+    return [layout.local("gallery"), first.global_("gallery"), layout.images("gallery")]
 
 
 def _in_data(name: str):
@@ -626,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.input("--checkpoint", help="torch backend: dinov2_vitb14_reg4_pretrain.pth (picked by --backend auto "
                                  "without --artifacts)")
     f.input("--detector", help="torch backend: dinov2_detector.pt")
-    f.input("--raml-checkpoint", help="also RAML's global vectors (raml_SPLIT_global.pt), torch backend")
+    f.input("--raml-checkpoint", help="also RAML's global vectors (raml_SPLIT_global.pt), torch backend: the "
+                                      "448-px teacher's checkpoint for the gallery, the 224-px student's for queries")
     p.add_argument("--batch", type=int, default=8, help="images of one size per backend call (default 8)")
     f.value("--device", default="cpu")
     p.add_argument("--force", action="store_true", help="replace the files of this split")
@@ -661,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported encoder")
     f.value("--device", default="cpu")
     q.add_argument("--db-descriptors", type=int, help="descriptors kept per image (default: released, 50)")
+    f.value("--first-stage", metavar="DESC", help="whose gallery globals are the first stage (default --desc; raml: "
+                                                  "RAML's teacher vectors, raml_gallery_global.pt)")
     f.output("--out", required=True, help="the index folder to write")
     q.add_argument("--force", action="store_true", help="replace an existing index (or store)")
     q.set_defaults(run=cmd_index)
@@ -685,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.input("--checkpoint", help="torch backend: the extractor's dinov2_vitb14_reg4_pretrain.pth")
     f.input("--detector", help="torch backend: the extractor's dinov2_detector.pt")
     f.input("--rerank-checkpoint", help="torch backend: the re-ranker's checkpoint")
+    f.input("--raml-checkpoint", help="an index with RAML's first stage: the 224-px student's checkpoint (torch)")
     f.value("--rerank", help="the index's re-ranker (default) or none: the first stage alone")
     p.add_argument("--shortlist", type=int, help="images re-ranked per query (default: released, AMES 100)")
     p.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"results per query (default {DEFAULT_TOP})")

@@ -218,7 +218,7 @@ def extraction_record(backend, split: str, names: Sequence[str], imsize: int, to
     return {"format": RECORD_FORMAT, "split": split, "images": list(names),
             "extractor": weights_record(backend.meta) | {"imsize": imsize, "topk": topk,
                                                          "precision": backend.precision},
-            "raml": weights_record(raml.backend.meta) if raml is not None else None}
+            "raml": weights_record(raml.backend.meta) | {"imsize": raml.size} if raml is not None else None}
 
 
 def extract(backend, images: Sequence[Path], out: str | os.PathLike, split: str, imsize: int, topk: int,

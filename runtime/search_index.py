@@ -1,8 +1,9 @@
 """A search index: everything a search reads of the gallery, in one folder (numpy only).
 
-    manifest.json   format, images, the first stage (exact cosine over the globals: their prefix, dimension
-                    and file), the extractor that described the gallery (model, checkpoint and part hashes,
-                    imsize, topk, precision; null when the folder had no `{desc}_gallery_images.json`),
+    manifest.json   format, images, the first stage (exact cosine over the globals: their prefix, dimension,
+                    file and the weights that made them: DINOv2's, or RAML's teacher's), the extractor that
+                    described the gallery (model, checkpoint and part hashes, imsize, topk, precision; null
+                    when the folder had no `{desc}_gallery_images.json`),
                     the re-ranker (model, store folder, checkpoint hash), the source folder, built_at
     globals.f32     [images, D] float32, the gallery's L2-normalised global vectors, row = gallery index
     names.json      [images] the gallery's image names (null each when the extraction recorded none)
@@ -172,10 +173,27 @@ def check_target(out: str | os.PathLike, force: bool) -> None:
         raise FileExistsError(f"--out: {out} exists and is not an index; refusing to replace it")
 
 
+def _gallery_vectors(path: Path, images: int, dim: int | None) -> np.memmap:
+    """The raw float32 globals of the gallery's `images` images; `dim` None: read off the file's size (RAML's
+    512-d beside DINOv2's 768-d locals)."""
+    if dim is None:
+        size = path.stat().st_size if path.is_file() else 0
+        if size == 0 or size % (4 * images):
+            raise DescriptorFileError(f"{path}: {size} bytes are no [{images}, D] float32 global vectors of the "
+                                      f"gallery's {images} images" if path.is_file() else f"{path}: no such file")
+        dim = size // (4 * images)
+    vectors = read_global(path, dim)
+    if len(vectors) != images:
+        raise DescriptorFileError(f"{path}: {len(vectors)} global vectors for the gallery's {images} images (files "
+                                  f"of different extractions?)")
+    return vectors
+
+
 def build_index(encoder, data: str | os.PathLike, out: str | os.PathLike, desc: str = "dinov2",
                 descriptors: int | None = None, force: bool = False,
-                log: Callable[[str], None] = lambda message: None) -> Path:
-    """An index of the gallery of the dataset folder `data`: its globals as the first stage, its locals
+                log: Callable[[str], None] = lambda message: None, first_stage: str | None = None) -> Path:
+    """An index of the gallery of the dataset folder `data`: its globals as the first stage (`first_stage`:
+    another prefix's, e.g. RAML's teacher vectors `raml_gallery_global.pt`; default `desc`), its locals
     encoded into a store by an entered AMES `encoder` (its first `descriptors` each, default released), its
     names and extractor from the extraction record."""
     layout = DatasetLayout(Path(data), desc)
@@ -184,23 +202,25 @@ def build_index(encoder, data: str | os.PathLike, out: str | os.PathLike, desc: 
         images, dim = f.num_images, f.dim
     if images == 0:
         raise InputError(f"{layout.local('gallery')}: holds no images")
-    vectors = read_global(layout.global_("gallery"), dim)
-    if len(vectors) != images:
-        raise DescriptorFileError(f"{layout.global_('gallery')}: {len(vectors)} global vectors for the {images} "
-                                  f"images of {layout.local('gallery')} (files of different extractions?)")
+    first_stage = first_stage or desc
+    globals_path = DatasetLayout(Path(data), first_stage).global_("gallery")
+    vectors = _gallery_vectors(globals_path, images, dim if first_stage == desc else None)
     record = read_record(layout, "gallery", images)
+    encoded_by = (record or {}).get("extractor" if first_stage == desc else first_stage)
     return write_index(out, vectors, lambda path: ames_store.build_store(encoder, layout.local("gallery"), path,
                                                                          descriptors, log=log),
                        record["images"] if record else None, record["extractor"] if record else None,
-                       {"path": str(layout.root.resolve()), "desc": desc}, desc, str(layout.global_("gallery")))
+                       {"path": str(layout.root.resolve()), "desc": desc}, first_stage, str(globals_path),
+                       encoded_by)
 
 
 def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callable[[Path], Path],
                 names: list | None = None, extractor: dict | None = None, source: dict | None = None,
-                desc: str = "dinov2", what: str = "global vectors") -> Path:
-    """An index at `out` from gallery `vectors` [N, D] (copied in chunks, checked finite), the store that
-    `make_store(path)` writes at `path` (for the same N images), the gallery's names and extractor record;
-    assembled in a staging folder and swapped in."""
+                desc: str = "dinov2", what: str = "global vectors", encoded_by: dict | None = None) -> Path:
+    """An index at `out` from gallery `vectors` [N, D] (copied in chunks, checked finite; `desc`: their prefix,
+    `encoded_by`: the weights record of what made them), the store that `make_store(path)` writes at `path`
+    (for the same N images), the gallery's names and extractor record; assembled in a staging folder and
+    swapped in."""
     images, dim = vectors.shape
     staging = staging_folder(out)
     try:
@@ -217,7 +237,8 @@ def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callabl
         (staging / NAMES).write_text(json.dumps(names if names is not None else [None] * images) + "\n")
         manifest = {
             "format": FORMAT, "images": images,
-            "first_stage": {"kind": "exact", "metric": "cosine", "desc": desc, "dim": dim, "file": GLOBALS},
+            "first_stage": {"kind": "exact", "metric": "cosine", "desc": desc, "dim": dim, "file": GLOBALS,
+                            "encoded_by": encoded_by},
             "names": NAMES, "extractor": extractor,
             "rerank": {"model": store.model, "store": STORE,
                        "checkpoint_sha256": store.manifest["checkpoint_sha256"]},

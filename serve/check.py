@@ -244,16 +244,16 @@ def _check_loop(config, configs: dict, version: Path) -> list[str]:
 def _check_search(config, configs: dict, version: Path, params: dict) -> list[str]:
     """The search model: its three models are in the repository, its targets' sidecars read, its index opens
     and fits the encoder and scorer, and its I/O is the search pipeline's."""
-    from rerankrt.app.triton_search import ROLES, search_io
+    from rerankrt.app.triton_search import roles, search_io
     from rerankrt.runtime.search_index import SearchIndex
 
     missing = [f"parameters {role}_model: {params.get(f'{role}_model')!r} is not a model of this repository"
-               for role in ROLES if params.get(f"{role}_model") not in configs]
+               for role in roles(params) if params.get(f"{role}_model") not in configs]
     if missing:
         return missing
     try:
         target = json.loads((version / TARGET_FILE).read_text())
-        metas = {role: check_sidecar(target[role], version / TARGET_FILE) for role in ROLES}
+        metas = {role: check_sidecar(target[role], version / TARGET_FILE) for role in roles(params)}
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
         return [f"{version / TARGET_FILE} is unreadable ({type(e).__name__}: {e})"]
     except ModelFileError as e:

@@ -206,6 +206,8 @@ def _search_targets(found: list[Artifact], index: Path) -> dict[str, Artifact]:
     by_name = {a.name: a for a in found}
     names = dict(zip(("extractor", "encoder", "scorer"), (EXTRACTOR, *get_info(opened.store.model).store),
                      strict=True))
+    if opened.desc == "raml":  # RAML's first stage: the student describes the query's global vector
+        names["raml"] = "raml"
     missing = [n for n in names.values() if n not in by_name]
     if missing:
         raise ModelFileError(f"--index: the search model needs {' and '.join(missing)} in --artifacts (export "

@@ -29,7 +29,9 @@ class RamlConfig:
 
 
 def export_spec(cfg: RamlConfig, name: str) -> ExportSpec:
-    size = cfg.student_size
+    """Square images from the student's size (queries, opt) to the teacher's (the database: the same
+    architecture with the teacher's checkpoint describes the gallery at 448)."""
+    size, teacher = cfg.student_size, cfg.teacher_size
 
     def make(shape: Shape, rng: np.random.Generator, one_query: bool) -> dict[str, np.ndarray]:
         # ImageNet-normalised pixels: roughly standard normal.
@@ -39,10 +41,11 @@ def export_spec(cfg: RamlConfig, name: str) -> ExportSpec:
         model=name,
         inputs=(TensorSpec("images", "float", ("batch", 3, "height", "width")),),
         outputs=(TensorSpec("descriptors", "float", ("batch", cfg.output_dim)),),
-        profiles={"batch": Profile(1, 1, 32), "height": Profile(size, size, size), "width": Profile(size, size, size)},
+        profiles={"batch": Profile(1, 1, 32), "height": Profile(size, size, teacher),
+                  "width": Profile(size, size, teacher)},
         trace={"batch": 2, "height": size, "width": size},
         checks=({"batch": 1, "height": size, "width": size}, {"batch": 3, "height": size, "width": size},
-                {"batch": 5, "height": size, "width": size}),
+                {"batch": 2, "height": teacher, "width": teacher}),
         make_inputs=make,
         fp32=Tolerance(1e-4, 1e-3),
         fp16=Tolerance(5e-3, 1e-2),

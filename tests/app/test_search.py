@@ -142,7 +142,7 @@ def test_the_index_holds_the_first_stage_the_store_and_the_names(composed, capsy
     manifest = json.loads((index / "manifest.json").read_text())
     d = 64 if kind == "ort" else 768
     assert manifest["first_stage"] == {"kind": "exact", "metric": "cosine", "desc": "dinov2", "dim": d,
-                                       "file": "globals.f32"}
+                                       "file": "globals.f32", "encoded_by": manifest["extractor"]}
     assert manifest["extractor"]["model"] == "dinov2-extractor"
     assert (manifest["extractor"]["imsize"], manifest["extractor"]["topk"]) == (112, 50)
     assert manifest["rerank"]["model"] == "ames-dist" and manifest["images"] == 10
@@ -336,3 +336,43 @@ def test_the_triton_repository_gets_a_search_model(world, ort_index, tmp_path, c
                                           f"{index.resolve()}: no such folder"]
     finally:
         shutil.move(moved, index)
+
+
+def test_raml_first_stage_equals_the_composed_commands(world, tmp_path, capsys):
+    """An index over RAML's vectors (the gallery by the teacher at 448 px, queries by the student at 224):
+    `search` equals extract --raml-checkpoint → shortlist --desc raml → index build --first-stage raml →
+    rerank --index; with --rerank none the query costs RAML alone (the DINOv2 extractor never opens)."""
+    from weights import RAML_META
+
+    from rerankrt.models import load_model
+
+    raml = tmp_path / "raml.pth"
+    torch.save({"meta": RAML_META, "state_dict": load_model("raml").state_dict()}, raml)
+    ort = ["--backend", "ort", "--artifacts", str(world["art"])]
+    data, index = tmp_path / "data", tmp_path / "index"
+    for split, folder in (("gallery", world["gallery"]), ("query", world["queries"])):
+        assert main(["extract", "--images", str(folder), "--split", split, "--out", str(data), "--imsize", IMSIZE,
+                     "--topk", TOPK, "--batch", "1", "--raml-checkpoint", str(raml), *ort]) == 0
+    assert main(["shortlist", "--data", str(data), "--desc", "raml", "--dim", "512", "--k", "10",
+                 "--out", "nn_raml.pkl"]) == 0
+    assert main(["index", "build", "--model", "ames-dist", "--data", str(data), "--first-stage", "raml",
+                 "--db-descriptors", DB, "--out", str(index), *ort]) == 0
+    assert main(["rerank", "--model", "ames-dist", "--data", str(data), "--nn", "nn_raml.pkl", "--index", str(index),
+                 "--shortlist", str(S), "--out", str(data / "reranked.pkl"), *ort]) == 0
+    first = json.loads((index / "manifest.json").read_text())["first_stage"]
+    assert (first["desc"], first["dim"], first["encoded_by"]["model"], first["encoded_by"]["imsize"]) == \
+        ("raml", 512, "raml", 448)
+    out = tmp_path / "results.json"
+    assert main(["search", "--index", str(index), "--images", str(world["queries"]), "--shortlist", str(S),
+                 "--out", str(out), "--raml-checkpoint", str(raml), *ort]) == 0
+    sims, idx = read_nn(data / "reranked.pkl")
+    for q, result in enumerate(json.loads(out.read_text())["queries"]):
+        assert [h["index"] for h in result["results"]] == idx[q].tolist()
+        np.testing.assert_allclose([h["score"] for h in result["results"]], sims[q], rtol=1e-5, atol=1e-6)
+    first_sims, first_idx = read_nn(data / "nn_raml.pkl")
+    assert first_idx[:, :S].tolist() != idx[:, :S].tolist()  # re-ranked: the comparison can fail
+    with Searcher(index, artifacts=world["art"], backend="ort", raml_checkpoint=raml, rerank=None) as alone:
+        result = alone.search(world["queries"] / "q1.png", top=10)
+        assert alone.extractor is None and result.timing_ms["rerank"] is None
+    assert [h.index for h in result.hits] == first_idx[1].tolist()
+    np.testing.assert_allclose([h.score for h in result.hits], first_sims[1], rtol=1e-5, atol=1e-6)

@@ -413,7 +413,9 @@ def test_query_crops_from_the_ground_truth(artifacts, tmp_path):
 
 
 def test_raml_vectors_beside_the_dinov2_files(artifacts, folder, tmp_path):
-    """One command describes a query for both stages: RAML's 512-d vectors of the same (cropped) images."""
+    """One command describes a query for both stages: RAML's 512-d vectors of the same (cropped) images, at
+    the student's 224 px for queries and the teacher's 448 px for the gallery (RAML's deployment), as the
+    extraction record says."""
     import torch
 
     from rerankrt.models import TorchBackend, load_model
@@ -427,6 +429,16 @@ def test_raml_vectors_beside_the_dinov2_files(artifacts, folder, tmp_path):
     with TorchBackend("raml", checkpoint=tmp_path / "raml.pth") as backend:
         expected = RamlEncoder(backend).encode([read_image(p)[:, :, ::-1].copy() for p in image_list(folder)])
     np.testing.assert_allclose(raml, expected, rtol=1e-5, atol=5e-6)  # unit vectors: entries ≈ 0.04
+    assert _cli(folder, data, artifacts, "--split", "gallery", "--raml-checkpoint", str(tmp_path / "raml.pth")) == 0
+    with TorchBackend("raml", checkpoint=tmp_path / "raml.pth") as backend:
+        teacher = RamlEncoder(backend, 448).encode([read_image(p)[:, :, ::-1].copy() for p in image_list(folder)])
+    np.testing.assert_allclose(read_global(data / "raml_gallery_global.pt", 512), teacher, rtol=1e-5, atol=5e-6)
+    assert np.abs(teacher - expected).max() > 1e-3  # another size: the comparison can fail
+    records = [json.loads((data / f"dinov2_{split}_images.json").read_text())["raml"] for split in ("query", "gallery")]
+    from rerankrt.runtime.sidecar import sha256
+
+    assert records == [{"model": "raml", "checkpoint_sha256": sha256(tmp_path / "raml.pth"), "parts": {},
+                        "imsize": size} for size in (224, 448)]
 
 
 @pytest.mark.parametrize(("extra", "message"), [
