@@ -113,10 +113,18 @@ def markdown(results: dict) -> str:
                   "| of the bound |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['label']} | {r['backend']} | {r['precision']} | {r['shortlist'] or r['batch']} | "
               f"{r['flops'] / 1e9:.2f} | {r['bytes_moved'] / 1e6:.1f} | {r['intensity']:.1f} | "
-              f"{r['gflops_per_s']:.1f} | {r['bound_gflops']:.1f} | {100 * r['roofline_fraction']:.0f} % |"
-              for r in results["results"]]
+              f"{r['gflops_per_s']:.1f} | {r['bound_gflops']:.1f} | {100 * r['roofline_fraction']:.0f} %"
+              f"{' (above the roof)' if r.get('above_roof') else ''} |" for r in results["results"]]
     lines += ["", "MB moved: the inputs, outputs and weights of every call of one query; the bound is "
-                  "min(compute roof, FLOP/byte × memory roof)."]
+                  "min(compute roof, FLOP/byte × memory roof); the roofs are the best of a probe before the cases "
+                  "and one after them."]
+    above = [r for r in results["results"] if r.get("above_roof")]
+    if above:
+        cases = ", ".join(f"{r['label']} {r['backend']}" for r in above)
+        lines += ["", f"Above the roof: {cases}. A case faster "
+                      "than the best probed kernel means the probe missed the machine's peak (its kernels, or "
+                      "the load while it ran) or the FLOP model counts work the backend skips: read those "
+                      "fractions as unknown, not as efficiency."]
     lines += [f"\nskipped: {s['case']}: {s['reason']}" for s in results["skipped"]]
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,8 @@ and its dynamic batches; writes `serve_load.json` and prints a table (the README
 The same server also runs `search` (`rerankrt triton --index`) over a search index of the same gallery
 (the store beside random unit globals, `search_index.write_index`) with the released extractor (random
 weights, FP32 graph): one encoded photo of 640 × 480 px per request, described at 770 px (55 × 41 patches),
-searched, its top 100 re-ranked. Beside it, `Searcher` in process on the same photos.
+searched, its top 100 re-ranked. Beside it, `Searcher` in process on the same photos, with the median of
+each stage (extract, first stage, re-rank).
 """
 
 from __future__ import annotations
@@ -153,13 +154,16 @@ def in_process_search(artifacts: Path, index: Path, requests: list[bytes]) -> di
     from rerankrt.app.search import Searcher
     from rerankrt.runtime.extraction import decode_image
 
-    latencies = []
+    latencies, stages = [], []
     with Searcher(index, artifacts=artifacts, backend="ort") as searcher:
+        searcher.search(decode_image(requests[0]))  # warm, as the server is: the extractor opens on first use
         for data in requests:
             start = time.perf_counter()
-            searcher.search(decode_image(data))
+            stages.append(searcher.search(decode_image(data)).timing_ms)
             latencies.append(time.perf_counter() - start)
-    return {"requests": len(latencies), "throughput_qps": len(latencies) / sum(latencies), **percentiles(latencies)}
+    medians = {k: float(np.median([t[k] for t in stages])) for k in ("extract", "first_stage", "rerank")}
+    return {"requests": len(latencies), "throughput_qps": len(latencies) / sum(latencies), **percentiles(latencies),
+            "stage_medians_ms": medians}
 
 
 def batches(url: str, model: str) -> dict[int, int]:
@@ -250,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "serve_load.json").write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(table(results)))
     print(f"start-up {results['startup_s']:.1f} s; scorer batches {results['scorer_batches']}")
+    if results["search"]:
+        stages = results["search"]["in_process"]["stage_medians_ms"]
+        print("search in process, medians: " + ", ".join(f"{k} {v:,.1f} ms" for k, v in stages.items()))
     return 0
 
 

@@ -108,6 +108,23 @@ def test_roofline_under_its_probed_roofs(run):
         assert r["bytes_moved"] > r["bytes_fed"] > 0  # outputs and weights on top of the inputs
 
 
+def test_a_case_above_its_roof_is_flagged_not_shown_silently(run):
+    """The roofs are the best of a probe before the cases and one after; a case still above its roof (a
+    loaded probe, a FLOP model counting skipped work) is named in the table and under it."""
+    import copy
+
+    from rerankrt.bench.report import markdown
+
+    _, results, _, _ = run
+    assert not any(r["above_roof"] for r in results["results"])
+    edited = copy.deepcopy(results)
+    row = edited["results"][0]
+    row["roofline_fraction"], row["above_roof"] = 1.16, True
+    text = markdown(edited)
+    assert "| 116 % (above the roof) |" in text
+    assert f"Above the roof: {row['label']} {row['backend']}. A case faster than the best probed kernel" in text
+
+
 def test_cases_of_a_size_are_timed_interleaved(run):
     """A, B, C, A, B, C: each round times every case of the size once, so drift hits all of them."""
     _, results, _, order = run
