@@ -399,11 +399,17 @@ def test_a_killed_stub_is_reported_and_a_reload_serves_again(artifacts, tmp_path
         expected = _infer(grpcclient, client, "ames_rerank", q)
         [stub] = _pids("triton_python_backend_stub", "ames_rerank/1/model.py", str(server_pid))
         os.kill(stub, signal.SIGKILL)
-        with pytest.raises(InferenceServerException) as e:
-            for _ in range(50):  # the backend notices the dead stub on the next request
+        errors: list[str] = []
+        for _ in range(50):  # the backend notices the dead stub on the next request (a request in flight at the
+            try:  # kill may see its stream closed first, on a loaded machine)
                 _infer(grpcclient, client, "ames_rerank", q)
-                time.sleep(0.1)
-        assert "stub" in e.value.message().lower(), e.value.message()
+            except InferenceServerException as e:
+                errors.append(e.message())
+                if "stub" in e.message().lower():
+                    break
+            time.sleep(0.1)
+        assert any("stub" in m.lower() for m in errors), errors
+        assert process.poll() is None and client.is_server_live()  # the server itself is still up
         client.load_model("ames_rerank")
         assert client.is_model_ready("ames_rerank")
         again = _infer(grpcclient, client, "ames_rerank", q)
