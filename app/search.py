@@ -7,7 +7,8 @@ Each query goes through the same stages as the commands that compose it (`extrac
 1. described by the DINOv2 extractor, the whole image at the size and descriptor count the gallery was
    described at (the index's extraction record; 770 px and 700 descriptors for a gallery of published
    files), with weights checked against the gallery's;
-2. the first stage: exact cosine over the index's globals, the top max(S, K);
+2. the first stage: cosine over the index's globals, exact or through faiss (`runtime.index_first_stage`), the
+   top max(S, K);
 3. its top S re-ranked by AMES from the index's store (the query encoded once), fused with the global
    similarity; the rest of the first-stage list follows with its global similarity as score (as `rerank`
    writes it).
@@ -32,7 +33,7 @@ from rerankrt.errors import InputError, ModelFileError
 from rerankrt.runtime.dataset_layout import DatasetLayout
 from rerankrt.runtime.descriptors import COL_MASK, META_COLUMNS, LocalDescriptorFile, read_global
 from rerankrt.runtime.extraction import weights_record
-from rerankrt.runtime.first_stage import global_shortlist
+from rerankrt.runtime.index_first_stage import normalised
 from rerankrt.runtime.rerankers import reranker_for
 from rerankrt.runtime.search_index import SearchIndex, read_record
 
@@ -106,7 +107,7 @@ class Searcher:
     checkpoint is given without `artifacts`. `checkpoint` and `detector` are the torch extractor's files,
     `rerank_checkpoint` the torch re-ranker's. `rerank`: the index's re-ranker (default), or None for the
     first stage alone. `imsize` and `topk`: the query extraction's, default the gallery's. An index whose
-    first stage is RAML's (`index build --first-stage raml`) describes the query's global vector with RAML's
+    first stage is RAML's (`index build --globals raml`) describes the query's global vector with RAML's
     224-px student (`raml_checkpoint`: its torch weights; else the artifacts' `raml` graph), and runs the
     DINOv2 extractor only for the re-ranker's local descriptors: with `rerank=None`, not at all. `models`: entered
     backends by model name that the caller owns and closes (Triton's BLS backends), used instead of opening
@@ -237,9 +238,11 @@ class Searcher:
         return min(top, n), min(shortlist, n) if shortlist is not None else n
 
     def search(self, query, top: int = DEFAULT_TOP, shortlist: int | None = None, lam: float | None = None,
-               gamma: float | None = None) -> SearchResult:
+               gamma: float | None = None, nprobe: int | None = None, ef_search: int | None = None) -> SearchResult:
         """The top `top` gallery images of one query: an image file, a BGR array or `QueryDescriptors`.
-        `shortlist` (AMES: 100 as released), `lam` and `gamma` override the re-ranker's released settings."""
+        `shortlist` (AMES: 100 as released), `lam` and `gamma` override the re-ranker's released settings;
+        `nprobe` (IVF) and `ef_search` (HNSW) a faiss first stage's recorded knobs."""
+        self.index.first_stage.check_knobs(nprobe, ef_search)  # before the extractor's work
         start = time.perf_counter()
         extract_ms = None
         if not isinstance(query, QueryDescriptors):
@@ -252,8 +255,10 @@ class Searcher:
             reranker, s = reranker_for(self.scorer, lam, gamma, shortlist, self.encoder)
             s = min(s, limit)
         t = time.perf_counter()
-        sims, idx = (a[0] for a in global_shortlist(query.global_[None], self.index.globals, max(s, top)))
+        vector = normalised(query.global_[None])[0]
+        sims, idx = (a[0] for a in self.index.first_stage.search(vector, max(s, top), nprobe, ef_search))
         first_ms = 1e3 * (time.perf_counter() - t)
+        s, top = min(s, len(idx)), min(top, len(idx))  # an approximate first stage may find fewer
         scores = sims.astype(np.float64)
         order = np.arange(len(idx))
         rerank_ms = None
@@ -279,6 +284,8 @@ class Searcher:
                              f"{list(query.global_.shape)}")
         if not np.isfinite(query.global_).all():
             raise InputError(f"query {query.name}: NaN or infinite values in its global vector")
+        if not query.global_.any():
+            raise InputError(f"query {query.name}: its global vector is zero (it has no cosine similarity)")
         if self.model is None:  # the first stage alone reads no local descriptors
             return
         assert self.index.store is not None

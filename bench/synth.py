@@ -72,3 +72,19 @@ def synthesize(out: str | os.PathLike, queries: int = 6, database: int = 120, di
         pickle.dump({"gnd": gnd, "imlist": [f"db{i}" for i in range(database)],
                      "qimlist": [f"q{i}" for i in range(queries)]}, f)
     return root
+
+
+#: the first-stage scale runs' globals: a `LATENT`-d Gaussian latent space embedded in D dims, plus noise
+LATENT, NOISE = 64, 0.3
+
+
+def low_rank_globals(images: int, dim: int = 768, latent: int = LATENT, noise: float = NOISE, seed: int = 0,
+                     start: int = 0) -> np.ndarray:
+    """Rows `start` … `start + images` of a synthetic gallery of unit global vectors with a realistic low
+    intrinsic dimension: z ~ N(0, I_latent) mapped by one fixed random [latent, dim] matrix (the seed's),
+    plus isotropic noise of `noise` × the signal's per-dimension scale, L2-normalised. Each block of rows is
+    drawn from its own generator (seed, start), so a gallery is written block by block in bounded memory."""
+    embed = np.random.default_rng(seed).standard_normal((latent, dim)).astype(np.float32) / np.sqrt(latent)
+    rng = np.random.default_rng([seed, start])
+    z = rng.standard_normal((images, latent), dtype=np.float32)
+    return _unit(z @ embed + noise * rng.standard_normal((images, dim), dtype=np.float32))

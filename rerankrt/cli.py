@@ -16,6 +16,7 @@ from rerankrt.cli_paths import Flags
 from rerankrt.errors import ServerError, UnavailableError
 from rerankrt.models import MODELS, names
 from rerankrt.optional import require
+from rerankrt.runtime.index_first_stage import AUTO, EXACT_UP_TO, TRAIN_SAMPLE
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -267,7 +268,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     encoder = get_info(args.model).store[0]
     with _backend_for(args, args.precision, encoder) as backend:  # an --out over --data: refused in main
         out = build_index(backend, args.data, args.out, args.desc, args.db_descriptors, args.force, log=_log,
-                          first_stage=args.first_stage)
+                          globals_desc=args.globals, first_stage=args.first_stage, train_sample=args.train_sample,
+                          nprobe=args.nprobe, ef_search=args.ef_search)
     info = index_info(out)
     _log(f"wrote {out}: {info['images']} images, {info['bytes_per_image']:.1f} bytes per image "
          f"({info['bytes_per_image_by_part']['store']:.1f} of them the store)")
@@ -283,7 +285,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise FileExistsError(f"--out: {args.out} is inside the index {args.index}; choose another output")
         check_outputs([args.out], args.paths.inputs(args), args.force)
     rerank = None if args.rerank == "none" else args.rerank or "index"
-    settings = {"top": args.top, "shortlist": args.shortlist, "lam": args.lam, "gamma": args.gamma}
+    settings = {"top": args.top, "shortlist": args.shortlist, "lam": args.lam, "gamma": args.gamma,
+                "nprobe": args.nprobe, "ef_search": args.ef_search}
     with Searcher(args.index, args.artifacts, args.backend, args.precision, args.device, args.checkpoint,
                   args.detector, args.rerank_checkpoint, rerank, args.imsize, log=_log,
                   raml_checkpoint=args.raml_checkpoint) as searcher:
@@ -479,8 +482,13 @@ def _gallery_files(args: argparse.Namespace) -> list:
     from rerankrt.runtime.dataset_layout import DatasetLayout
 
     layout = DatasetLayout(Path(args.data), args.desc)
-    first = DatasetLayout(Path(args.data), args.first_stage or args.desc)
+    first = DatasetLayout(Path(args.data), args.globals or args.desc)
     return [layout.local("gallery"), first.global_("gallery"), layout.images("gallery")]
+
+
+def _first_stage_knobs(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--nprobe", type=int, help=f"inverted lists a faiss IVF first stage probes ({default})")
+    parser.add_argument("--ef-search", type=int, help=f"a faiss HNSW first stage's efSearch ({default})")
 
 
 def _in_data(name: str):
@@ -668,8 +676,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported encoder")
     f.value("--device", default="cpu")
     q.add_argument("--db-descriptors", type=int, help="descriptors kept per image (default: released, 50)")
-    f.value("--first-stage", metavar="DESC", help="whose gallery globals are the first stage (default --desc; raml: "
-                                                  "RAML's teacher vectors, raml_gallery_global.pt)")
+    f.value("--globals", metavar="DESC", help="whose gallery globals are the first stage (default --desc; raml: "
+                                              "RAML's teacher vectors, raml_gallery_global.pt)")
+    f.value("--first-stage", default=AUTO, metavar="exact|FACTORY|auto",
+            help=f"exact, or a faiss index_factory string over the normalised globals (IVF1024,PQ64, HNSW32, …; "
+                 f"rerankrt[search]); auto (default): exact up to {EXACT_UP_TO:,} images, IVF-PQ above")
+    q.add_argument("--train-sample", type=int, help=f"gallery vectors a faiss first stage is trained on (default "
+                                                    f"min(images, {TRAIN_SAMPLE:,}))")
+    _first_stage_knobs(q, "the default a search runs with")
     f.output("--out", required=True, help="the index folder to write")
     q.add_argument("--force", action="store_true", help="replace an existing index (or store)")
     q.set_defaults(run=cmd_index)
@@ -700,6 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"results per query (default {DEFAULT_TOP})")
     p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ); default: released")
     p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ); default: released")
+    _first_stage_knobs(p, "default: the index's")
     f.value("--device", default="cpu")
     f.output("--out", help="write the results as JSON (default: a table per query)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")

@@ -14,7 +14,7 @@ from rerankrt.errors import UnavailableError
 
 #: module → the distribution that provides it, as pip names it
 DISTRIBUTIONS = {"cuda.bindings": "cuda-python", "PIL": "pillow", "tritonclient.grpc": "tritonclient[grpc]",
-                 "google.protobuf": "protobuf"}
+                 "google.protobuf": "protobuf", "faiss": "faiss-cpu"}
 
 
 def require(module: str, extra: str, purpose: str) -> ModuleType:

@@ -1,11 +1,14 @@
 """A search index: everything a search reads of the gallery, in one folder (numpy only).
 
-    manifest.json   format, images, the first stage (exact cosine over the globals: their prefix, dimension,
-                    file and the weights that made them: DINOv2's, or RAML's teacher's), the extractor that
+    manifest.json   format, images, the first stage (cosine over the globals, exact or through faiss: their
+                    prefix, dimension, file and the weights that made them: DINOv2's, or RAML's teacher's; a
+                    faiss one adds its factory string, training sample, search knobs and measured recall@S
+                    (`runtime.index_first_stage`)), the extractor that
                     described the gallery (model, checkpoint and part hashes, imsize, topk, precision; null
                     when the folder had no `{desc}_gallery_images.json`),
                     the re-ranker (model, store folder, checkpoint hash), the source folder, built_at
     globals.f32     [images, D] float32, the gallery's L2-normalised global vectors, row = gallery index
+                    (an exact first stage), or first_stage.faiss (an approximate one: no raw vectors)
     names.json      [images] the gallery's image names (null each when the extraction recorded none)
     store/          the re-ranker's database side: an AMES store (`runtime.store`)
 
@@ -38,10 +41,19 @@ from .atomic import staging_folder, swap_in
 from .dataset_layout import DatasetLayout
 from .descriptors import LocalDescriptorFile, read_global
 from .extraction import RECORD_FORMAT
+from .index_first_stage import (
+    EXACT,
+    FAISS_FILE,
+    GLOBALS,
+    FaissBuild,
+    measure_recall,
+    normalised,
+    open_first_stage,
+    resolve,
+)
 
 FORMAT = "rerankrt-search-index/1"
 MANIFEST = "manifest.json"
-GLOBALS = "globals.f32"
 NAMES = "names.json"
 STORE = "store"
 #: gallery vectors copied per step while building (bounded memory)
@@ -83,7 +95,8 @@ def open_store(path: str | os.PathLike) -> ames_store.AmesStore:
 
 
 class SearchIndex:
-    """An open, validated index: `globals` [N, D] memory-mapped, `names`, `store` (or None), `extractor`."""
+    """An open, validated index: `first_stage` (`.search(queries, k, nprobe=, ef_search=)`), `globals` [N, D]
+    memory-mapped (an exact first stage; else None), `names`, `store` (or None), `extractor`."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -93,14 +106,20 @@ class SearchIndex:
                                  f"{rebuild_hint(m['model'])}")
         self.images, first = int(m["images"]), m["first_stage"]
         self.dim, self.desc = int(first["dim"]), first["desc"]
-        globals_path = self.path / first["file"]
-        expected = self.images * self.dim * 4
-        size = globals_path.stat().st_size if globals_path.is_file() else None
-        if size != expected:
-            found = "is missing" if size is None else f"holds {size} bytes"
-            raise ModelFileError(f"index {self.path}: {first['file']} {found}, expected {expected} "
-                                 f"({self.images} × {self.dim} float32): {rebuild_hint()}")
-        self.globals = np.memmap(globals_path, dtype=np.float32, mode="r", shape=(self.images, self.dim))
+        self.globals: np.ndarray | None = None
+        if first["kind"] == EXACT:
+            globals_path = self.path / first["file"]
+            expected = self.images * self.dim * 4
+            size = globals_path.stat().st_size if globals_path.is_file() else None
+            if size != expected:
+                found = "is missing" if size is None else f"holds {size} bytes"
+                raise ModelFileError(f"index {self.path}: {first['file']} {found}, expected {expected} "
+                                     f"({self.images} × {self.dim} float32): {rebuild_hint()}")
+            self.globals = np.memmap(globals_path, dtype=np.float32, mode="r", shape=(self.images, self.dim))
+        try:
+            self.first_stage = open_first_stage(self.path, first, self.images, self.globals)
+        except ModelFileError as e:
+            raise ModelFileError(f"index {self.path}: {e}: {rebuild_hint()}") from None
         self.names = json.loads((self.path / m["names"]).read_text())
         if not isinstance(self.names, list) or len(self.names) != self.images:
             raise ModelFileError(f"index {self.path}: {m['names']} names {len(self.names)} images, the first stage "
@@ -137,7 +156,7 @@ def index_info(path: str | os.PathLike) -> dict:
     total = size(path)
     store = ames_store.store_info(index.store.path) if index.store is not None else None
     return {"path": str(path), "format": FORMAT, "images": index.images,
-            "first_stage": m["first_stage"], "model": index.model,
+            "first_stage": m["first_stage"], "recall": m["first_stage"].get("recall"), "model": index.model,
             "descriptors_per_image": store and store["descriptors_per_image"],
             "named_images": sum(n is not None for n in index.names), "extractor": index.extractor,
             "checkpoint_sha256": store and store["checkpoint_sha256"], "bytes": total,
@@ -191,54 +210,80 @@ def _gallery_vectors(path: Path, images: int, dim: int | None) -> np.memmap:
 
 def build_index(encoder, data: str | os.PathLike, out: str | os.PathLike, desc: str = "dinov2",
                 descriptors: int | None = None, force: bool = False,
-                log: Callable[[str], None] = lambda message: None, first_stage: str | None = None) -> Path:
-    """An index of the gallery of the dataset folder `data`: its globals as the first stage (`first_stage`:
-    another prefix's, e.g. RAML's teacher vectors `raml_gallery_global.pt`; default `desc`), its locals
+                log: Callable[[str], None] = lambda message: None, globals_desc: str | None = None,
+                first_stage: str = "auto", **faiss_settings) -> Path:
+    """An index of the gallery of the dataset folder `data`: its globals as the first stage (`globals_desc`:
+    another prefix's, e.g. RAML's teacher vectors `raml_gallery_global.pt`; default `desc`; `first_stage`:
+    exact, a faiss factory string or auto, with `faiss_settings` train_sample, nprobe, ef_search), its locals
     encoded into a store by an entered AMES `encoder` (its first `descriptors` each, default released), its
-    names and extractor from the extraction record."""
+    names and extractor from the extraction record. An approximate first stage's recall is measured at the
+    re-ranker's released shortlist."""
     layout = DatasetLayout(Path(data), desc)
     check_target(out, force)
     with LocalDescriptorFile(layout.local("gallery")) as f:
         images, dim = f.num_images, f.dim
     if images == 0:
         raise InputError(f"{layout.local('gallery')}: holds no images")
-    first_stage = first_stage or desc
-    globals_path = DatasetLayout(Path(data), first_stage).global_("gallery")
-    vectors = _gallery_vectors(globals_path, images, dim if first_stage == desc else None)
+    globals_desc = globals_desc or desc
+    globals_path = DatasetLayout(Path(data), globals_desc).global_("gallery")
+    vectors = _gallery_vectors(globals_path, images, dim if globals_desc == desc else None)
     record = read_record(layout, "gallery", images)
-    encoded_by = (record or {}).get("extractor" if first_stage == desc else first_stage)
+    encoded_by = (record or {}).get("extractor" if globals_desc == desc else globals_desc)
     return write_index(out, vectors, lambda path: ames_store.build_store(encoder, layout.local("gallery"), path,
                                                                          descriptors, log=log),
                        record["images"] if record else None, record["extractor"] if record else None,
-                       {"path": str(layout.root.resolve()), "desc": desc}, first_stage, str(globals_path),
-                       encoded_by)
+                       {"path": str(layout.root.resolve()), "desc": desc}, globals_desc, str(globals_path),
+                       encoded_by, first_stage, encoder.config.get("shortlist", 100), log, **faiss_settings)
 
 
 def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callable[[Path], Path],
                 names: list | None = None, extractor: dict | None = None, source: dict | None = None,
-                desc: str = "dinov2", what: str = "global vectors", encoded_by: dict | None = None) -> Path:
-    """An index at `out` from gallery `vectors` [N, D] (copied in chunks, checked finite; `desc`: their prefix,
-    `encoded_by`: the weights record of what made them), the store that `make_store(path)` writes at `path`
-    (for the same N images), the gallery's names and extractor record; assembled in a staging folder and
-    swapped in."""
+                desc: str = "dinov2", what: str = "global vectors", encoded_by: dict | None = None,
+                first_stage: str = "auto", shortlist: int = 100, log: Callable[[str], None] = lambda message: None,
+                **faiss_settings) -> Path:
+    """An index at `out` from gallery `vectors` [N, D] (copied in chunks, checked finite, L2-normalised where
+    they are not, which is said; `desc`: their prefix, `encoded_by`: the weights record of what made them),
+    the first stage `first_stage` over them (`index_first_stage`: its recall measured at `shortlist`), the
+    store that `make_store(path)` writes at `path` (for the same N images), the gallery's names and
+    extractor record; assembled in a staging folder and swapped in."""
     images, dim = vectors.shape
+    kind = resolve(first_stage, images)
+    faiss_build = FaissBuild(kind, images, dim, **faiss_settings) if kind != EXACT else None
+    if faiss_build is None and any(v is not None for v in faiss_settings.values()):
+        given = next(k for k, v in faiss_settings.items() if v is not None)
+        raise InputError(f"--{given.replace('_', '-')}: the first stage is exact (it takes no {given})")
     staging = staging_folder(out)
     try:
+        scaled = 0
         with open(staging / GLOBALS, "wb") as g:
             for start in range(0, images, CHUNK):
                 block = np.asarray(vectors[start:start + CHUNK], "<f4")
                 if not np.isfinite(block).all():
                     bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
                     raise DescriptorFileError(f"{what}: NaN or infinite values in image {bad}")
+                block, changed = normalised(block, what, start)
+                scaled += changed
                 g.write(block.tobytes())
+        if scaled:
+            log(f"{what}: not L2-normalised; normalised them (the first stage is a cosine similarity)")
+        entry = {"kind": EXACT, "metric": "cosine", "desc": desc, "dim": dim, "file": GLOBALS,
+                 "encoded_by": encoded_by}
+        if faiss_build is not None:
+            unit = np.memmap(staging / GLOBALS, dtype=np.float32, mode="r", shape=(images, dim))
+            faiss_build.write(unit, staging / FAISS_FILE, log)
+            entry |= faiss_build.entry
+            stage = open_first_stage(staging, entry, images, None)
+            entry["recall"] = measure_recall(stage, unit, shortlist)
+            log(f"first stage {kind}: recall@{entry['recall']['at']} {entry['recall']['value']:.3f} against the "
+                f"exact scan ({entry['recall']['queries']} gallery vectors as queries)")
+            del unit, stage
+            (staging / GLOBALS).unlink()
         store = ames_store.AmesStore(make_store(staging / STORE))
         if store.images != images:
             raise ValueError(f"index: {images} global vectors, but the store holds {store.images} images")
         (staging / NAMES).write_text(json.dumps(names if names is not None else [None] * images) + "\n")
         manifest = {
-            "format": FORMAT, "images": images,
-            "first_stage": {"kind": "exact", "metric": "cosine", "desc": desc, "dim": dim, "file": GLOBALS,
-                            "encoded_by": encoded_by},
+            "format": FORMAT, "images": images, "first_stage": entry,
             "names": NAMES, "extractor": extractor,
             "rerank": {"model": store.model, "store": STORE,
                        "checkpoint_sha256": store.manifest["checkpoint_sha256"]},

@@ -267,6 +267,38 @@ def test_bad_indexes_and_weights_are_refused_in_one_line(world, ort_index, tmp_p
     assert not (tmp_path / "r.json").exists()
 
 
+def test_a_faiss_first_stage_searches_like_the_exact_one(world, ort_index, tmp_path, capsys):
+    """`index build --first-stage HNSW16` over the same gallery: no raw globals in the index, its recall
+    measured and printed by `index info` (10 images: the graph finds them all), the same results as the exact
+    index; `--ef-search` at search time, and knobs the first stage lacks, refused."""
+    pytest.importorskip("faiss", reason="faiss-cpu (the search extra) is not installed")
+    _, data, exact, _ = ort_index
+    ort = ["--backend", "ort", "--artifacts", str(world["art"])]
+    index = tmp_path / "hnsw"
+    assert main(["index", "build", "--model", "ames-dist", "--data", str(data), "--db-descriptors", DB,
+                 "--first-stage", "HNSW16", "--ef-search", "32", "--out", str(index), *ort]) == 0
+    assert "first stage HNSW16: recall@10 1.000 against the exact scan (10 gallery vectors as queries)" in \
+        capsys.readouterr().err
+    assert "globals.f32" not in {p.name for p in index.iterdir()}
+    assert main(["index", "info", str(index)]) == 0
+    assert "\nrecall                   at 10, queries 10, seed 0, value 1.0\n" in capsys.readouterr().out
+    results = []
+    for folder, knobs in ((exact, []), (index, []), (index, ["--ef-search", "8"])):
+        out = tmp_path / f"{folder.name}-{len(knobs)}.json"
+        assert main(["search", "--index", str(folder), "--queries", str(data), "--shortlist", str(S), "--top", "10",
+                     "--out", str(out), *knobs, *ort]) == 0
+        results.append([[(h["index"], round(h["score"], 5)) for h in q["results"]]
+                        for q in json.loads(out.read_text())["queries"]])
+    assert results[0] == results[1] == results[2]
+    capsys.readouterr()
+    q = ["--queries", str(data), *ort]
+    _refused(capsys, ["--index", str(index), "--ef-search", "0", *q], "--ef-search: expected a positive number, got 0")
+    _refused(capsys, ["--index", str(index), "--nprobe", "4", *q],
+             "--nprobe: the index's first stage has no nprobe to set (it takes efSearch)")
+    _refused(capsys, ["--index", str(exact), "--nprobe", "4", *q],
+             "--nprobe: the index's first stage is exact (it has no nprobe to set)")
+
+
 def test_a_gallery_of_one_image(world, ort_index, tmp_path, capsys):
     from rerankrt.runtime.descriptors import LocalDescriptorFile, read_global, write_global, write_local
 
@@ -340,7 +372,7 @@ def test_the_triton_repository_gets_a_search_model(world, ort_index, tmp_path, c
 
 def test_raml_first_stage_equals_the_composed_commands(world, tmp_path, capsys):
     """An index over RAML's vectors (the gallery by the teacher at 448 px, queries by the student at 224):
-    `search` equals extract --raml-checkpoint → shortlist --desc raml → index build --first-stage raml →
+    `search` equals extract --raml-checkpoint → shortlist --desc raml → index build --globals raml →
     rerank --index; with --rerank none the query costs RAML alone (the DINOv2 extractor never opens)."""
     from weights import RAML_META
 
@@ -355,7 +387,7 @@ def test_raml_first_stage_equals_the_composed_commands(world, tmp_path, capsys):
                      "--topk", TOPK, "--batch", "1", "--raml-checkpoint", str(raml), *ort]) == 0
     assert main(["shortlist", "--data", str(data), "--desc", "raml", "--dim", "512", "--k", "10",
                  "--out", "nn_raml.pkl"]) == 0
-    assert main(["index", "build", "--model", "ames-dist", "--data", str(data), "--first-stage", "raml",
+    assert main(["index", "build", "--model", "ames-dist", "--data", str(data), "--globals", "raml",
                  "--db-descriptors", DB, "--out", str(index), *ort]) == 0
     assert main(["rerank", "--model", "ames-dist", "--data", str(data), "--nn", "nn_raml.pkl", "--index", str(index),
                  "--shortlist", str(S), "--out", str(data / "reranked.pkl"), *ort]) == 0

@@ -24,12 +24,13 @@ pytest.importorskip("torch")
 LOCORE_TINY = {"hidden_size": 32, "num_heads": 4, "intermediate_size": 64, "attention_window": 8,
                "max_positions": 130, "local_dim": 32, "global_dim": 32, "local_descriptors": 5}
 CONFIGS = {
-    "ames": {}, "ames-dist": {}, "raml": {}, "rrt": {"num_layers": 2},
+    # AMES at its released configuration (the session's export); ames-dist, its binarized sibling, at 2 layers
+    "ames": {}, "ames-dist": {"num_layers": 2}, "raml": {}, "rrt": {"num_layers": 2},
     # the store's two halves; the scorers at 2 layers and 60 query descriptors (the ladder's largest shape)
     "ames-encoder": {}, "ames-dist-encoder": {}, "ames-scorer": {"num_layers": 2, "query_descriptors": 60},
     "ames-dist-scorer": {"num_layers": 2, "query_descriptors": 60},
     "locore": {**LOCORE_TINY, "num_layers": 2},
-    "locore-small": {**LOCORE_TINY, "num_layers": 3, "keep_layers": 3},  # the first layers of a deeper one
+    "locore-small": {**LOCORE_TINY, "num_layers": 2, "keep_layers": 2},  # the first layers of a deeper one
     "r2former": {"tokens": 40}, "cvnet-rerank": {"feature_dim": 32, "conv_dim": 16, "map_height": 6, "map_width": 8},
     "cvnet-backbone": {"image_height": 64, "image_width": 96},
     "dinov2-extractor": {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_dim": 128},

@@ -26,12 +26,13 @@ VARIANTS = ["ames", "ames-dist"]
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """Perturbed weights per variant (the released random initialisation gives every pair the same logit)."""
+    """Perturbed weights per variant at 2 of the released 12 layers (the store, the encoder and the scorer
+    read their depth off the checkpoint; the released random initialisation gives every pair the same logit)."""
     out = tmp_path_factory.mktemp("checkpoints")
     paths = {}
     for name in VARIANTS:
         paths[name] = out / f"{name}.pt"
-        torch.save({"state": perturb(load_model(name), gain=2.0, spread=0.1).state_dict()}, paths[name])
+        torch.save({"state": perturb(load_model(name, num_layers=2), gain=2.0, spread=0.1).state_dict()}, paths[name])
     return paths
 
 

@@ -398,7 +398,8 @@ def test_store_loop_reranks_from_the_store(tmp_path, rng, monkeypatch):
 
     art = tmp_path / "art"
     art.mkdir()
-    torch.save({"state": perturb(load_model("ames-dist"), gain=2.0, spread=0.1).state_dict()}, art / "dist.pt")
+    torch.save({"state": perturb(load_model("ames-dist", num_layers=2), gain=2.0, spread=0.1).state_dict()},
+               art / "dist.pt")
     for part in ("encoder", "scorer"):
         export_model(f"ames-dist-{part}", art / "dist.pt", out_dir=art, precision="fp32")
     desc = rng.standard_normal((30, 50, 768)).astype(np.float32)
