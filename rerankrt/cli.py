@@ -166,7 +166,7 @@ def _rerankers(args: argparse.Namespace, precision: str, stack: contextlib.ExitS
     if not getattr(args, "index", None):
         return {"backend": stack.enter_context(_backend_for(args, precision))}
     from rerankrt.models import get_info
-    from rerankrt.runtime.search_index import open_store
+    from rerankrt.runtime.index_shards import open_store
 
     if getattr(args, "engine", None):
         raise ValueError("--engine: a store is re-ranked by two graphs (encoder and scorer): use --artifacts")
@@ -251,14 +251,17 @@ def cmd_shortlist(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from rerankrt.runtime.search_index import build_index, index_info
+    from rerankrt.runtime.index_shards import shards_info
+    from rerankrt.runtime.search_index import build_index
 
     if args.index_command == "info":
-        info = index_info(args.index)
+        info = shards_info(args.index)
         if args.json:
             print(json.dumps(info, indent=2))
             return 0
         for key, value in info.items():
+            if key == "shard_info":
+                continue
             if isinstance(value, dict):
                 value = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
             print(f"{key:<24} {value:.1f}" if isinstance(value, float) else f"{key:<24} {value}")
@@ -269,8 +272,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     with _backend_for(args, args.precision, encoder) as backend:  # an --out over --data: refused in main
         out = build_index(backend, args.data, args.out, args.desc, args.db_descriptors, args.force, log=_log,
                           globals_desc=args.globals, first_stage=args.first_stage, train_sample=args.train_sample,
-                          nprobe=args.nprobe, ef_search=args.ef_search)
-    info = index_info(out)
+                          nprobe=args.nprobe, ef_search=args.ef_search, shards=args.shards)
+    info = shards_info(out)
     _log(f"wrote {out}: {info['images']} images, {info['bytes_per_image']:.1f} bytes per image "
          f"({info['bytes_per_image_by_part']['store']:.1f} of them the store)")
     return 0
@@ -281,13 +284,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     from rerankrt.runtime.atomic import atomic_output, check_outputs
 
     if args.out:
-        if Path(args.index).resolve() in Path(args.out).resolve().parents:
-            raise FileExistsError(f"--out: {args.out} is inside the index {args.index}; choose another output")
+        for index in args.index:
+            if Path(index).resolve() in Path(args.out).resolve().parents:
+                raise FileExistsError(f"--out: {args.out} is inside the index {index}; choose another output")
         check_outputs([args.out], args.paths.inputs(args), args.force)
     rerank = None if args.rerank == "none" else args.rerank or "index"
     settings = {"top": args.top, "shortlist": args.shortlist, "lam": args.lam, "gamma": args.gamma,
                 "nprobe": args.nprobe, "ef_search": args.ef_search}
-    with Searcher(args.index, args.artifacts, args.backend, args.precision, args.device, args.checkpoint,
+    index = args.index[0] if len(args.index) == 1 else args.index
+    with Searcher(index, args.artifacts, args.backend, args.precision, args.device, args.checkpoint,
                   args.detector, args.rerank_checkpoint, rerank, args.imsize, log=_log,
                   raml_checkpoint=args.raml_checkpoint) as searcher:
         if args.queries:
@@ -300,7 +305,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             queries = list(image_list(args.images))
         results = [searcher.search(q, **settings).as_dict() for q in queries]
     if args.out:
-        report = {"index": str(args.index), "queries": results}
+        report = {"index": str(index) if len(args.index) == 1 else index, "queries": results}
         with atomic_output(args.out) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
         _log(f"wrote {args.out}: {len(results)} queries, the top {args.top} each")
@@ -684,6 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--train-sample", type=int, help=f"gallery vectors a faiss first stage is trained on (default "
                                                     f"min(images, {TRAIN_SAMPLE:,}))")
     _first_stage_knobs(q, "the default a search runs with")
+    q.add_argument("--shards", type=int, default=1, help="split the gallery's rows into this many indexes, each "
+                                                         "with its own first stage and store (default 1)")
     f.output("--out", required=True, help="the index folder to write")
     q.add_argument("--force", action="store_true", help="replace an existing index (or store)")
     q.set_defaults(run=cmd_index)
@@ -695,7 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="query images in, ranked gallery images out: extract, first stage, re-rank")
     f = Flags(p)
-    f.input("--index", required=True, help="the search index (rerankrt index build)")
+    f.input("--index", required=True, nargs="+", metavar="INDEX",
+            help="the search index (rerankrt index build), a shard set (--shards), or several indexes of disjoint "
+                 "galleries searched as one (their rows counted in the order given)")
     queries = f.exclusive(required=True)
     queries.input("--images", help="a query image, a folder of them (sorted names) or a list file")
     queries.input("--queries", help="instead: a dataset folder with query descriptor files (official layout)")

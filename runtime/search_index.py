@@ -19,13 +19,14 @@ index or nothing, never a folder that opens. The first stage and the store are c
 on open, so an index whose parts disagree on the images is refused instead of searched.
 
 The AMES stores that `rerankrt index build` wrote before (a folder with the store's own manifest) still
-open for `rerank --index` and Triton's loops (`open_store`); a search refuses them with the command that
+open for `rerank --index` and Triton's loops (`index_shards.open_store`); a search refuses them with the command that
 rebuilds them as an index.
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import shutil
@@ -53,6 +54,8 @@ from .index_first_stage import (
 )
 
 FORMAT = "rerankrt-search-index/1"
+#: a shard set: indexes over consecutive gallery rows (`index build --shards N`, `index_shards`)
+SHARDS_FORMAT = "rerankrt-search-shards/1"
 MANIFEST = "manifest.json"
 NAMES = "names.json"
 STORE = "store"
@@ -75,23 +78,10 @@ def _manifest(path: Path) -> dict:
         m = json.loads(manifest.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFileError(f"index {path}: {MANIFEST} is not valid JSON ({e}): {rebuild_hint()}") from None
-    if not isinstance(m, dict) or m.get("format") not in (FORMAT, ames_store.FORMAT):
+    if not isinstance(m, dict) or m.get("format") not in (FORMAT, SHARDS_FORMAT, ames_store.FORMAT):
         found = m.get("format") if isinstance(m, dict) else type(m).__name__
         raise ModelFileError(f"index {path}: expected format {FORMAT!r}, got {found!r}: {rebuild_hint()}")
     return m
-
-
-def open_store(path: str | os.PathLike) -> ames_store.AmesStore:
-    """The AMES store of an index, or a store folder as `index build` wrote it before indexes."""
-    path = Path(path)
-    m = _manifest(path)
-    if m["format"] == ames_store.FORMAT:
-        return ames_store.AmesStore(path)
-    if m["rerank"] is None:
-        raise ModelFileError(f"index {path}: holds no re-ranker store (built without --model)")
-    store = SearchIndex(path).store
-    assert store is not None
-    return store
 
 
 class SearchIndex:
@@ -104,6 +94,9 @@ class SearchIndex:
         if m["format"] == ames_store.FORMAT:
             raise ModelFileError(f"index {self.path}: an AMES store, not a search index (no first stage): "
                                  f"{rebuild_hint(m['model'])}")
+        if m["format"] == SHARDS_FORMAT:
+            raise ModelFileError(f"index {self.path}: a shard set, not one index (open it with "
+                                 f"rerankrt.runtime.index_shards.open_index)")
         self.images, first = int(m["images"]), m["first_stage"]
         self.dim, self.desc = int(first["dim"]), first["desc"]
         self.globals: np.ndarray | None = None
@@ -211,29 +204,58 @@ def _gallery_vectors(path: Path, images: int, dim: int | None) -> np.memmap:
 def build_index(encoder, data: str | os.PathLike, out: str | os.PathLike, desc: str = "dinov2",
                 descriptors: int | None = None, force: bool = False,
                 log: Callable[[str], None] = lambda message: None, globals_desc: str | None = None,
-                first_stage: str = "auto", **faiss_settings) -> Path:
+                first_stage: str = "auto", shards: int = 1, **faiss_settings) -> Path:
     """An index of the gallery of the dataset folder `data`: its globals as the first stage (`globals_desc`:
     another prefix's, e.g. RAML's teacher vectors `raml_gallery_global.pt`; default `desc`; `first_stage`:
     exact, a faiss factory string or auto, with `faiss_settings` train_sample, nprobe, ef_search), its locals
     encoded into a store by an entered AMES `encoder` (its first `descriptors` each, default released), its
     names and extractor from the extraction record. An approximate first stage's recall is measured at the
-    re-ranker's released shortlist."""
+    re-ranker's released shortlist. `shards` > 1: a shard set (`SHARDS_FORMAT`) of that many indexes over
+    consecutive gallery rows, each with its own first stage (`first_stage` resolved at the shard's size, trained
+    on its rows) and store, opened as one by `index_shards.open_index`."""
     layout = DatasetLayout(Path(data), desc)
     check_target(out, force)
     with LocalDescriptorFile(layout.local("gallery")) as f:
         images, dim = f.num_images, f.dim
     if images == 0:
         raise InputError(f"{layout.local('gallery')}: holds no images")
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= images:
+        raise InputError(f"--shards: expected 1 to the gallery's {images} images, got {shards!r}")
     globals_desc = globals_desc or desc
     globals_path = DatasetLayout(Path(data), globals_desc).global_("gallery")
     vectors = _gallery_vectors(globals_path, images, dim if globals_desc == desc else None)
     record = read_record(layout, "gallery", images)
     encoded_by = (record or {}).get("extractor" if globals_desc == desc else globals_desc)
-    return write_index(out, vectors, lambda path: ames_store.build_store(encoder, layout.local("gallery"), path,
-                                                                         descriptors, log=log),
-                       record["images"] if record else None, record["extractor"] if record else None,
-                       {"path": str(layout.root.resolve()), "desc": desc}, globals_desc, str(globals_path),
-                       encoded_by, first_stage, encoder.config.get("shortlist", 100), log, **faiss_settings)
+    names = record["images"] if record else [None] * images
+    source = {"path": str(layout.root.resolve()), "desc": desc}
+    shortlist = encoder.config.get("shortlist", 100)
+
+    def write(target: Path, rows: range) -> Path:
+        def make_store(path: Path) -> Path:
+            return ames_store.build_store(encoder, layout.local("gallery"), path, descriptors, log=log, rows=rows)
+
+        return write_index(target, vectors[rows.start:rows.stop], make_store, names[rows.start:rows.stop],
+                           record["extractor"] if record else None,
+                           source | ({"rows": [rows.start, rows.stop]} if shards > 1 else {}), globals_desc,
+                           str(globals_path), encoded_by, first_stage, shortlist, log, **faiss_settings)
+
+    if shards == 1:
+        return write(Path(out), range(images))
+    bounds = np.linspace(0, images, shards + 1).round().astype(int).tolist()
+    staging = staging_folder(out)
+    try:
+        entries = []
+        for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+            log(f"shard {i + 1}/{shards}: gallery rows {lo}…{hi - 1}")
+            write(staging / f"shard-{i:03d}", range(lo, hi))
+            entries.append({"path": f"shard-{i:03d}", "rows": [lo, hi]})
+        manifest = {"format": SHARDS_FORMAT, "images": images, "shards": entries, "source": source,
+                    "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        swap_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when swapped in
+    return Path(out)
 
 
 def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callable[[Path], Path],

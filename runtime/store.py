@@ -142,9 +142,11 @@ def store_info(path: str | os.PathLike) -> dict:
 
 
 def build_store(encoder, gallery: str | os.PathLike, out: str | os.PathLike, descriptors: int | None = None,
-                force: bool = False, log: Callable[[str], None] = lambda message: None) -> Path:
-    """Encode every image of a local-descriptor HDF5 file through an entered encoder backend (its first
-    `descriptors` descriptors, default the released `db_descriptors`) into a store at `out`."""
+                force: bool = False, log: Callable[[str], None] = lambda message: None,
+                rows: range | None = None) -> Path:
+    """Encode every image of a local-descriptor HDF5 file (`rows`: those rows only, a shard's) through an
+    entered encoder backend (its first `descriptors` descriptors, default the released `db_descriptors`)
+    into a store at `out`."""
     meta = encoder.meta
     cfg = meta["config"]
     if meta.get("kind") != "encoder":
@@ -162,14 +164,19 @@ def build_store(encoder, gallery: str | os.PathLike, out: str | os.PathLike, des
         if not profile["descriptors"]["min"] <= t <= profile["descriptors"]["max"]:
             p = profile["descriptors"]
             raise InputError(f"--db-descriptors: {t} is outside the encoder's profile {p['min']}…{p['max']}")
+        rows = range(f.num_images) if rows is None else rows
+        if rows.step != 1 or not 0 <= rows.start < rows.stop <= f.num_images:
+            raise ValueError(f"build_store: rows {rows} are not a range of the file's {f.num_images} images")
         source = {"path": str(Path(gallery).resolve()), "topk": f.topk}
-        with StoreWriter(out, meta["model"].removesuffix("-encoder"), cfg, f.num_images, t, meta) as writer:
+        if len(rows) != f.num_images:
+            source["rows"] = [rows.start, rows.stop]
+        with StoreWriter(out, meta["model"].removesuffix("-encoder"), cfg, len(rows), t, meta) as writer:
             chunk = min(CHUNK, profile["images"]["max"])
-            for start in range(0, f.num_images, chunk):
-                batch = f.read(np.arange(start, min(start + chunk, f.num_images)), n=t)
+            for start in range(0, len(rows), chunk):
+                batch = f.read(np.arange(rows.start + start, rows.start + min(start + chunk, len(rows))), n=t)
                 encoded = encoder.infer({"desc": batch.desc.astype(dtype), "mask": batch.mask})[out_name]
                 writer.write(start, encoded, batch.mask)
-                log(f"encoded {start + len(encoded)}/{f.num_images} images")
+                log(f"encoded {start + len(encoded)}/{len(rows)} images")
             writer.finish(source)
     return Path(out)
 

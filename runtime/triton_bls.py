@@ -223,7 +223,7 @@ class AmesStoreRerankModel(AmesRerankModel):
     kind = "ames-store"
 
     def open_targets(self, target: dict) -> list[BlsBackend]:
-        from .search_index import open_store
+        from .index_shards import open_store
 
         scorer = super().open_targets(target)[0]
         encoder = BlsBackend(self.pb_utils, self.params["encoder_model"], target["encoder"], target["precision"])

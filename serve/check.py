@@ -179,7 +179,7 @@ def _compare_io(field: str, tensors, expected: list[dict]) -> list[str]:
 
 def _check_store_loop(params: dict, configs: dict) -> list[str]:
     """The store loop's encoder is a model of the repository and its store opens and fits the scorer."""
-    from rerankrt.runtime.search_index import open_store
+    from rerankrt.runtime.index_shards import open_store
 
     if params.get("encoder_model") not in configs:
         return [f"parameters encoder_model: {params.get('encoder_model')!r} is not a model of this repository"]
@@ -245,7 +245,7 @@ def _check_search(config, configs: dict, version: Path, params: dict) -> list[st
     """The search model: its three models are in the repository, its targets' sidecars read, its index opens
     and fits the encoder and scorer, and its I/O is the search pipeline's."""
     from rerankrt.app.triton_search import roles, search_io
-    from rerankrt.runtime.search_index import SearchIndex
+    from rerankrt.runtime.index_shards import open_index
 
     missing = [f"parameters {role}_model: {params.get(f'{role}_model')!r} is not a model of this repository"
                for role in roles(params) if params.get(f"{role}_model") not in configs]
@@ -265,7 +265,7 @@ def _check_search(config, configs: dict, version: Path, params: dict) -> list[st
     if config.max_batch_size != 0:
         problems.append(f"max_batch_size: {config.max_batch_size}, expected 0 (one query per request)")
     try:
-        store = SearchIndex(params.get("index", "")).store
+        store = open_index(params.get("index", "")).store
         if store is None:
             raise ModelFileError(f"index {params.get('index')}: holds no re-ranker store")
         store.check_encoder(metas["encoder"])

@@ -198,9 +198,9 @@ def _search_targets(found: list[Artifact], index: Path) -> dict[str, Artifact]:
     """{role: artifact} of the models the search model calls: the extractor, and the encoder and scorer of
     the index's re-ranker; refused when one is not exported or does not fit the index."""
     from rerankrt.runtime.extraction import weights_record
-    from rerankrt.runtime.search_index import SearchIndex
+    from rerankrt.runtime.index_shards import open_index
 
-    opened = SearchIndex(index)
+    opened = open_index(index)
     if opened.store is None:
         raise ModelFileError(f"--index: {index} holds no re-ranker store (build it with --model)")
     by_name = {a.name: a for a in found}
@@ -232,7 +232,7 @@ def _write_search(folder: Path, index: Path, targets: dict[str, Artifact], insta
 def _loops(found: list[Artifact], stores: list[str]) -> dict[str, tuple]:
     """{loop model name: (target artifact, encoder artifact or None, store or None)}: `<model>_rerank` for
     every re-ranker; with a store, `<variant>_rerank` re-ranks from it through the variant's scorer."""
-    from rerankrt.runtime.search_index import open_store
+    from rerankrt.runtime.index_shards import open_store
 
     by_name = {a.name: a for a in found}
     loops: dict[str, tuple] = {f"{a.name}_rerank": (a, None, None) for a in found if a.meta["loop"] in

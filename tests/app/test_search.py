@@ -299,6 +299,54 @@ def test_a_faiss_first_stage_searches_like_the_exact_one(world, ort_index, tmp_p
              "--nprobe: the index's first stage is exact (it has no nprobe to set)")
 
 
+def test_a_shard_set_searches_like_one_index(world, ort_index, tmp_path, capsys):
+    """`index build --shards 3` splits the gallery's rows (0-2, 3-6, 7-9) into indexes of their own; a search
+    over the set, and over its shards given as indexes of disjoint galleries, equals the one index over all
+    rows (the same gallery rows, scores within 1e-5); `index info` counts the set's every file; shards that
+    disagree, and a shard count the gallery cannot take, are refused in one line."""
+    _, data, whole, _ = ort_index
+    ort = ["--backend", "ort", "--artifacts", str(world["art"])]
+    build = ["index", "build", "--model", "ames-dist", "--data", str(data), *ort]
+    sharded = tmp_path / "sharded"
+    assert main([*build, "--db-descriptors", DB, "--shards", "3", "--out", str(sharded)]) == 0
+    manifest = json.loads((sharded / "manifest.json").read_text())
+    assert [(s["path"], s["rows"]) for s in manifest["shards"]] == [
+        ("shard-000", [0, 3]), ("shard-001", [3, 7]), ("shard-002", [7, 10])]
+    shards = [str(sharded / s["path"]) for s in manifest["shards"]]
+    results = []
+    for indexes in ([str(whole)], [str(sharded)], shards):
+        out = tmp_path / f"results-{len(results)}.json"
+        assert main(["search", "--index", *indexes, "--queries", str(data), "--shortlist", str(S), "--top", "10",
+                     "--out", str(out), *ort]) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[2]["index"] == shards
+    for result in results[1:]:
+        for q, one in zip(result["queries"], results[0]["queries"], strict=True):
+            rows = [[(h["index"], h["image"]) for h in r["results"]] for r in (q, one)]
+            assert rows[0] == rows[1]
+            np.testing.assert_allclose([h["score"] for h in q["results"]], [h["score"] for h in one["results"]],
+                                       rtol=1e-5, atol=1e-6)
+    capsys.readouterr()
+    assert main(["index", "info", "--json", str(sharded)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    files = sum(f.stat().st_size for f in sharded.rglob("*") if f.is_file())
+    assert (info["images"], info["shards"], info["bytes"]) == (10, 3, files)
+    assert info["bytes_per_image"] == pytest.approx(sum(info["bytes_per_image_by_part"].values()))
+    assert [s["images"] for s in info["shard_info"]] == [3, 4, 3]
+
+    other = tmp_path / "other"
+    assert main([*build, "--db-descriptors", "10", "--out", str(other)]) == 0
+    capsys.readouterr()
+    _refused(capsys, ["--index", shards[0], str(other), "--queries", str(data), *ort],
+             f"index {other}: its descriptors per image is 10, index {shards[0]}'s 20; the shards of one search "
+             f"must agree")
+    for bad in ("0", "11"):
+        assert main([*build, "--shards", bad, "--out", str(tmp_path / "bad")]) == 2
+        assert capsys.readouterr().err.strip().endswith(
+            f"--shards: expected 1 to the gallery's 10 images, got {bad}")
+        assert not (tmp_path / "bad").exists()
+
+
 def test_a_gallery_of_one_image(world, ort_index, tmp_path, capsys):
     from rerankrt.runtime.descriptors import LocalDescriptorFile, read_global, write_global, write_local
 

@@ -15,6 +15,7 @@ from rerankrt.bench.store_scale import synthesize_store
 from rerankrt.bench.synth import low_rank_globals
 from rerankrt.errors import InputError, ModelFileError
 from rerankrt.runtime.index_first_stage import FAISS_FILE, resolve, sample_rows
+from rerankrt.runtime.index_shards import open_index
 from rerankrt.runtime.search_index import SearchIndex, index_info, write_index
 
 faiss = pytest.importorskip("faiss", reason="faiss-cpu (the search extra) is not installed")
@@ -49,6 +50,31 @@ def test_exact_first_stage_equals_numpy_with_ties_in_gallery_order(tmp_path, gal
     assert idx[0, :4].tolist() == [7, 100, 301, 400]
     np.testing.assert_array_equal(idx[1:], numpy_top(queries[1:], vectors, 50))
     np.testing.assert_allclose(sims, np.take_along_axis(queries @ vectors.T, idx, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_shards_merge_to_the_exact_scan_of_their_union_with_ties_in_gallery_order(tmp_path, gallery):
+    """Three exact indexes over rows 0-199, 200-349, 350-499 searched as one equal the one index over all
+    500 rows: the same rows (equal images across shards in gallery order), the same similarities; the store
+    read by gallery row reads each row from its shard."""
+    vectors = gallery[:500].copy()
+    vectors[[7, 250, 301, 400]] = vectors[420]
+    bounds = [0, 200, 350, 500]
+    paths = [build(tmp_path / f"shard-{lo}", vectors[lo:hi]) for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    sharded, whole = open_index(paths), SearchIndex(build(tmp_path / "whole", vectors))
+    assert (sharded.images, sharded.offsets) == (500, [0, 200, 350])
+    queries = np.concatenate([vectors[[420]], low_rank_globals(20, D, latent=16, seed=4)])
+    sims, idx = sharded.first_stage.search(queries, 50)
+    want_sims, want_idx = whole.first_stage.search(queries, 50)
+    assert idx[0, :5].tolist() == [7, 250, 301, 400, 420]
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_allclose(sims, want_sims, rtol=1e-5, atol=1e-6)  # GEMMs of other shapes: rounding apart
+    rows = [499, 0, 200, 349, 350, 7]
+    shard_of = [2, 0, 1, 1, 2, 0]
+    want = [SearchIndex(paths[i]).store.entries([r - bounds[i]]) for r, i in zip(rows, shard_of, strict=True)]
+    for got, part in zip(sharded.store.entries(rows), zip(*want, strict=True), strict=True):
+        np.testing.assert_array_equal(got, np.concatenate(part))
+    with pytest.raises(InputError, match=r"image indices must be in \[0, 500\), got \[500\]"):
+        sharded.store.entries([3, 500])
 
 
 @pytest.mark.parametrize("factory", ["IVF32,PQ16", "OPQ16,IVF32,PQ16", "HNSW16"])

@@ -205,7 +205,7 @@ def test_cli_builds_describes_and_reranks_from_a_store(checkpoints, tmp_path, ca
     from rerankrt.bench.synth import synthesize
     from rerankrt.cli import main
     from rerankrt.runtime.descriptors import read_nn
-    from rerankrt.runtime.search_index import open_store
+    from rerankrt.runtime.index_shards import open_store
 
     data = synthesize(tmp_path / "data", queries=3, database=40)
     art = tmp_path / "art"
