@@ -30,17 +30,19 @@ from typing import Any
 import numpy as np
 
 from rerankrt.errors import InputError, ModelFileError
+from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.dataset_layout import DatasetLayout
 from rerankrt.runtime.descriptors import COL_MASK, META_COLUMNS, LocalDescriptorFile, read_global
 from rerankrt.runtime.extraction import weights_record
-from rerankrt.runtime.index_first_stage import normalised
-from rerankrt.runtime.index_shards import open_index
+from rerankrt.runtime.index_first_stage import GraphFirstStage, normalised
+from rerankrt.runtime.index_shards import ShardedFirstStage, open_index
 from rerankrt.runtime.rerankers import reranker_for
 from rerankrt.runtime.search_index import read_record
 
-from .backends import backend_kind, open_model
+from .backends import DEFAULT_ARTIFACTS, backend_kind, open_model
 
 EXTRACTOR = "dinov2-extractor"
+FIRST_STAGE = "first-stage"
 #: results per query unless asked otherwise (the CLI's --top, the Triton model's `top` parameter)
 DEFAULT_TOP = 10
 #: the extraction settings of a gallery that records none (`rerankrt extract`'s defaults)
@@ -121,7 +123,7 @@ class Searcher:
                  detector: str | os.PathLike | None = None, rerank_checkpoint: str | os.PathLike | None = None,
                  rerank: str | None = "index", imsize: int | None = None, topk: int | None = None,
                  log: Callable[[str], None] = lambda message: None, models: dict | None = None,
-                 raml_checkpoint: str | os.PathLike | None = None) -> None:
+                 raml_checkpoint: str | os.PathLike | None = None, exact_graph: bool | None = None) -> None:
         self.index = open_index(index)
         self.models = dict(models or {})
         self.log = log
@@ -141,6 +143,7 @@ class Searcher:
         self.model = self.index.model if rerank == "index" else rerank
         try:
             self._open_reranker(rerank_checkpoint)
+            self._open_first_stage(exact_graph)
         except BaseException:
             self._stack.close()
             raise
@@ -161,6 +164,26 @@ class Searcher:
             name, checkpoint=checkpoint, flag="--rerank-checkpoint", **self._open)) for name in (encoder, scorer))
         self.index.store.check_encoder(self.encoder.meta)
         self.index.store.check_scorer(self.scorer.meta)
+
+    def _open_first_stage(self, exact_graph: bool | None) -> None:
+        """An exact first stage through the `first-stage` graph where asked (`exact_graph`), or by default where
+        the engines run: `--backend trt`, or `auto` with a first-stage engine in the artifacts. Its gallery is
+        copied to the device once (`GraphFirstStage`)."""
+        backend, artifacts = self._open["backend"], self._open["artifacts"]
+        if exact_graph is None:
+            engine = Artifacts(Path(artifacts or DEFAULT_ARTIFACTS)).plan(FIRST_STAGE, self._open["precision"])
+            exact_graph = backend == "trt" or (backend == "auto" and engine.is_file())
+        shards = getattr(self.index, "shards", [self.index])
+        if not exact_graph or any(s.globals is None for s in shards):
+            return
+        graph = self.models.get(FIRST_STAGE) or self._stack.enter_context(open_model(FIRST_STAGE, **self._open))
+        stages = [GraphFirstStage(graph, s.globals) for s in shards]
+        if isinstance(self.index.first_stage, ShardedFirstStage):
+            self.index.first_stage.stages = stages
+        else:
+            self.index.first_stage = stages[0]
+        self.log(f"first stage: the exact scan through the {FIRST_STAGE} graph on {graph.name} {graph.precision} "
+                 f"({len(shards)} gallery buffer(s))")
 
     def _extractor(self):
         """The extractor, opened on the first image query and checked against the gallery's."""

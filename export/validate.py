@@ -126,8 +126,10 @@ def lint(model, spec: ExportSpec) -> list[str]:
             if not dim.HasField("dim_param"):
                 continue
             # an output may be sized by an expression of the inputs' dims, the extractor's
-            # `((height//14))*((width//14))` tokens; every name in it must be a profiled dim
-            names = {dim.dim_param} if value.name in inputs else set(re.findall(r"[A-Za-z_]\w*", dim.dim_param))
+            # `((height//14))*((width//14))` tokens, the first stage's `Min(1000, images)` neighbours; every name
+            # in it but a function's must be a profiled dim
+            names = {dim.dim_param} if value.name in inputs else \
+                set(re.findall(r"\b[A-Za-z_]\w*\b(?!\s*\()", dim.dim_param))
             if not names <= symbolic:
                 problems.append(f"{value.name}: symbolic dim {dim.dim_param!r} is not one of {sorted(symbolic)}")
     return problems
@@ -207,30 +209,47 @@ def ort_runner(session, precision: str):
     return Runner(session, name=f"onnxrt-{precision}")
 
 
-def compare(runners: list, feeds: list[dict], tolerance: Tolerance, error_stat: str = "max") -> tuple[bool, str]:
+def _overlap(first: list, second: list, name: str) -> float:
+    """The least share, over every row of every feed, of the first runner's row of output `name` (gallery
+    rows) that the second runner's row holds too."""
+    shares = [len(np.intersect1d(r1, r2)) / max(len(r1), 1)
+              for a, b in zip(first, second, strict=True)
+              for r1, r2 in zip(a[name].reshape(-1, a[name].shape[-1]), b[name].reshape(-1, b[name].shape[-1]),
+                                strict=True)]
+    return min(shares, default=1.0)
+
+
+def compare(runners: list, feeds: list[dict], tolerance: Tolerance, error_stat: str = "max",
+            rank_outputs: tuple[str, ...] = ()) -> tuple[bool, str]:
     """Polygraphy Comparator over `feeds`: (within tolerance, what was measured). The error statistic is
     the largest |difference| or, for "mean", the largest mean |difference| (the share of flipped code
     bits); with a scaled tolerance each output's is reported as a fraction of its largest magnitude in the
-    first runner's outputs, which also sets that output's `atol`."""
+    first runner's outputs, which also sets that output's `atol`. `rank_outputs` (gallery rows) are
+    compared as sets per row instead: their least overlap must reach the tolerance's `overlap`."""
     from polygraphy.comparator import Comparator, SimpleCompareFunc
 
     with _quiet_polygraphy():
         results = Comparator.run(runners, data_loader=[OrderedDict(f) for f in feeds], warm_up=0)
     (_, first), (_, second) = results.items()
+    overlaps = {name: _overlap(first, second, name) for name in rank_outputs}
+    ranked = all(v >= tolerance.overlap for v in overlaps.values())
+    rows = "".join(f"; {name} overlap {v:.3f} (at least {tolerance.overlap:g})" for name, v in overlaps.items())
     reduce = np.max if error_stat == "max" else np.mean
-    scale = {k: max(float(np.abs(a[k]).max()) if a[k].size else 0.0 for a in first) for k in first[0]}
+    valued = [k for k in first[0] if k not in overlaps]
+    scale = {k: max(float(np.abs(a[k]).max()) if a[k].size else 0.0 for a in first) for k in valued}
     errors = {k: max(float(reduce(np.abs(a[k] - b[k]))) if a[k].size else 0.0
-                     for a, b in zip(first, second, strict=True)) for k in first[0]}
-    atol = {k: tolerance.atol_for(scale[k]) for k in scale}
+                     for a, b in zip(first, second, strict=True)) for k in valued}
+    atol = {k: tolerance.atol_for(scale[k]) for k in scale} | {k: float("inf") for k in overlaps}  # rows: as sets
     with _quiet_polygraphy():
         accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(
             atol=atol, rtol=tolerance.rtol, check_error_stat=error_stat))
     if not tolerance.scaled:
-        return bool(accuracy), f"{error_stat} |Δ| {max(errors.values()):.2e} (atol {tolerance.atol:g})"
+        return bool(accuracy) and ranked, f"{error_stat} |Δ| {max(errors.values()):.2e} (atol {tolerance.atol:g}){rows}"
     worst = max(errors, key=lambda k: errors[k] / scale[k] if scale[k] else 0.0)
     fraction = errors[worst] / scale[worst] if scale[worst] else 0.0
-    return bool(accuracy), (f"{error_stat} |Δ| {fraction:.2e} of the output's scale ({worst}: {errors[worst]:.2e} "
-                            f"at max |x| {scale[worst]:.3g}; atol {tolerance.atol:g} of the scale)")
+    return bool(accuracy) and ranked, (f"{error_stat} |Δ| {fraction:.2e} of the output's scale ({worst}: "
+                                       f"{errors[worst]:.2e} at max |x| {scale[worst]:.3g}; atol {tolerance.atol:g} "
+                                       f"of the scale){rows}")
 
 
 def shape_text(shape: dict) -> str:
@@ -279,11 +298,11 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
     if "fp32" in sessions:
         if model is not None:
             ok, detail = compare([_torch_runner(model, spec), ort_runner(sessions["fp32"], "fp32")], feeds,
-                                 spec.fp32, spec.error_stat)
+                                 spec.fp32, spec.error_stat, spec.rank_outputs)
             report.add("(b) ONNX Runtime FP32 vs PyTorch FP32", ok, f"{detail} at {shapes}")
         if "fp16" in sessions:
             ok, detail = compare([ort_runner(sessions["fp32"], "fp32"), ort_runner(sessions["fp16"], "fp16")], feeds,
-                                 spec.fp16, spec.error_stat)
+                                 spec.fp16, spec.error_stat, spec.rank_outputs)
             report.add("(c) FP16 graph vs FP32 graph (ONNX Runtime)", ok, f"{detail} at {shapes}")
     if model is not None:
         _overflow_check(model, spec, report)
@@ -308,7 +327,8 @@ def _io_mismatch(proto, meta: dict, precision: str, spec: ExportSpec) -> list[st
     only its fixed sizes are compared."""
     import onnx
 
-    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BOOL: "bool"}
+    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BOOL: "bool",
+             onnx.TensorProto.INT64: "int64"}
     for kind, graph, recorded in (("inputs", proto.graph.input, meta["inputs"]),
                                   ("outputs", proto.graph.output, meta["outputs"])):
         have = [(v.name, names.get(v.type.tensor_type.elem_type, str(v.type.tensor_type.elem_type))) for v in graph]

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .cards import ModelInfo, ames, cvnet, dinov2, locore, r2former, raml, rrt
+from .cards import ModelInfo, ames, cvnet, dinov2, first_stage, locore, r2former, raml, rrt
 from .specs import ExportSpec
 
-_CARDS = (ames, raml, rrt, cvnet, r2former, locore, dinov2)
+_CARDS = (ames, raml, rrt, cvnet, r2former, locore, dinov2, first_stage)
 MODELS: dict[str, ModelInfo] = {info.name: info for card in _CARDS for info in card.ENTRIES}
 
 

@@ -36,7 +36,7 @@ class Profile:
 class TensorSpec:
     name: str
     #: "float" (float32 in the FP32 graph, float16 in the FP16 graph), "half" (float16 in both: what a store
-    #: keeps in fp16) or "bool"
+    #: keeps in fp16), "single" (float32 in both: an FP32 island's output), "index" (int64 rows) or "bool"
     dtype: str
     shape: tuple[str | int, ...]  #: symbolic dimensions by name, fixed ones by size
 
@@ -56,6 +56,8 @@ class Tolerance:
     #: whose scale the weights set (the extractor's detector weights reach ~100 with trained BatchNorm
     #: statistics, where a unit-scale output stays below 1), the rounding grows with the scale
     scaled: bool = False
+    #: the least share of each row of a `rank_outputs` output that the other runner's row holds too
+    overlap: float = 1.0
 
     def atol_for(self, scale: float) -> float:
         """The absolute tolerance of an output whose largest reference magnitude is `scale`."""
@@ -80,6 +82,9 @@ class ExportSpec:
     #: how the tolerances apply to the outputs: "max" (every element) or "mean" (the mean |Δ|: bool codes,
     #: where a few bits flip for projections within rounding of 0)
     error_stat: str = "max"
+    #: outputs that list gallery rows (a top-k's indices): compared as sets per row, their overlap at least
+    #: the tolerance's `overlap` (FP16 reorders near-equal similarities), not by value
+    rank_outputs: tuple[str, ...] = ()
 
     def feeds(self, shape: Shape, seed: int = 0, one_query: bool = False) -> dict[str, np.ndarray]:
         return self.make_inputs(shape, np.random.default_rng(seed), one_query)
@@ -107,6 +112,7 @@ class ExportSpec:
     def io_meta(self, precisions: list[str]) -> dict:
         """Inputs, outputs and profiles as the sidecar records them (dtype per precision)."""
         dtypes = {"float": {"fp32": "float32", "fp16": "float16"}, "half": {"fp32": "float16", "fp16": "float16"},
+                  "single": {"fp32": "float32", "fp16": "float32"}, "index": {"fp32": "int64", "fp16": "int64"},
                   "bool": {"fp32": "bool", "fp16": "bool"}}
 
         def tensors(ts: tuple[TensorSpec, ...]) -> list[dict]:

@@ -10,13 +10,14 @@ Triton BLS call. Subclasses implement `open`, `close` and `infer_impl`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
 
 from rerankrt.errors import InputError, OutputError
 
-DTYPES = {"float32": np.float32, "float16": np.float16, "bool": np.bool_}
+DTYPES = {"float32": np.float32, "float16": np.float16, "bool": np.bool_, "int64": np.int64}
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,13 @@ class FeedChecker:
                                          f"{p['min']}…{p['max']} (opt {p['opt']})")
         return sizes
 
-    def finite(self, feeds: dict) -> None:
-        """NaN and infinity in the floating host inputs (a device array is the caller's to check: reading it
-        back would cost the copy zero-copy feeds avoid)."""
+    def finite(self, feeds: dict, trusted: Collection[str] = ()) -> None:
+        """NaN and infinity in the floating host inputs but the `trusted` (a device array is the caller's to
+        check: reading it back would cost the copy zero-copy feeds avoid)."""
         for spec in self.inputs:
             x = feeds[spec.name]
+            if spec.name in trusted:
+                continue
             if isinstance(x, np.ndarray) and x.dtype != np.bool_ and not np.isfinite(x).all():
                 raise InputError(f"{spec.name}: contains {int((~np.isfinite(x)).sum())} NaN or infinite values")
 
@@ -125,12 +128,14 @@ class Backend:
     def close(self) -> None:
         """Release what `open` took; called on leaving the `with` block."""
 
-    def infer(self, feeds: dict) -> dict[str, np.ndarray]:
-        """The outputs by name for checked feeds (numpy arrays by input name)."""
+    def infer(self, feeds: dict, trusted: Collection[str] = ()) -> dict[str, np.ndarray]:
+        """The outputs by name for checked feeds (numpy arrays by input name). `trusted`: inputs the caller
+        checked for NaN once already and feeds again unchanged (a gallery scanned per call would cost more
+        than the call)."""
         if not self.entered:
             raise RuntimeError(f"{self.name}: use the backend inside a `with` block")
         self.check(feeds)
-        self.check.finite(feeds)
+        self.check.finite(feeds, trusted)
         outputs = self.infer_impl(feeds)
         self.check.finite_outputs(outputs, self.meta["model"], self.precision)
         return outputs

@@ -93,6 +93,13 @@ def normalised(block: np.ndarray, what: str = "global vectors", offset: int = 0)
     return (block / norms[:, None]).astype(np.float32), True
 
 
+def exact_knobs(nprobe: int | None, ef_search: int | None) -> None:
+    """An exact first stage takes no search knobs: refuse any given."""
+    for name, value in (("nprobe", nprobe), ("ef-search", ef_search)):
+        if positive_knob(name, value) is not None:
+            raise InputError(f"--{name}: the index's first stage is exact (it has no {name} to set)")
+
+
 class ExactFirstStage:
     """The exact scan over memory-mapped globals; equal similarities in gallery order."""
 
@@ -102,14 +109,50 @@ class ExactFirstStage:
         self.vectors = vectors
 
     def check_knobs(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        for name, value in (("nprobe", nprobe), ("ef-search", ef_search)):
-            if positive_knob(name, value) is not None:
-                raise InputError(f"--{name}: the index's first stage is exact (it has no {name} to set)")
+        exact_knobs(nprobe, ef_search)
 
     def search(self, queries: np.ndarray, k: int, nprobe: int | None = None,
                ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         self.check_knobs(nprobe, ef_search)
         return global_shortlist(queries, self.vectors, k)
+
+
+class GraphFirstStage:
+    """The exact scan through an entered `first-stage` backend (`models/cards/first_stage.py`): the gallery
+    `vectors` [N, D] go to the device once where the backend keeps inputs resident (TensorRT: one device
+    buffer, bound on every call, nothing copied per query), else they are fed as they are (ONNX Runtime
+    reads a float32 memory map in place; an FP16 graph gets one FP16 copy). Equal similarities in gallery
+    order (ONNX TopK's rule); an FP16 graph's similarities are those of the FP16 vectors."""
+
+    kind = EXACT
+
+    def __init__(self, backend, vectors: np.ndarray) -> None:
+        profile = backend.profiles()["images"]
+        if not profile["min"] <= len(vectors) <= profile["max"]:
+            raise InputError(f"first-stage graph: the index holds {len(vectors)} images, the graph's profile takes "
+                             f"{profile['min']}…{profile['max']} (build it with --profile images:…)")
+        self.backend, self.k, self.batch = backend, int(backend.config["k"]), backend.profiles()["batch"]["max"]
+        dtype = backend.float_dtype()
+        resident = getattr(backend, "resident", None)
+        self.database = resident("database", vectors) if resident is not None else \
+            np.asarray(vectors, dtype) if vectors.dtype == dtype else vectors.astype(dtype)
+
+    def check_knobs(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        exact_knobs(nprobe, ef_search)
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None,
+               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if k <= 0:
+            raise InputError(f"--k: expected a positive shortlist length, got {k}")
+        if k > self.k:
+            raise InputError(f"first-stage graph: returns at most {self.k} neighbours, {k} were asked for "
+                             f"(export it with a larger k)")
+        self.check_knobs(nprobe, ef_search)
+        q = np.asarray(queries, self.backend.float_dtype())
+        parts = [self.backend.infer({"query": q[s:s + self.batch], "database": self.database}, trusted=("database",))
+                 for s in range(0, len(q), self.batch)]
+        return (np.concatenate([p["scores"][:, :k] for p in parts]),
+                np.concatenate([p["indices"][:, :k] for p in parts]).astype(np.int64))
 
 
 class FaissFirstStage:

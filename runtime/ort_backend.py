@@ -54,7 +54,7 @@ class OrtBackend(Backend):
         """The graph's own inputs and outputs must be the sidecar's (names, order, element types): a graph
         and a sidecar from different exports would otherwise fail in the feed check, or not at all."""
         types = {np.dtype(np.float32): "tensor(float)", np.dtype(np.float16): "tensor(float16)",
-                 np.dtype(np.bool_): "tensor(bool)"}
+                 np.dtype(np.bool_): "tensor(bool)", np.dtype(np.int64): "tensor(int64)"}
         for field, graph, specs in (("inputs", session.get_inputs(), self.check.inputs),
                                     ("outputs", session.get_outputs(), self.check.outputs)):
             have = [(t.name, t.type) for t in graph]

@@ -7,6 +7,10 @@ used in place, without a copy, unless CUDA graphs are on. An engine is refused b
 when its sidecar says it was built by another TensorRT version or for another compute capability
 (TensorRT would fail obscurely).
 
+`resident(array)` copies an input that stays the same from call to call (the first stage's gallery) into
+device memory once; fed back, it is bound in place on every call, CUDA graphs or not (its address does
+not move), and freed with the backend.
+
 A captured CUDA graph replays the device addresses it was captured with. So with graphs on, every tensor
 lives in a buffer of this backend (a caller's device tensor is copied in, device to device), and growing a
 buffer for a larger shape drops every captured graph: a replay never reads freed or stale memory.
@@ -58,9 +62,24 @@ class TrtBackend(Backend):
         self.device: dict[str, cuda.DeviceBuffer] = {}
         self.pinned: dict[str, cuda.PinnedBuffer] = {}
         self.graphs: dict[tuple, object] = {}
+        self.residents: list[cuda.DeviceArray] = []
+
+    def resident(self, name: str, host: np.ndarray) -> cuda.DeviceArray:
+        """Input `name`'s `host` array in device memory, in the engine's dtype, for feeding on every call."""
+        spec = next((s for s in self.check.inputs if s.name == name), None)
+        if spec is None:
+            names = ", ".join(s.name for s in self.check.inputs)
+            raise InputError(f"{name}: not an input of {self.meta['model']} ({names})")
+        if self.context is None:
+            raise RuntimeError(f"{self.name}: use the backend inside a `with` block")
+        array = cuda.DeviceArray(host, spec.dtype, self.stream)
+        self.residents.append(array)
+        return array
 
     def close(self) -> None:
         self._drop_graphs()
+        for array in self.residents:
+            array.close()
         for device in self.device.values():
             device.close()
         for pinned in self.pinned.values():
@@ -98,7 +117,8 @@ class TrtBackend(Backend):
                 raise InputError(f"{spec.name}: shape {list(x.shape)} is outside the engine's optimisation profile")
             iface = getattr(x, "__cuda_array_interface__", None)
             nbytes = int(np.prod(x.shape)) * spec.dtype.itemsize
-            if iface is not None and not self.cuda_graphs:  # zero copy: the caller's device memory
+            if iface is not None and (isinstance(x, cuda.DeviceArray) or not self.cuda_graphs):
+                # zero copy: a resident array (its address fixed), or the caller's device memory
                 context.set_tensor_address(spec.name, int(iface["data"][0]))
                 continue
             device, pinned = self._buffers(spec.name, nbytes)

@@ -66,7 +66,7 @@ def test_models_lists_released_configurations(capsys):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert list(rows) == ["ames", "ames-dist", "ames-encoder", "ames-scorer", "ames-dist-encoder", "ames-dist-scorer",
                           "raml", "rrt", "cvnet-rerank", "cvnet-backbone", "r2former", "locore", "locore-small",
-                          "dinov2-extractor"]
+                          "dinov2-extractor", "first-stage"]
     assert {n: (r["kind"], r["loop"], r["baseline"]) for n, r in rows.items()} == {
         "ames": ("pair-wise", "ames", False), "ames-dist": ("pair-wise", "ames", False),
         "ames-encoder": ("encoder", None, False), "ames-scorer": ("pair-wise", "ames-store", False),
@@ -74,7 +74,7 @@ def test_models_lists_released_configurations(capsys):
         "raml": ("image", None, False), "rrt": ("pair-wise", None, True), "cvnet-rerank": ("pair-wise", None, True),
         "cvnet-backbone": ("image", None, True), "r2former": ("pair-wise", None, True),
         "locore": ("list-wise", "locore", False), "locore-small": ("list-wise", "locore", False),
-        "dinov2-extractor": ("extractor", None, False)}
+        "dinov2-extractor": ("extractor", None, False), "first-stage": ("first-stage", None, False)}
     assert rows["rrt"]["parameters"] == "2,243,201"
     assert rows["cvnet-rerank"]["parameters"] == "7,486,114" and rows["r2former"]["parameters"] == "135,171"
     assert rows["cvnet-backbone"]["parameters"] == "8,543,296"  # ResNet-50's 23,508,032 less stage 4's 14,964,736
@@ -86,6 +86,7 @@ def test_models_lists_released_configurations(capsys):
     assert rows["locore-small"]["parameters"] == "57,099,266"
     # ViT-B/14-reg4's 86,583,552 + the detector's 1×1 conv (590,592), BatchNorm (1,536) and 1×1 conv (769)
     assert rows["dinov2-extractor"]["parameters"] == "87,176,449"
+    assert rows["first-stage"]["parameters"] == "0"  # a product and a top-k
     assert rows["ames"]["released_config"]["local_dim"] == 768
     assert rows["raml"]["released_config"]["output_dim"] == 512
     assert "{'state': state_dict}" in rows["ames"]["checkpoint"]

@@ -21,7 +21,8 @@ LIST_WISE = "list-wise"  #: scores a window of database images against one query
 IMAGE = "image"  #: encodes images; the leading dimension is `batch`
 EXTRACTOR = "extractor"  #: an image → local descriptors, weights and global vectors
 ENCODER = "encoder"  #: a database image's descriptors → what a store keeps of them; the leading dimension is `images`
-KINDS = (PAIR_WISE, LIST_WISE, IMAGE, EXTRACTOR, ENCODER)
+FIRST_STAGE = "first-stage"  #: query global vectors against a gallery of them → each query's top k
+KINDS = (PAIR_WISE, LIST_WISE, IMAGE, EXTRACTOR, ENCODER, FIRST_STAGE)
 #: The runtime's re-ranking loops (`rerankrt.runtime.rerankers`): AMES's pair batches (from descriptors, or
 #: from a database store through the scorer), LOCORE's sliding windows.
 LOOPS = ("ames", "ames-store", "locore")

@@ -39,6 +39,27 @@ def test_host_device_round_trip():
     np.testing.assert_array_equal(back, x)
 
 
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA device")
+def test_a_resident_array_goes_up_in_blocks_and_converted(monkeypatch):
+    """A float32 gallery of 1,000 × 48 through a staging buffer of 7 rows' bytes (143 blocks, the last one
+    short) lands as FP16, whole; torch reads it in place through __cuda_array_interface__ where present."""
+    host = np.random.default_rng(0).standard_normal((1000, 48)).astype(np.float32)
+    monkeypatch.setattr(cuda.DeviceArray, "STAGING", 7 * 48 * 2)
+    with cuda.Stream() as stream:
+        array = cuda.DeviceArray(host, np.float16, stream)
+        back = array.download(stream)
+        assert array.__cuda_array_interface__["shape"] == (1000, 48)
+        assert array.__cuda_array_interface__["typestr"] == "<f2"
+        np.testing.assert_array_equal(back, host.astype(np.float16))
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if torch is not None and torch.cuda.is_available():
+            np.testing.assert_array_equal(torch.as_tensor(array, device="cuda").cpu().numpy(), back)
+        array.close()
+
+
 class FakeRuntime:
     """Host allocations standing in for cuda.bindings' pinned memory, recording what is freed."""
 
