@@ -65,8 +65,11 @@ def resolve(first_stage: str, images: int) -> str:
     4·√N lists (a power of two)."""
     if first_stage != AUTO:
         return first_stage
-    if images <= EXACT_UP_TO:
-        return EXACT
+    return EXACT if images <= EXACT_UP_TO else ivf_pq(images)
+
+
+def ivf_pq(images: int) -> str:
+    """IVF-PQ for `images` images: about 4·√N inverted lists (a power of two), 64-byte codes."""
     return f"IVF{2 ** round(math.log2(4 * math.sqrt(images)))},PQ64"
 
 

@@ -2,7 +2,8 @@
 
 A generated table sits between `<!-- table: KIND measured/FILE.json -->` and `<!-- /table -->`: KIND is
 one of RENDERERS, FILE a results.json of `rerankrt bench` (or store_scale.json of
-`python -m rerankrt.bench.store_scale`, serve_load.json of `python -m rerankrt.bench.serve_load`) kept
+`python -m rerankrt.bench.store_scale`, serve_load.json of `python -m rerankrt.bench.serve_load`,
+search_scale.json of `python -m rerankrt.bench.search_scale`) kept
 under measured/. After a new run, copy its output there
 and rewrite: `python scripts/readme_tables.py [README.md]`; `--check` exits 1 when a table is stale
 (the test suite runs it).
@@ -77,6 +78,13 @@ def scale(runs: list[dict]) -> list[str]:
     return lines
 
 
+def search_scale(rows: list[dict]) -> list[str]:
+    """The first stages at growing gallery sizes (the bench prints the same table)."""
+    from rerankrt.bench.search_scale import table
+
+    return table(rows)
+
+
 def serve_load(results: dict) -> list[str]:
     """Triton under load beside the same loop in process (the bench prints the same table)."""
     from rerankrt.bench.serve_load import table
@@ -84,7 +92,8 @@ def serve_load(results: dict) -> list[str]:
     return table(results)
 
 
-RENDERERS = {"backends": backends, "comparison": comparison, "store": store, "scale": scale, "serve_load": serve_load}
+RENDERERS = {"backends": backends, "comparison": comparison, "store": store, "scale": scale, "serve_load": serve_load,
+             "search_scale": search_scale}
 
 
 def rewrite(text: str, root: Path = ROOT) -> str:
