@@ -159,6 +159,11 @@ class Searcher:
             raise ModelFileError(f"--rerank: the index {self.index.path} holds {held}, not {self.model}'s "
                                  f"(search it with --rerank none, or build one with `rerankrt index build --model "
                                  f"{self.model}`)")
+        if get_info(self.model).loop == "locore":  # one list-wise graph over the stored globals and locals
+            self.scorer = self.models.get(self.model) or self._stack.enter_context(open_model(
+                self.model, checkpoint=checkpoint, flag="--rerank-checkpoint", **self._open))
+            self.index.store.check_reranker(self.scorer.meta)
+            return
         encoder, scorer = get_info(self.model).store
         self.encoder, self.scorer = (self.models.get(name) or self._stack.enter_context(open_model(
             name, checkpoint=checkpoint, flag="--rerank-checkpoint", **self._open)) for name in (encoder, scorer))
@@ -291,9 +296,7 @@ class Searcher:
         if reranker is not None:
             assert self.scorer is not None and self.index.store is not None
             t = time.perf_counter()
-            n = min(self.scorer.config["query_descriptors"], len(query.desc))
-            db, db_mask = self.index.store.entries(idx[:s])
-            result = reranker.rerank(query.desc[:n], query.mask[:n], db, db_mask, sims[:s])
+            result = self._rerank(reranker, query, idx[:s], sims[:s])
             order[:s], scores[:s] = result.order, result.scores
             rerank_ms = 1e3 * (time.perf_counter() - t)
         rows = idx[order][:top]
@@ -302,6 +305,21 @@ class Searcher:
         timing = {"extract": extract_ms, "first_stage": first_ms, "rerank": rerank_ms,
                   "total": 1e3 * (time.perf_counter() - start)}
         return SearchResult(query.name, hits, timing)
+
+    def _rerank(self, reranker, query: QueryDescriptors, rows: np.ndarray, sims: np.ndarray):
+        """The shortlist `rows` re-ranked from the index's store: AMES with the query's first
+        `query_descriptors` locals against the stored entries, LOCORE's windows with its first
+        `locals_per_image` (padded where it has fewer) against the stored globals and locals."""
+        assert self.scorer is not None and self.index.store is not None
+        if self.encoder is not None:
+            n = min(self.scorer.config["query_descriptors"], len(query.desc))
+            db, db_mask = self.index.store.entries(rows)
+            return reranker.rerank(query.desc[:n], query.mask[:n], db, db_mask, sims)
+        n = self.index.store.descriptors
+        local, mask = np.zeros((n, query.desc.shape[1]), np.float32), np.ones(n, bool)
+        local[:min(n, len(query.desc))], mask[:min(n, len(query.desc))] = query.desc[:n], query.mask[:n]
+        g_global, g_local, g_mask = self.index.store.entries(rows)
+        return reranker.rerank(query.global_, local, mask, g_global, g_local, g_mask, sims)
 
     def _check_query(self, query: QueryDescriptors) -> None:
         d = self.index.dim

@@ -268,8 +268,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         return 0
     from rerankrt.models import get_info
 
-    encoder = get_info(args.model).store[0]
-    with _backend_for(args, args.precision, encoder) as backend:  # an --out over --data: refused in main
+    info = get_info(args.model)
+    reranker = info.store[0] if info.store else args.model  # AMES encodes its store; LOCORE's holds descriptors
+    with _backend_for(args, args.precision, reranker) as backend:  # an --out over --data: refused in main
         out = build_index(backend, args.data, args.out, args.desc, args.db_descriptors, args.force, log=_log,
                           globals_desc=args.globals, first_stage=args.first_stage, train_sample=args.train_sample,
                           nprobe=args.nprobe, ef_search=args.ef_search, shards=args.shards)
@@ -669,7 +670,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = index.add_parser("build", help="a gallery's search index: its globals (the first stage), its names and its "
                                        "local descriptors encoded into a memory-mapped AMES store")
     f = Flags(q)
-    q.add_argument("--model", required=True, choices=[n for n in MODELS if MODELS[n].store])
+    indexed = [n for n, info in MODELS.items() if info.store or info.loop == "locore"]
+    q.add_argument("--model", required=True, choices=indexed,
+                   help="the re-ranker whose database side the index holds: AMES's encoded store, or LOCORE's FP16 "
+                        "globals and locals")
     f.input("--data", required=True, help="dataset folder holding {desc}_gallery_local.hdf5 and _global.pt "
                                           "(and {desc}_gallery_images.json, written by extract)",
             files=_gallery_files)

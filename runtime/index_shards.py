@@ -28,7 +28,9 @@ import numpy as np
 from rerankrt.errors import InputError, ModelFileError
 
 from . import store as ames_store
+from .locore_store import LocoreStore
 from .search_index import MANIFEST, SHARDS_FORMAT, SearchIndex, _manifest, index_info, rebuild_hint
+from .store import AmesStore
 
 
 def merge_top(results: Sequence[tuple[np.ndarray, np.ndarray]], offsets: Sequence[int],
@@ -63,15 +65,16 @@ class ShardedStore:
     """The shards' AMES stores as one, by gallery row; the first shard's manifest stands for all (they
     agree, `ShardedIndex` checks)."""
 
-    def __init__(self, stores: Sequence[ames_store.AmesStore], offsets: Sequence[int], path: Path) -> None:
+    def __init__(self, stores: Sequence[AmesStore | LocoreStore], offsets: Sequence[int], path: Path) -> None:
         self.stores, self.path = list(stores), path
         self.bounds = np.asarray([*offsets, offsets[-1] + stores[-1].images])
         first = stores[0]
-        self.model, self.variant, self.manifest = first.model, first.variant, first.manifest
-        self.descriptors, self.token_dim = first.descriptors, first.token_dim
+        self.model, self.manifest, self.descriptors = first.model, first.manifest, first.descriptors
         self.images = int(self.bounds[-1])
 
-    def entries(self, indices) -> tuple[np.ndarray, np.ndarray]:
+    def entries(self, indices) -> tuple[np.ndarray, ...]:
+        """What the shards' stores return for `indices` (AMES: entries and masks; LOCORE: globals, locals and
+        masks), each row read from its shard."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         bad = idx[(idx < 0) | (idx >= self.images)]
         if bad.size:
@@ -81,17 +84,20 @@ class ShardedStore:
         parts = [(np.flatnonzero(shard == i), store) for i, store in enumerate(self.stores)]
         got = [(where, store.entries(idx[where] - self.bounds[i])) for i, (where, store) in enumerate(parts)
                if where.size]
-        entries = np.empty((len(idx), *got[0][1][0].shape[1:]), got[0][1][0].dtype)
-        mask = np.empty((len(idx), self.descriptors), bool)
-        for where, (e, m) in got:
-            entries[where], mask[where] = e, m
-        return entries, mask
+        out = tuple(np.empty((len(idx), *a.shape[1:]), a.dtype) for a in got[0][1])
+        for where, arrays in got:
+            for target, a in zip(out, arrays, strict=True):
+                target[where] = a
+        return out
 
     def check_scorer(self, meta: dict) -> None:
-        self.stores[0].check_scorer(meta)
+        self.stores[0].check_scorer(meta)  # type: ignore[union-attr]
 
     def check_encoder(self, meta: dict) -> None:
-        self.stores[0].check_encoder(meta)
+        self.stores[0].check_encoder(meta)  # type: ignore[union-attr]
+
+    def check_reranker(self, meta: dict) -> None:
+        self.stores[0].check_reranker(meta)  # type: ignore[union-attr]
 
 
 def _same(shards: Sequence[SearchIndex], label, fields) -> None:
@@ -166,7 +172,7 @@ def open_index(index: str | os.PathLike | Sequence[str | os.PathLike]) -> Search
     return opened
 
 
-def open_store(path: str | os.PathLike) -> ames_store.AmesStore | ShardedStore:
+def open_store(path: str | os.PathLike) -> AmesStore | ShardedStore:
     """The AMES store of an index or a shard set (by gallery row), or a store folder as `index build`
     wrote it before indexes."""
     path = Path(path)
@@ -176,7 +182,10 @@ def open_store(path: str | os.PathLike) -> ames_store.AmesStore | ShardedStore:
     index = open_index(path)
     if index.store is None:
         raise ModelFileError(f"index {path}: holds no re-ranker store (built without --model)")
-    return index.store
+    if isinstance(index.store, LocoreStore) or isinstance(getattr(index.store, "stores", [None])[0], LocoreStore):
+        raise ModelFileError(f"index {path}: holds {index.store.model}'s store, not an AMES store (LOCORE re-ranks "
+                             f"from an index through `rerankrt search`)")
+    return index.store  # type: ignore[return-value]
 
 
 def shards_info(path: str | os.PathLike) -> dict:

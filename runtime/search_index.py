@@ -10,7 +10,8 @@
     globals.f32     [images, D] float32, the gallery's L2-normalised global vectors, row = gallery index
                     (an exact first stage), or first_stage.faiss (an approximate one: no raw vectors)
     names.json      [images] the gallery's image names (null each when the extraction recorded none)
-    store/          the re-ranker's database side: an AMES store (`runtime.store`)
+    store/          the re-ranker's database side: an AMES store (`runtime.store`) or LOCORE's FP16 globals
+                    and locals (`runtime.locore_store`)
 
 The rows of every part are the rows of the gallery files it was built from, so a hit's `index` is a
 position in `{desc}_gallery_*` as `rerankrt rerank` reports it. An index is built in a staging folder
@@ -52,6 +53,8 @@ from .index_first_stage import (
     open_first_stage,
     resolve,
 )
+from .locore_store import FORMAT as LOCORE_FORMAT
+from .locore_store import LocoreStore, build_locore_store
 
 FORMAT = "rerankrt-search-index/1"
 #: a shard set: indexes over consecutive gallery rows (`index build --shards N`, `index_shards`)
@@ -65,6 +68,16 @@ CHUNK = 65536
 
 def rebuild_hint(model: str = "MODEL") -> str:
     return f"rebuild it with `rerankrt index build --model {model} --data DATA --out INDEX`"
+
+
+def open_rerank_store(path: Path) -> ames_store.AmesStore | LocoreStore:
+    """The re-ranker's store of an index, AMES's or LOCORE's by its manifest's format."""
+    manifest = path / MANIFEST
+    try:
+        found = json.loads(manifest.read_text()).get("format") if manifest.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        found = None
+    return LocoreStore(path) if found == LOCORE_FORMAT else ames_store.AmesStore(path)
 
 
 def _manifest(path: Path) -> dict:
@@ -118,9 +131,9 @@ class SearchIndex:
             raise ModelFileError(f"index {self.path}: {m['names']} names {len(self.names)} images, the first stage "
                                  f"holds {self.images}: {rebuild_hint()}")
         self.extractor: dict | None = m["extractor"]
-        self.store: ames_store.AmesStore | None = None
+        self.store: ames_store.AmesStore | LocoreStore | None = None
         if m["rerank"] is not None:
-            self.store = ames_store.AmesStore(self.path / m["rerank"]["store"])
+            self.store = open_rerank_store(self.path / m["rerank"]["store"])
             if self.store.images != self.images:
                 raise ModelFileError(f"index {self.path}: the first stage holds {self.images} images, its store "
                                      f"{self.store.images}: {rebuild_hint(self.store.model)}")
@@ -147,7 +160,8 @@ def index_info(path: str | os.PathLike) -> dict:
              "store": size(path / STORE) if index.store is not None else 0,
              "names": (path / m["names"]).stat().st_size, "manifest": (path / MANIFEST).stat().st_size}
     total = size(path)
-    store = ames_store.store_info(index.store.path) if index.store is not None else None
+    store = index.store and {"descriptors_per_image": index.store.descriptors,
+                             "checkpoint_sha256": index.store.manifest["checkpoint_sha256"]}
     return {"path": str(path), "format": FORMAT, "images": index.images,
             "first_stage": m["first_stage"], "recall": m["first_stage"].get("recall"), "model": index.model,
             "descriptors_per_image": store and store["descriptors_per_image"],
@@ -201,18 +215,19 @@ def _gallery_vectors(path: Path, images: int, dim: int | None) -> np.memmap:
     return vectors
 
 
-def build_index(encoder, data: str | os.PathLike, out: str | os.PathLike, desc: str = "dinov2",
+def build_index(reranker, data: str | os.PathLike, out: str | os.PathLike, desc: str = "dinov2",
                 descriptors: int | None = None, force: bool = False,
                 log: Callable[[str], None] = lambda message: None, globals_desc: str | None = None,
                 first_stage: str = "auto", shards: int = 1, **faiss_settings) -> Path:
     """An index of the gallery of the dataset folder `data`: its globals as the first stage (`globals_desc`:
     another prefix's, e.g. RAML's teacher vectors `raml_gallery_global.pt`; default `desc`; `first_stage`:
-    exact, a faiss factory string or auto, with `faiss_settings` train_sample, nprobe, ef_search), its locals
-    encoded into a store by an entered AMES `encoder` (its first `descriptors` each, default released), its
-    names and extractor from the extraction record. An approximate first stage's recall is measured at the
-    re-ranker's released shortlist. `shards` > 1: a shard set (`SHARDS_FORMAT`) of that many indexes over
-    consecutive gallery rows, each with its own first stage (`first_stage` resolved at the shard's size, trained
-    on its rows) and store, opened as one by `index_shards.open_index`."""
+    exact, a faiss factory string or auto, with `faiss_settings` train_sample, nprobe, ef_search), the
+    re-ranker's store of its locals: encoded by an entered AMES encoder `reranker` (its first `descriptors`
+    each, default released), or, for an entered LOCORE backend, its globals and first locals in FP16
+    (`locore_store`), and its names and extractor from the extraction record. An approximate first stage's
+    recall is measured at the re-ranker's released shortlist. `shards` > 1: a shard set (`SHARDS_FORMAT`)
+    of that many indexes over consecutive gallery rows, each with its own first stage (`first_stage`
+    resolved at the shard's size, trained on its rows) and store, opened as one by `index_shards.open_index`."""
     layout = DatasetLayout(Path(data), desc)
     check_target(out, force)
     with LocalDescriptorFile(layout.local("gallery")) as f:
@@ -222,17 +237,25 @@ def build_index(encoder, data: str | os.PathLike, out: str | os.PathLike, desc: 
     if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= images:
         raise InputError(f"--shards: expected 1 to the gallery's {images} images, got {shards!r}")
     globals_desc = globals_desc or desc
+    locore = reranker.meta["loop"] == "locore"
+    if locore and (globals_desc != desc or descriptors is not None):
+        flag = "--globals" if globals_desc != desc else "--db-descriptors"
+        raise InputError(f"{flag}: {reranker.meta['model']} reads the gallery's own {desc} globals and its first "
+                         f"{reranker.config['local_descriptors']} locals (an AMES setting)")
     globals_path = DatasetLayout(Path(data), globals_desc).global_("gallery")
     vectors = _gallery_vectors(globals_path, images, dim if globals_desc == desc else None)
     record = read_record(layout, "gallery", images)
     encoded_by = (record or {}).get("extractor" if globals_desc == desc else globals_desc)
     names = record["images"] if record else [None] * images
     source = {"path": str(layout.root.resolve()), "desc": desc}
-    shortlist = encoder.config.get("shortlist", 100)
+    shortlist = reranker.config.get("shortlist", 100)
 
     def write(target: Path, rows: range) -> Path:
         def make_store(path: Path) -> Path:
-            return ames_store.build_store(encoder, layout.local("gallery"), path, descriptors, log=log, rows=rows)
+            if locore:
+                return build_locore_store(reranker.meta, layout.local("gallery"), layout.global_("gallery"), path,
+                                          rows, log)
+            return ames_store.build_store(reranker, layout.local("gallery"), path, descriptors, log=log, rows=rows)
 
         return write_index(target, vectors[rows.start:rows.stop], make_store, names[rows.start:rows.stop],
                            record["extractor"] if record else None,
@@ -300,7 +323,7 @@ def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callabl
                 f"exact scan ({entry['recall']['queries']} gallery vectors as queries)")
             del unit, stage
             (staging / GLOBALS).unlink()
-        store = ames_store.AmesStore(make_store(staging / STORE))
+        store = open_rerank_store(make_store(staging / STORE))
         if store.images != images:
             raise ValueError(f"index: {images} global vectors, but the store holds {store.images} images")
         (staging / NAMES).write_text(json.dumps(names if names is not None else [None] * images) + "\n")

@@ -53,23 +53,28 @@ def _checkpoint_sha(meta: dict) -> str | None:
     return (meta.get("checkpoint") or {}).get("sha256")
 
 
+def read_manifest(path: Path, form: str) -> dict:
+    """A store folder's manifest, of format `form`; a missing, unreadable or foreign one is a ModelFileError."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        why = "no such folder" if not path.exists() else f"no {MANIFEST} (not a store, or an unfinished build)"
+        raise ModelFileError(f"store {path}: {why}")
+    try:
+        m = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"store {path}: {MANIFEST} is not valid JSON ({e})") from None
+    if not isinstance(m, dict) or m.get("format") != form:
+        found = m.get("format") if isinstance(m, dict) else type(m).__name__
+        raise ModelFileError(f"store {path}: expected format {form!r}, got {found!r}")
+    return m
+
+
 class AmesStore:
     """An open, validated store. `entries(indices)` reads any images, in any order."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        manifest_path = self.path / MANIFEST
-        if not manifest_path.is_file():
-            why = "no such folder" if not self.path.exists() else f"no {MANIFEST} (not a store, or an unfinished build)"
-            raise ModelFileError(f"store {self.path}: {why}")
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ModelFileError(f"store {self.path}: {MANIFEST} is not valid JSON ({e})") from None
-        m = self.manifest
-        if not isinstance(m, dict) or m.get("format") != FORMAT:
-            found = m.get("format") if isinstance(m, dict) else type(m).__name__
-            raise ModelFileError(f"store {self.path}: expected format {FORMAT!r}, got {found!r}")
+        m = self.manifest = read_manifest(self.path, FORMAT)
         self.model, self.variant = m["model"], m["variant"]
         self.images, self.descriptors, self.token_dim = m["images"], m["descriptors_per_image"], m["token_dim"]
         file, dtype = ENTRIES[self.variant]

@@ -203,6 +203,9 @@ def _search_targets(found: list[Artifact], index: Path) -> dict[str, Artifact]:
     opened = open_index(index)
     if opened.store is None:
         raise ModelFileError(f"--index: {index} holds no re-ranker store (build it with --model)")
+    if get_info(opened.store.model).store is None:
+        raise ModelFileError(f"--index: {index} holds {opened.store.model}'s store; the search model re-ranks with "
+                             f"AMES (search a LOCORE index with `rerankrt search`)")
     by_name = {a.name: a for a in found}
     names = dict(zip(("extractor", "encoder", "scorer"), (EXTRACTOR, *get_info(opened.store.model).store),
                      strict=True))
