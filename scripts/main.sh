@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up on a fresh machine and run the main job on the built-in default (released configurations
-# with random weights): the environment, the registered models, the five released models and the DINOv2
-# extractor exported to FP32 and FP16 ONNX in artifacts/ with their validation ladders, evaluated on a
-# synthetic dataset through ONNX Runtime, and profiled (the quick preset: AMES and LOCORE-small beside
+# with random weights): the environment, the registered models, the five released models, the DINOv2
+# extractor and the exact first stage exported to FP32 and FP16 ONNX in artifacts/ with their validation
+# ladders, evaluated on a synthetic dataset through ONNX Runtime, and profiled (the quick preset: AMES and LOCORE-small beside
 # the pair-wise re-rankers RRT, R2Former and CVNet-Rerank at reduced sizes, and RAML, on torch and ONNX
 # Runtime).
 # --force: a second run replaces the first one's outputs (every command refuses to without it).
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/rerankrt info
 .venv/bin/rerankrt models
-for model in raml ames ames-dist locore-small locore dinov2-extractor; do
+for model in raml ames ames-dist locore-small locore dinov2-extractor first-stage; do
   .venv/bin/rerankrt export "$model" --out artifacts --force
 done
 .venv/bin/rerankrt data synth artifacts/synth --force
