@@ -175,11 +175,15 @@ class Searcher:
         the engines run: `--backend trt`, or `auto` with a first-stage engine in the artifacts. Its gallery is
         copied to the device once (`GraphFirstStage`)."""
         backend, artifacts = self._open["backend"], self._open["artifacts"]
+        shards = getattr(self.index, "shards", [self.index])
+        exact = all(s.globals is not None for s in shards)
+        if exact_graph and not exact:
+            raise InputError(f"exact_graph: the first stage of {self.index.path} is approximate (faiss); the "
+                             f"{FIRST_STAGE} graph scans an exact one")
         if exact_graph is None:
             engine = Artifacts(Path(artifacts or DEFAULT_ARTIFACTS)).plan(FIRST_STAGE, self._open["precision"])
-            exact_graph = backend == "trt" or (backend == "auto" and engine.is_file())
-        shards = getattr(self.index, "shards", [self.index])
-        if not exact_graph or any(s.globals is None for s in shards):
+            exact_graph = exact and (backend == "trt" or (backend == "auto" and engine.is_file()))
+        if not exact_graph:
             return
         graph = self.models.get(FIRST_STAGE) or self._stack.enter_context(open_model(FIRST_STAGE, **self._open))
         stages = [GraphFirstStage(graph, s.globals) for s in shards]

@@ -102,6 +102,11 @@ def test_a_searcher_runs_the_exact_first_stage_through_the_graph(graphs, gallery
     np.testing.assert_allclose([[g for _, g in q] for q in results[True]],
                                [[g for _, g in q] for q in results[False]], rtol=1e-5, atol=1e-6)
     assert logs == ["first stage: the exact scan through the first-stage graph on ort-cpu fp32 (1 gallery buffer(s))"]
+    pytest.importorskip("faiss", reason="faiss-cpu (the search extra) is not installed")
+    hnsw = write_index(tmp_path / "hnsw", gallery, lambda path: synthesize_store(path, N), first_stage="HNSW16")
+    with pytest.raises(InputError, match=rf"^exact_graph: the first stage of {hnsw} is approximate \(faiss\); the "
+                                         r"first-stage graph scans an exact one$"):
+        Searcher(hnsw, artifacts=out, backend="ort", rerank=None, exact_graph=True)
 
 
 def test_a_gallery_outside_the_profile_is_refused(graphs, tmp_path):
