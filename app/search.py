@@ -35,9 +35,9 @@ from rerankrt.runtime.dataset_layout import DatasetLayout
 from rerankrt.runtime.descriptors import COL_MASK, META_COLUMNS, LocalDescriptorFile, read_global
 from rerankrt.runtime.extraction import weights_record
 from rerankrt.runtime.index_first_stage import GraphFirstStage, normalised
-from rerankrt.runtime.index_shards import ShardedFirstStage, open_index
+from rerankrt.runtime.index_shards import ShardedFirstStage, ShardedIndex, open_index
 from rerankrt.runtime.rerankers import reranker_for
-from rerankrt.runtime.search_index import read_record
+from rerankrt.runtime.search_index import SearchIndex, read_record
 
 from .backends import DEFAULT_ARTIFACTS, backend_kind, open_model
 
@@ -104,7 +104,8 @@ def _positive(name: str, value: int) -> int:
 class Searcher:
     """`Searcher(index, artifacts=…, backend=…, precision=…)`, then `.search(query, top=K, …)` per query
     and `close()` (or `with Searcher(…) as s:`). `index`: an index folder, a shard set (`index build
-    --shards`) or a list of indexes of disjoint galleries, searched as one (`runtime.index_shards`).
+    --shards`) or a list of indexes of disjoint galleries, searched as one (`runtime.index_shards`), or one
+    already opened (`open_index`).
 
     `backend` picks every model's backend as the commands do (`app.backends`): `auto` runs the TensorRT
     engine of an artifacts folder where one was built, else the ONNX graph, and the torch backend where a
@@ -117,14 +118,14 @@ class Searcher:
     backends by model name that the caller owns and closes (Triton's BLS backends), used instead of opening
     those models; they are checked against the index all the same."""
 
-    def __init__(self, index: str | os.PathLike | Sequence[str | os.PathLike],
+    def __init__(self, index: str | os.PathLike | Sequence[str | os.PathLike] | SearchIndex | ShardedIndex,
                  artifacts: str | os.PathLike | None = None, backend: str = "auto",
                  precision: str = "fp32", device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  detector: str | os.PathLike | None = None, rerank_checkpoint: str | os.PathLike | None = None,
                  rerank: str | None = "index", imsize: int | None = None, topk: int | None = None,
                  log: Callable[[str], None] = lambda message: None, models: dict | None = None,
                  raml_checkpoint: str | os.PathLike | None = None, exact_graph: bool | None = None) -> None:
-        self.index = open_index(index)
+        self.index = index if isinstance(index, (SearchIndex, ShardedIndex)) else open_index(index)
         self.models = dict(models or {})
         self.log = log
         self._open: dict[str, Any] = {"backend": backend, "artifacts": artifacts, "precision": precision,

@@ -47,7 +47,8 @@ class ShardedFirstStage:
     """The shards' first stages as one (`merge_top`); knobs go to every shard."""
 
     def __init__(self, shards: Sequence[SearchIndex], offsets: Sequence[int]) -> None:
-        self.stages, self.offsets = [s.first_stage for s in shards], list(offsets)
+        self.stages: list = [s.first_stage for s in shards]
+        self.offsets = list(offsets)
         kinds = {stage.kind for stage in self.stages}
         self.kind = kinds.pop() if len(kinds) == 1 else "mixed"
 
@@ -115,10 +116,10 @@ class ShardedIndex:
     interface of `SearchIndex` (`first_stage`, `names`, `store`, `images`, `dim`, `desc`, `extractor`,
     `model`), with gallery rows counted across the shards; `shards` and `offsets` the parts."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], path: Path | None = None) -> None:
+    def __init__(self, paths: Sequence[str | os.PathLike], path: Path | None = None, first_stage: bool = True) -> None:
         if not paths:
             raise InputError("index: expected at least one index")
-        self.shards = [SearchIndex(p) for p in paths]
+        self.shards = [SearchIndex(p, first_stage) for p in paths]
         self.path = path or Path(paths[0])
         first = self.shards[0]
         _same(self.shards, lambda s: f"index {s.path}", {
@@ -131,7 +132,7 @@ class ShardedIndex:
         self.images = sum(s.images for s in self.shards)
         self.dim, self.desc, self.extractor, self.manifest = first.dim, first.desc, first.extractor, first.manifest
         self.names = [name for s in self.shards for name in s.names]
-        self.first_stage = ShardedFirstStage(self.shards, self.offsets)
+        self.first_stage = ShardedFirstStage(self.shards, self.offsets) if first_stage else None
         stores = [s.store for s in self.shards if s.store is not None]
         self.store = ShardedStore(stores, self.offsets, self.path) if stores else None
 
@@ -155,16 +156,18 @@ def _shard_paths(path: Path, m: dict) -> list[Path]:
     return [path / entry["path"] for entry in m["shards"]]
 
 
-def open_index(index: str | os.PathLike | Sequence[str | os.PathLike]) -> SearchIndex | ShardedIndex:
-    """An index folder, a shard set folder, or a list of indexes of disjoint galleries (searched as one)."""
+def open_index(index: str | os.PathLike | Sequence[str | os.PathLike],
+               first_stage: bool = True) -> SearchIndex | ShardedIndex:
+    """An index folder, a shard set folder, or a list of indexes of disjoint galleries (searched as one);
+    `first_stage=False`: without opening the first stages (`SearchIndex`)."""
     if not isinstance(index, (str, os.PathLike)):
         paths = list(index)
-        return SearchIndex(paths[0]) if len(paths) == 1 else ShardedIndex(paths)
+        return SearchIndex(paths[0], first_stage) if len(paths) == 1 else ShardedIndex(paths, None, first_stage)
     path = Path(index)
     m = _manifest(path)
     if m["format"] != SHARDS_FORMAT:
-        return SearchIndex(path)
-    opened = ShardedIndex(_shard_paths(path, m), path)
+        return SearchIndex(path, first_stage)
+    opened = ShardedIndex(_shard_paths(path, m), path, first_stage)
     for shard, entry in zip(opened.shards, m["shards"], strict=True):
         if shard.images != entry["rows"][1] - entry["rows"][0]:
             raise ModelFileError(f"index {shard.path}: holds {shard.images} images, the set names rows "

@@ -99,9 +99,11 @@ def _manifest(path: Path) -> dict:
 
 class SearchIndex:
     """An open, validated index: `first_stage` (`.search(queries, k, nprobe=, ef_search=)`), `globals` [N, D]
-    memory-mapped (an exact first stage; else None), `names`, `store` (or None), `extractor`."""
+    memory-mapped (an exact first stage; else None), `names`, `store` (or None), `extractor`.
+    `first_stage=False` leaves the first stage unopened (None): a faiss index is read whole into memory, which
+    a process that searches through another (the Triton search model's shard models) must not pay."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, first_stage: bool = True) -> None:
         self.path = Path(path)
         m = self.manifest = _manifest(self.path)
         if m["format"] == ames_store.FORMAT:
@@ -123,7 +125,7 @@ class SearchIndex:
                                      f"({self.images} × {self.dim} float32): {rebuild_hint()}")
             self.globals = np.memmap(globals_path, dtype=np.float32, mode="r", shape=(self.images, self.dim))
         try:
-            self.first_stage = open_first_stage(self.path, first, self.images, self.globals)
+            self.first_stage = open_first_stage(self.path, first, self.images, self.globals) if first_stage else None
         except ModelFileError as e:
             raise ModelFileError(f"index {self.path}: {e}: {rebuild_hint()}") from None
         self.names = json.loads((self.path / m["names"]).read_text())

@@ -84,27 +84,34 @@ class BlsBackend(Backend):
         self.pb_utils, self.model_name = pb_utils, model_name
 
     def infer_impl(self, feeds: dict) -> dict[str, np.ndarray]:
-        pb = self.pb_utils
-        request = pb.InferenceRequest(
-            model_name=self.model_name, requested_output_names=[s.name for s in self.check.outputs],
-            inputs=[pb.Tensor(name, np.ascontiguousarray(array)) for name, array in feeds.items()],
-            # outputs in host memory: a GPU model's BLS outputs may otherwise stay on the device, where
-            # `as_numpy()` cannot read them (the scores are a few KB)
-            preferred_memory=pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU, 0))
-        response = request.exec()
-        if response.has_error():
-            raise RuntimeError(f"{self.model_name}: {response.error().message()}")
+        got = bls_infer(self.pb_utils, self.model_name, feeds, [s.name for s in self.check.outputs])
         sizes = self.check(feeds)
-        out = {}
-        for spec in self.check.outputs:
-            tensor = pb.get_output_tensor_by_name(response, spec.name)
-            if tensor is None:
-                raise RuntimeError(f"{self.model_name}: no {spec.name} in its response")
-            out[spec.name] = conform(spec.name, tensor.as_numpy(), spec, sizes, self.model_name)
-        return out
+        return {spec.name: conform(spec.name, got[spec.name], spec, sizes, self.model_name)
+                for spec in self.check.outputs}
 
 
-def _checked(tensor, spec: IOSpec) -> np.ndarray:
+def bls_infer(pb, model: str, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    """One BLS request to `model` of the same server: `outputs` by name as numpy arrays, in host memory; the
+    model's error, or an output missing from its response, raised as a RuntimeError naming the model."""
+    request = pb.InferenceRequest(
+        model_name=model, requested_output_names=outputs,
+        inputs=[pb.Tensor(name, np.ascontiguousarray(array)) for name, array in feeds.items()],
+        # outputs in host memory: a GPU model's BLS outputs may otherwise stay on the device, where
+        # `as_numpy()` cannot read them (the scores are a few KB)
+        preferred_memory=pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU, 0))
+    response = request.exec()
+    if response.has_error():
+        raise RuntimeError(f"{model}: {response.error().message()}")
+    out = {}
+    for name in outputs:
+        tensor = pb.get_output_tensor_by_name(response, name)
+        if tensor is None:
+            raise RuntimeError(f"{model}: no {name} in its response")
+        out[name] = tensor.as_numpy()
+    return out
+
+
+def checked_input(tensor, spec: IOSpec) -> np.ndarray:
     """A request's input against the loop's own I/O, so that errors name the caller's shapes (Triton
     checks them too, but the adapter does not rely on it)."""
     if tensor is None:
@@ -162,7 +169,7 @@ class _RerankModel:
         responses = []
         for request in requests:
             try:
-                arrays = {spec.name: _checked(pb.get_input_tensor_by_name(request, spec.name), spec)
+                arrays = {spec.name: checked_input(pb.get_input_tensor_by_name(request, spec.name), spec)
                           for spec in self.inputs}
                 n = len(arrays["global_sim"])
                 limit = int(self.params.get("max_shortlist", n))

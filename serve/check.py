@@ -19,7 +19,7 @@ from rerankrt.runtime.plan import PLAN_FORMAT
 from rerankrt.runtime.sidecar import check_sidecar
 from rerankrt.runtime.triton_bls import LOOP_MODELS, TARGET_FILE, rerank_io
 
-from .configs import MODEL_FILES, batch_dim, loop_tensor_config, schema, tensor_config
+from .configs import MODEL_FILES, SHARD, batch_dim, loop_tensor_config, schema, tensor_config
 
 
 def _dims(msg) -> list[int]:
@@ -195,7 +195,7 @@ def _check_loop_numbers(params: dict) -> list[str]:
     finite fusion weights."""
     problems = []
     for key, value in params.items():
-        if key in ("batch", "window", "stride", "shortlist", "max_shortlist", "top"):
+        if key in ("batch", "window", "stride", "shortlist", "max_shortlist", "top", "max_top", "max_k"):
             if not (value.isdigit() and int(value) >= 1):
                 problems.append(f"parameters {key}: {value!r}, expected a positive whole number")
         elif key in ("lambda", "gamma", "alpha", "temperature"):
@@ -213,8 +213,10 @@ def _check_loop(config, configs: dict, version: Path) -> list[str]:
     kind, target = params.get("loop"), params.get("target_model")
     if kind == "search":
         return _check_search(config, configs, version, params)
+    if kind == SHARD:
+        return _check_shard(config, params)
     if kind not in LOOP_MODELS:
-        return [f"parameters loop: expected one of {', '.join([*LOOP_MODELS, 'search'])}, got {kind!r}"]
+        return [f"parameters loop: expected one of {', '.join([*LOOP_MODELS, 'search', SHARD])}, got {kind!r}"]
     if target not in configs:
         why = "has no valid config.pbtxt" if (version.parent.parent / str(target)).is_dir() else \
             "is not a model of this repository"
@@ -265,11 +267,54 @@ def _check_search(config, configs: dict, version: Path, params: dict) -> list[st
     if config.max_batch_size != 0:
         problems.append(f"max_batch_size: {config.max_batch_size}, expected 0 (one query per request)")
     try:
-        store = open_index(params.get("index", "")).store
-        if store is None:
+        index = open_index(params.get("index", ""), first_stage=False)
+        if index.store is None:
             raise ModelFileError(f"index {params.get('index')}: holds no re-ranker store")
-        store.check_encoder(metas["encoder"])
-        store.check_scorer(metas["scorer"])
+        index.store.check_encoder(metas["encoder"])
+        index.store.check_scorer(metas["scorer"])
     except ModelFileError as e:
-        problems.append(f"parameters index: {e}")
+        return problems + [f"parameters index: {e}"]
+    return problems + _check_shards(params, configs, [s.path for s in getattr(index, "shards", [index])])
+
+
+def _check_shards(params: dict, configs: dict, shards: list[Path]) -> list[str]:
+    """The search model's shard models: one first stage and one store loop per shard of its index, in
+    gallery order, each over its shard's folder, the loops fusing with the search model's settings."""
+    names = {part: params.get(f"{part}_models", "").split(",") for part in ("shard", "rerank")}
+    for part, models in names.items():
+        if len(models) != len(shards):
+            return [f"parameters {part}_models: {len(models)} models, the index has {len(shards)} shard(s)"]
+        missing = [m for m in models if m not in configs]
+        if missing:
+            return [f"parameters {part}_models: {', '.join(missing)} not models of this repository"]
+    problems = []
+    for path, first, rerank in zip(shards, names["shard"], names["rerank"], strict=True):
+        want = str(path.resolve())
+        for model, key, loop in ((first, "index", SHARD), (rerank, "store", "ames-store")):
+            theirs = {k: v.string_value for k, v in configs[model].parameters.items()}
+            if theirs.get("loop") != loop or theirs.get(key) != want:
+                problems.append(f"parameters: {model} is not the {loop} model over the shard {want} (its loop "
+                                f"{theirs.get('loop')!r}, {key} {theirs.get(key)!r})")
+            elif loop != SHARD and any(theirs.get(k) != params.get(k) for k in ("lambda", "gamma")):
+                problems.append(f"parameters: {model} fuses with lambda {theirs.get('lambda')}, gamma "
+                                f"{theirs.get('gamma')}; the search model with {params.get('lambda')}, "
+                                f"{params.get('gamma')}")
+    return problems
+
+
+def _check_shard(config, params: dict) -> list[str]:
+    """A shard first-stage model: its index opens and its I/O fits the index's dimension."""
+    from rerankrt.app.triton_search import shard_io
+    from rerankrt.runtime.search_index import SearchIndex
+
+    problems = _check_loop_numbers(params)
+    if config.max_batch_size != 0:
+        problems.append(f"max_batch_size: {config.max_batch_size}, expected 0 (one query per request)")
+    try:
+        index = SearchIndex(params.get("index", ""))
+    except (ModelFileError, FileNotFoundError) as e:
+        return problems + [f"parameters index: {e}"]
+    inputs, outputs = shard_io(index.dim)
+    for field, tensors, expected in (("input", config.input, inputs), ("output", config.output, outputs)):
+        problems += _compare_io(field, tensors, [loop_tensor_config(t) for t in expected])
     return problems

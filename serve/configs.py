@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rerankrt.app.triton_search import search_io
+from rerankrt.app.triton_search import search_io, shard_io
 from rerankrt.models import get_info
 from rerankrt.optional import require
 from rerankrt.runtime.rerankers import released_settings
@@ -157,28 +157,43 @@ def loop_config(a: Artifact, max_batch_size: int, instances: int, name: str, ext
         batch = min(params["batch"], max_batch_size) if max_batch_size else params["batch"]
         params = {"lambda": params["lam"], "gamma": params["gamma"], "batch": batch}
     params = {"loop": kind, "target_model": a.name, **params, "max_shortlist": max_shortlist, **(extra or {})}
-    return {
-        "name": name, "backend": "python", "max_batch_size": 0,
-        "input": [loop_tensor_config(t) for t in inputs], "output": [loop_tensor_config(t) for t in outputs],
-        "instance_group": [{"kind": "KIND_CPU", "count": instances}],
-        "parameters": {k: {"string_value": str(v)} for k, v in params.items()},
-    }
+    return _python_model(name, inputs, outputs, instances, params)
 
 
 def loop_tensor_config(spec) -> dict:
     return {"name": spec.name, "data_type": TRITON_DTYPES[spec.dtype.name], "dims": triton_dims(spec)}
 
 
-def search_config(name: str, index: str, targets: dict[str, Artifact], instances: int, top: int) -> dict:
+def search_config(name: str, index: str, targets: dict[str, Artifact], shards: list[tuple[str, str]],
+                  instances: int, top: int, max_top: int) -> dict:
     """The ModelConfig of the search model over `index` (an absolute path), calling the repository's
-    extractor, encoder and scorer (`targets` by role) with the scorer's released settings as parameters."""
+    extractor, encoder and scorer (`targets` by role) and its `shards` models (first stage, re-rank), with
+    the scorer's released settings as parameters; a request asks for at most `max_top` results."""
     inputs, outputs = search_io()
     released = released_settings(targets["scorer"].meta)
     params = {"loop": "search", "index": index, **{f"{role}_model": a.name for role, a in targets.items()},
-              "shortlist": released["shortlist"], "lambda": released["lam"], "gamma": released["gamma"], "top": top}
+              "shard_models": ",".join(f for f, _ in shards), "rerank_models": ",".join(r for _, r in shards),
+              "shortlist": released["shortlist"], "lambda": released["lam"], "gamma": released["gamma"], "top": top,
+              "max_top": max_top}
+    return _python_model(name, inputs, outputs, instances, params, optional=("top",))
+
+
+def shard_config(name: str, index: str, dim: int, instances: int, max_k: int) -> dict:
+    """The ModelConfig of a search model's shard first stage over `index` (one shard, an absolute path):
+    at most `max_k` images per request."""
+    inputs, outputs = shard_io(dim)
+    return _python_model(name, inputs, outputs, instances, {"loop": SHARD, "index": index, "max_k": max_k})
+
+
+#: the `loop` parameter of a shard first-stage model
+SHARD = "search-shard"
+
+
+def _python_model(name: str, inputs, outputs, instances: int, params: dict, optional: tuple = ()) -> dict:
+    """A one-query-per-request Python-backend model on the CPU with `params` as its parameters."""
     return {
         "name": name, "backend": "python", "max_batch_size": 0,
-        "input": [loop_tensor_config(t) | ({"optional": True} if t.name == "top" else {}) for t in inputs],
+        "input": [loop_tensor_config(t) | ({"optional": True} if t.name in optional else {}) for t in inputs],
         "output": [loop_tensor_config(t) for t in outputs],
         "instance_group": [{"kind": "KIND_CPU", "count": instances}],
         "parameters": {k: {"string_value": str(v)} for k, v in params.items()},

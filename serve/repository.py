@@ -34,13 +34,14 @@ from pathlib import Path
 
 from rerankrt import __version__
 from rerankrt.app.search import DEFAULT_TOP, EXTRACTOR, check_extractor_weights
-from rerankrt.app.triton_search import SearchModel
+from rerankrt.app.triton_search import SearchModel, ShardFirstStageModel, shard_models
 from rerankrt.errors import ModelFileError
 from rerankrt.models import get_info
 from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.atomic import check_outputs, staging_folder, swap_in
 from rerankrt.runtime.naming import plan_sidecar_path
 from rerankrt.runtime.plan import read_plan_sidecar
+from rerankrt.runtime.rerankers import released_settings
 from rerankrt.runtime.triton_bls import LOOP_MODELS, TARGET_FILE
 
 from .check import check_repository, served_models
@@ -57,6 +58,7 @@ from .configs import (
     schema,
     search_config,
     served_sidecar,
+    shard_config,
 )
 
 #: the file at a repository's root that says rerankrt wrote it: `--force` replaces only such a folder
@@ -172,19 +174,13 @@ def write_repository(
             log(f"{a.name}: {form} ({a.precision}), max_batch_size {config['max_batch_size']}")
         for name, (a, encoder, store) in loops.items():
             extra = {"encoder_model": encoder.name, "store": str(store.path.resolve())} if encoder else None
-            loop = loop_config(a, max_batch_sizes[a.name], instances, name, extra, max_shortlist)
-            folder = staging / name
-            _write_config(folder, loop)
-            (folder / "1").mkdir()
-            kind = a.meta["loop"]
-            (folder / "1" / "model.py").write_text(adapter(f"the {kind} loop", LOOP_MODELS[kind]))
-            target = {"precision": a.precision, "sidecar": a.meta, **({"encoder": encoder.meta} if encoder else {})}
-            (folder / "1" / TARGET_FILE).write_text(json.dumps(target, indent=2) + "\n")
-            log(f"{name}: the {kind} loop over {a.name}" + (f" from the store {store.path}" if store else "")
+            _write_loop(staging / name, a, encoder,
+                        loop_config(a, max_batch_sizes[a.name], instances, name, extra, max_shortlist))
+            log(f"{name}: the {a.meta['loop']} loop over {a.name}" + (f" from the store {store.path}" if store else "")
                 + " (Python backend, BLS)")
         if search is not None:
-            _write_search(staging / SEARCH, Path(index).resolve(), search, instances)  # type: ignore[arg-type]
-            log(f"{SEARCH}: {index} through {', '.join(a.name for a in search.values())} (Python backend, BLS)")
+            _write_search(staging, Path(index).resolve(), search, instances, max_shortlist,  # type: ignore[arg-type]
+                          max_batch_sizes, log)
         problems = check_repository(staging)
         if problems:
             raise ModelFileError("the generated repository does not validate:\n  " + "\n  ".join(problems))
@@ -224,12 +220,42 @@ def _search_targets(found: list[Artifact], index: Path) -> dict[str, Artifact]:
     return targets
 
 
-def _write_search(folder: Path, index: Path, targets: dict[str, Artifact], instances: int) -> None:
-    _write_config(folder, search_config(SEARCH, str(index), targets, instances, DEFAULT_TOP))
+def _write_loop(folder: Path, a: Artifact, encoder: Artifact | None, config: dict) -> None:
+    """A loop model over `a` (a store loop: over the scorer, `encoder` the query side's)."""
+    _write_config(folder, config)
     (folder / "1").mkdir()
-    (folder / "1" / "model.py").write_text(adapter("the search pipeline", SearchModel))
-    target = {"precision": targets["scorer"].precision, **{role: a.meta for role, a in targets.items()}}
+    kind = a.meta["loop"]
+    (folder / "1" / "model.py").write_text(adapter(f"the {kind} loop", LOOP_MODELS[kind]))
+    target = {"precision": a.precision, "sidecar": a.meta, **({"encoder": encoder.meta} if encoder else {})}
     (folder / "1" / TARGET_FILE).write_text(json.dumps(target, indent=2) + "\n")
+
+
+def _write_search(repo: Path, index: Path, targets: dict[str, Artifact], instances: int, max_top: int,
+                  max_batch_sizes: dict[str, int], log: Callable[[str], None]) -> None:
+    """The search model and, for each shard of `index` (one index: one shard), its first stage and its store
+    loop (`app.triton_search`). A shard takes the front's shortlist or top, whichever is longer."""
+    from rerankrt.runtime.index_shards import open_index
+
+    opened = open_index(index, first_stage=False)
+    shards = getattr(opened, "shards", [opened])
+    names = shard_models(SEARCH, len(shards))
+    scorer, encoder = targets["scorer"], targets["encoder"]
+    max_k = max(max_top, released_settings(scorer.meta)["shortlist"])
+    for shard, (first, rerank) in zip(shards, names, strict=True):
+        _write_config(repo / first, shard_config(first, str(shard.path.resolve()), shard.dim, instances, max_k))
+        (repo / first / "1").mkdir()
+        (repo / first / "1" / "model.py").write_text(adapter("a search shard's first stage", ShardFirstStageModel))
+        extra = {"encoder_model": encoder.name, "store": str(shard.path.resolve())}
+        _write_loop(repo / rerank, scorer, encoder,
+                    loop_config(scorer, max_batch_sizes[scorer.name], instances, rerank, extra, max_k))
+    _write_config(repo / SEARCH, search_config(SEARCH, str(index), targets, names, instances, DEFAULT_TOP, max_top))
+    (repo / SEARCH / "1").mkdir()
+    (repo / SEARCH / "1" / "model.py").write_text(adapter("the search pipeline", SearchModel))
+    target = {"precision": scorer.precision, **{role: a.meta for role, a in targets.items()}}
+    (repo / SEARCH / "1" / TARGET_FILE).write_text(json.dumps(target, indent=2) + "\n")
+    log(f"{SEARCH}: {index} through {', '.join(a.name for a in targets.values())} and {len(shards)} shard(s): "
+        f"{', '.join(f for f, _ in names)} (first stage), {', '.join(r for _, r in names)} (re-rank) "
+        f"(Python backend, BLS)")
 
 
 def _loops(found: list[Artifact], stores: list[str]) -> dict[str, tuple]:

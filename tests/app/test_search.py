@@ -402,7 +402,8 @@ def test_the_triton_repository_gets_a_search_model(world, ort_index, tmp_path, c
             "with `rerankrt export`)") in capsys.readouterr().err
     assert main([*common, "--index", str(index), "--out", str(repo)]) == 0
     assert sorted(p.name for p in repo.iterdir()) == [".rerankrt-repository", "ames-dist-encoder", "ames-dist-scorer",
-                                                      "dinov2-extractor", "search"]
+                                                      "dinov2-extractor", "search", "search_shard_000",
+                                                      "search_shard_000_rerank"]
     config = (repo / "search" / "config.pbtxt").read_text()
     for line in ('name: "query"', "data_type: TYPE_STRING", "optional: true", f'string_value: "{index.resolve()}"',
                  'key: "extractor_model"', 'string_value: "dinov2-extractor"'):
@@ -412,10 +413,56 @@ def test_the_triton_repository_gets_a_search_model(world, ort_index, tmp_path, c
     moved = tmp_path / "moved"
     shutil.move(index, moved)
     try:
-        assert check_repository(repo) == [f"{repo / 'search' / 'config.pbtxt'}: parameters index: index "
-                                          f"{index.resolve()}: no such folder"]
+        assert check_repository(repo) == [
+            f"{repo / name / 'config.pbtxt'}: parameters {key}: index {index.resolve()}: no such folder"
+            for name, key in (("search", "index"), ("search_shard_000", "index"), ("search_shard_000_rerank", "store"))]
     finally:
         shutil.move(moved, index)
+
+
+def test_the_triton_repository_fans_a_shard_set_out(world, ort_index, tmp_path, capsys):
+    """`rerankrt triton --index SHARDS`: per shard a first-stage model and a store loop over its own folder,
+    named in gallery order by the search model's parameters (the real server's answers over two shards:
+    tests/serve/test_server.py); `--check` reports shard models wired to the wrong shard or fusing with other
+    settings."""
+    from rerankrt.serve.check import check_repository
+
+    _, data, _, _ = ort_index
+    ort = ["--backend", "ort", "--artifacts", str(world["art"])]
+    sharded, repo = tmp_path / "sharded", tmp_path / "repo"
+    assert main(["index", "build", "--model", "ames-dist", "--data", str(data), "--db-descriptors", DB, "--shards",
+                 "3", "--out", str(sharded), *ort]) == 0
+    assert main(["triton", "--artifacts", str(world["art"]), "--precision", "fp32", "--platform", "python",
+                 "--index", str(sharded), "--max-shortlist", "40", "--out", str(repo)]) == 0
+    shards = [f"search_shard_{i:03d}" for i in range(3)]
+    assert sorted(p.name for p in repo.iterdir() if p.name.startswith("search")) == sorted(
+        ["search", *shards, *(f"{s}_rerank" for s in shards)])
+    search = (repo / "search" / "config.pbtxt").read_text()
+    for line in (f'string_value: "{",".join(shards)}"', f'string_value: "{",".join(s + "_rerank" for s in shards)}"',
+                 'key: "max_top"\n  value {\n    string_value: "40"'):
+        assert line in search, line
+    for i, shard in enumerate(shards):
+        folder = str((sharded / f"shard-{i:03d}").resolve())
+        first, loop = ((repo / name / "config.pbtxt").read_text() for name in (shard, f"{shard}_rerank"))
+        assert f'string_value: "{folder}"' in first and f'string_value: "{folder}"' in loop
+        assert 'key: "max_k"\n  value {\n    string_value: "100"' in first  # the released shortlist: > 40
+        assert 'string_value: "ames-store"' in loop
+    assert check_repository(repo) == []
+    first, second = (repo / name / "config.pbtxt" for name in shards[:2])
+    texts = first.read_text(), second.read_text()
+    first.write_text(texts[1].replace(shards[1], shards[0]))
+    second.write_text(texts[0].replace(shards[0], shards[1]))
+    loop = repo / f"{shards[2]}_rerank" / "config.pbtxt"
+    loop.write_text(loop.read_text().replace('key: "lambda"\n  value {\n    string_value: "0.35"',
+                                             'key: "lambda"\n  value {\n    string_value: "0.5"'))
+    folders = [str((sharded / f"shard-{i:03d}").resolve()) for i in range(2)]
+    assert check_repository(repo) == [
+        f"{repo / 'search' / 'config.pbtxt'}: parameters: {shards[0]} is not the search-shard model over the shard "
+        f"{folders[0]} (its loop 'search-shard', index '{folders[1]}')",
+        f"{repo / 'search' / 'config.pbtxt'}: parameters: {shards[1]} is not the search-shard model over the shard "
+        f"{folders[1]} (its loop 'search-shard', index '{folders[0]}')",
+        f"{repo / 'search' / 'config.pbtxt'}: parameters: {shards[2]}_rerank fuses with lambda 0.5, gamma 0.1; the "
+        f"search model with 0.35, 0.1"]
 
 
 def test_raml_first_stage_equals_the_composed_commands(world, tmp_path, capsys):

@@ -88,8 +88,8 @@ EXTRACTOR_768 = {"embed_dim": 768, "depth": 1, "num_heads": 12, "mlp_dim": 256}
 
 def _search_index(out: Path, encoder) -> None:
     """The extractor exported beside the models, six gallery photos extracted through it (ONNX Runtime) and
-    their search index (`out/index`), the query photos in `out/queries`: 112 × 84 px, so that no resize
-    runs (the server's OpenCV is another version than this one)."""
+    their search index (`out/index`, two shards; `out/index-one`, one), the query photos in `out/queries`:
+    112 × 84 px, so that no resize runs (the server's OpenCV is another version than this one)."""
     cv2 = pytest.importorskip("cv2", reason="OpenCV (images extra) is not installed")
     from rerankrt.export.onnx_export import export_model
     from rerankrt.runtime.artifacts import open_backend
@@ -108,7 +108,8 @@ def _search_index(out: Path, encoder) -> None:
     (out / "data").mkdir()
     with open_backend(out / "dinov2-extractor.onnx", backend="ort", log=lambda m: None) as extractor:
         extract(extractor, image_list(out / "gallery"), out / "data", "gallery", 112, 50)
-    build_index(encoder, out / "data", out / "index")
+    build_index(encoder, out / "data", out / "index", shards=2)  # what the server searches: rows 0-2 and 3-5
+    build_index(encoder, out / "data", out / "index-one")  # what its answers must equal
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +202,8 @@ def _locore_query(rng, n: int = 24) -> dict:
 def test_every_model_loads_and_is_ready(server):
     process, ports, ready = server
     models = ["ames", "ames-dist-encoder", "ames-dist-scorer", "ames-dist_rerank", "ames_rerank", "dinov2-extractor",
-              "locore", "locore_rerank", "search"]
+              "locore", "locore_rerank", "search", "search_shard_000", "search_shard_000_rerank", "search_shard_001",
+              "search_shard_001_rerank"]
     assert ready == (f"rerankrt serve: ready: {len(models)} models ({', '.join(models)}) on 127.0.0.1: "
                      f"http {ports['http']}, grpc {ports['grpc']}, metrics {ports['metrics']}")
     client = _grpc(server)
@@ -256,12 +258,13 @@ def _search(module, client, image: bytes, top: int | None = None):
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_search_equals_the_searcher_in_process(server, artifacts, protocol):
-    """One encoded photo per request: the extractor, the first stage and AMES-dist from the index by BLS give
-    `Searcher`'s hits (rows, names, fused scores); `top` defaults to the model's parameter."""
+    """One encoded photo per request: the extractor, then the two shards' first stages and AMES-dist from their
+    stores by BLS give `Searcher`'s hits over one index of the whole gallery (rows, names, fused scores);
+    `top` defaults to the model's parameter."""
     from rerankrt.app.search import Searcher
 
     module, client = (grpcclient, _grpc(server)) if protocol == "grpc" else (httpclient, _http(server))
-    with Searcher(artifacts / "index", artifacts=artifacts, backend="ort") as searcher:
+    with Searcher(artifacts / "index-one", artifacts=artifacts, backend="ort") as searcher:
         for query in sorted((artifacts / "queries").iterdir()):
             got = _search(module, client, query.read_bytes(), top=4)
             hits = searcher.search(query, top=4).hits
@@ -307,11 +310,39 @@ def test_a_bad_search_request_gets_an_error_naming_the_query(server, artifacts):
     client = _grpc(server)
     photo = (artifacts / "queries" / "q0.png").read_bytes()
     for data, top, message in ((b"not an image", None, "query: OpenCV cannot read it"),
-                               (photo, 0, "top: expected a positive number of images, got 0")):
+                               (photo, 0, "top: expected a positive number of images, got 0"),
+                               (photo, MAX_SHORTLIST + 1, f"top: {MAX_SHORTLIST + 1} results, more than this model "
+                                                          f"returns ({MAX_SHORTLIST}, its max_top parameter)")):
         with pytest.raises(InferenceServerException) as e:
             _search(grpcclient, client, data, top)
         assert message in e.value.message()
     assert len(_search(grpcclient, client, photo, 3)["index"]) == 3 and client.is_server_ready()
+
+
+def test_a_shard_answers_its_own_top_k_and_refuses_a_bad_request(server, artifacts):
+    """A shard's first stage alone: its rows counted from its own first image, best first, equal to the
+    exact scan of its rows; a vector of another dimension (by Triton, from the config) or k out of its bound
+    (by the model) refused by name."""
+    from tritonclient.utils import InferenceServerException
+
+    from rerankrt.runtime.first_stage import global_shortlist
+    from rerankrt.runtime.search_index import SearchIndex
+
+    client = _grpc(server)
+    shard = SearchIndex(artifacts / "index" / "shard-001")
+    vector = _unit(np.random.default_rng(4), 768)
+    result = _infer(grpcclient, client, "search_shard_001", {"vector": vector, "k": np.array([2], np.int64)})
+    sims, rows = global_shortlist(vector[None], np.asarray(shard.globals), 2)
+    assert result.as_numpy("index").tolist() == rows[0].tolist() and set(rows[0]) <= {0, 1, 2}
+    np.testing.assert_allclose(result.as_numpy("similarity"), sims[0], rtol=1e-6)
+    wrong_dim = "unexpected shape for input 'vector' for model 'search_shard_001'. Expected [768], got [5]"
+    for feeds, message in (({"vector": vector[:5], "k": np.array([2], np.int64)}, wrong_dim),
+                           ({"vector": vector, "k": np.array([0], np.int64)},
+                            "k: expected 1…100 images (the max_k parameter), got 0")):
+        with pytest.raises(InferenceServerException) as e:
+            _infer(grpcclient, client, "search_shard_001", feeds)
+        assert message in e.value.message()
+    assert client.is_server_ready()
 
 
 @pytest.mark.parametrize(("model", "edit", "message"), BAD, ids=["shape", "dtype", "nan", "oversized", "index"])
