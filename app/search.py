@@ -36,7 +36,7 @@ from rerankrt.runtime.descriptors import COL_MASK, META_COLUMNS, LocalDescriptor
 from rerankrt.runtime.extraction import weights_record
 from rerankrt.runtime.index_first_stage import GraphFirstStage, normalised
 from rerankrt.runtime.index_shards import ShardedFirstStage, ShardedIndex, open_index
-from rerankrt.runtime.rerankers import reranker_for
+from rerankrt.runtime.loops import LOOPS, reranker_for
 from rerankrt.runtime.search_index import SearchIndex, read_record
 
 from .backends import DEFAULT_ARTIFACTS, backend_kind, open_model
@@ -160,7 +160,7 @@ class Searcher:
             raise ModelFileError(f"--rerank: the index {self.index.path} holds {held}, not {self.model}'s "
                                  f"(search it with --rerank none, or build one with `rerankrt index build --model "
                                  f"{self.model}`)")
-        if get_info(self.model).loop == "locore":  # one list-wise graph over the stored globals and locals
+        if LOOPS[get_info(self.model).loop].reads_globals:  # one list-wise graph over the stored globals and locals
             self.scorer = self.models.get(self.model) or self._stack.enter_context(open_model(
                 self.model, checkpoint=checkpoint, flag="--rerank-checkpoint", **self._open))
             self.index.store.check_reranker(self.scorer.meta)

@@ -20,6 +20,7 @@ from rerankrt.errors import InputError
 from rerankrt.runtime.agreement import kendall_tau
 from rerankrt.runtime.dataset_layout import DatasetLayout
 from rerankrt.runtime.descriptors import read_gnd, read_nn
+from rerankrt.runtime.loops import loop_of
 from rerankrt.runtime.rerank_dataset import DatasetFiles
 
 from .metrics import gldv2_map_at_100, protocol_junk, reorder_junk, revisited_evaluate
@@ -36,12 +37,13 @@ def _runs(dataset: str) -> tuple[str, ...]:
 def rankings(backend, data: str | os.PathLike, dataset: str, shortlist: int | None = None,
              desc: str = "dinov2", nn_file: str = "nn_superglobal.pkl", lam: float | None = None,
              gamma: float | None = None, plus1m: bool = False, log: Callable[[str], None] = lambda m: None,
-             store=None, encoder=None) -> dict:
+             store=None, encoder=None, settings: dict | None = None) -> dict:
     """{run: (first-stage ranks, re-ranked ranks)} with each run's junk-reordered shortlists.
 
     `plus1m`: the folder holds the +1M files (the gallery HDF5 is the virtual gallery + R1M dataset and
     the shortlist ranks it); LOCORE's fusion then defaults to α = t = 0.5 as in its +1M evaluation.
-    `store`, `encoder`: an AMES scorer's database store and query encoder (`rerankrt.runtime.store`)."""
+    `store`, `encoder`: an AMES scorer's database store and query encoder (`rerankrt.runtime.store`);
+    `settings`: any other run settings of the loop, by name (`runtime.loops`)."""
     runs = _runs(dataset)
     layout = DatasetLayout(Path(data), desc, nn_file)
     ground_truth = read_gnd(layout.root / f"gnd_{dataset}.pkl")
@@ -52,8 +54,10 @@ def rankings(backend, data: str | os.PathLike, dataset: str, shortlist: int | No
             if files.num_images <= len(ground_truth["imlist"]):
                 raise InputError(f"--plus1m: {layout.local('gallery')} holds {files.num_images} images, no "
                                  f"more than the {len(ground_truth['imlist'])} of the ground truth: not a +1M folder")
-            if backend.meta["loop"] == "locore":
-                lam, gamma = 0.5 if lam is None else lam, 0.5 if gamma is None else gamma
+            fusion = loop_of(backend.meta).plus1m_fusion  # LOCORE's +1M evaluation fuses otherwise
+            if fusion is not None:
+                lam = fusion[0] if lam is None else lam
+                gamma = fusion[1] if gamma is None else gamma
         sims, idx = read_nn(layout.root / nn_file, num_db=files.num_images)
         if len(gnd) != len(idx):
             raise InputError(f"gnd_{dataset}.pkl has {len(gnd)} queries, {nn_file} has {len(idx)}")
@@ -64,7 +68,7 @@ def rankings(backend, data: str | os.PathLike, dataset: str, shortlist: int | No
                 orders = np.stack([reorder_junk(idx[q], protocol_junk(gnd[q], run)) for q in range(len(idx))])
                 run_sims, run_idx = np.take_along_axis(sims, orders, 1), np.take_along_axis(idx, orders, 1)
             log(f"{dataset} {run} run")
-            _, reranked = files.rerank(run_sims, run_idx, shortlist, lam, gamma, log)
+            _, reranked = files.rerank(run_sims, run_idx, shortlist, lam, gamma, log, settings)
             out[run] = (run_idx, reranked)
     return {"gnd": gnd, "runs": out}
 

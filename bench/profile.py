@@ -42,7 +42,7 @@ from rerankrt.optional import require
 from rerankrt.progress import progress
 from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.atomic import atomic_output
-from rerankrt.runtime.rerankers import released_settings
+from rerankrt.runtime.loops import LOOPS, architecture
 from rerankrt.runtime.sliding import window_starts
 
 from .locore_hf import HF_BASELINES, HfLocoreBackend
@@ -122,13 +122,20 @@ def _graph_folder(artifacts: Path, model: str, config: dict, files: dict) -> Art
     random weights never stand in for the released graph (or the other way round)."""
     from rerankrt.runtime.sidecar import sha256
 
-    info = get_info(model)
-    wanted = dataclasses.asdict(dataclasses.replace(info.config, **config))
-    if wanted == dataclasses.asdict(info.config) and not files:
+    wanted = _architecture(model, config)
+    if wanted == _architecture(model, {}) and not files:
         return Artifacts(artifacts)
     key = [wanted, {k: sha256(Path(v)) for k, v in sorted(files.items())}]
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return Artifacts(artifacts / "variants" / f"{model}-{digest}")
+
+
+def _architecture(model: str, config: dict) -> dict:
+    """The graph a case asks for: the model's configuration with `config`, without its loop's run settings
+    (those are the case's, applied at run time: a new λ or window needs no other graph)."""
+    info = get_info(model)
+    full = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(info.config, **config))))  # tuples: lists
+    return LOOPS[info.loop].architecture(full) if info.loop else full
 
 
 def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[[str], None], model: str = ""):
@@ -165,8 +172,7 @@ def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[
         folder.root.mkdir(parents=True, exist_ok=True)
         export_model(model, checkpoint, out_dir=folder.root, precision=case.precision, **parts, **config)
     backend = open_backend(graph, "ort", device)
-    wanted = dataclasses.asdict(dataclasses.replace(get_info(model).config, **config))
-    if backend.config != json.loads(json.dumps(wanted)):  # as the sidecar holds it: tuples are lists
+    if architecture(backend.meta) != _architecture(model, config):
         raise UnavailableError(f"{graph} was exported in another configuration than the one asked for; "
                                f"export it again or profile from another --artifacts folder")
     return backend
@@ -176,15 +182,16 @@ def _backends(case: Case, artifacts: Path, device: str, config: dict, log: Calla
               stack: contextlib.ExitStack) -> list:
     """The entered backends of a case: the model's, and for a store scorer the encoder of its query side."""
     backends = [stack.enter_context(_open(case, artifacts, device, config, log))]
-    if get_info(registered(case.model)).loop == "ames-store":
+    loop = get_info(registered(case.model)).loop
+    if loop and LOOPS[loop].stored:
         backends.append(stack.enter_context(_open(case, artifacts, device, config, log, encoder_of(case.model))))
     return backends
 
 
-def _workload(case: Case, backends: list) -> tuple[list[tuple], int]:
+def _workload(case: Case, backends: list, config: dict) -> tuple[list[tuple], int]:
     """The (backend, feeds) calls of one query's re-ranking (or one image's encoding) and their FLOPs, at the
-    released per-item sizes (each profile's opt) of the model as the backend runs it. A store scorer's
-    query is encoded first, once."""
+    released per-item sizes (each profile's opt) of the model as the backend runs it, its loop's run settings
+    as `config` sets them. A store scorer's query is encoded first, once."""
     backend = backends[0]
     info = get_info(registered(case.model))
     model_config = type(info.config)(**backend.config)
@@ -194,7 +201,8 @@ def _workload(case: Case, backends: list) -> tuple[list[tuple], int]:
         batch = sizes["pairs"]
         calls = [{**sizes, "pairs": min(batch, case.size - i)} for i in range(0, case.size, batch)]
     elif info.kind == LIST_WISE:  # the released sliding windows over S
-        settings = released_settings(backend.meta)
+        loop = LOOPS[info.loop]
+        settings = loop.settings(backend.meta, loop.from_config(config))
         starts = window_starts(case.size, settings["window"], settings["stride"], settings["order"])
         calls = [{**sizes, "batch": 1, "images": min(settings["window"], case.size)}] * len(starts)
     elif info.kind == ENCODER:  # a batch of database images
@@ -318,7 +326,7 @@ def _prepare(case: Case, artifacts: Path, device: str, config: dict, log: Callab
     warm it up (the peak device memory is read around the warm-up)."""
     with contextlib.ExitStack() as own:
         opened = _backends(case, artifacts, device, config, log, own)
-        work, flops = _workload(case, opened)
+        work, flops = _workload(case, opened, config)
         storage, measured = measured_storage(case.model, config)
         memory = _device_memory(opened[0], device)
         out_bytes = _run(work)

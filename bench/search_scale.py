@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(work: Path, sizes: list[int], stages: list[str], queries: int) -> list[dict]:
     from rerankrt.export.onnx_export import export_model
+    from rerankrt.runtime.loops import reranker_for
     from rerankrt.runtime.ort_backend import OrtBackend
-    from rerankrt.runtime.rerankers import reranker_for
 
     rows: dict[tuple[int, str], dict] = {}
     for n in sizes:

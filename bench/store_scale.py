@@ -57,8 +57,8 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(s) for s in args.images.split(",")]
     from rerankrt.export.onnx_export import export_model
+    from rerankrt.runtime.loops import reranker_for
     from rerankrt.runtime.ort_backend import OrtBackend
-    from rerankrt.runtime.rerankers import reranker_for
 
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,6 +17,7 @@ from rerankrt.errors import ServerError, UnavailableError
 from rerankrt.models import MODELS, names
 from rerankrt.optional import require
 from rerankrt.runtime.index_first_stage import AUTO, EXACT_UP_TO, TRAIN_SAMPLE
+from rerankrt.runtime.loops import LOOPS
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -323,7 +324,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rerankrt.bench.eval import agreement, format_table, rankings, score
     from rerankrt.runtime.atomic import atomic_output, check_outputs
-    from rerankrt.runtime.rerankers import released_settings
+    from rerankrt.runtime.loops import released_settings
 
     precisions = args.compare.split(",") if args.compare else [args.precision]
     if any(p not in ("fp32", "fp16") for p in precisions):
@@ -670,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = index.add_parser("build", help="a gallery's search index: its globals (the first stage), its names and its "
                                        "local descriptors encoded into a memory-mapped AMES store")
     f = Flags(q)
-    indexed = [n for n, info in MODELS.items() if info.store or info.loop == "locore"]
+    indexed = [n for n, info in MODELS.items() if info.store or (info.loop and LOOPS[info.loop].reads_globals)]
     q.add_argument("--model", required=True, choices=indexed,
                    help="the re-ranker whose database side the index holds: AMES's encoded store, or LOCORE's FP16 "
                         "globals and locals")

@@ -19,13 +19,14 @@ from .descriptors import (
 from .feeds import Backend, IOSpec
 from .fusion import fuse
 from .images import RamlEncoder, preprocess
+from .loops import LOOPS, Loop, loop_of, released_settings, reranker_for
 from .ort_backend import OrtBackend
-from .rerankers import AmesReranker, LocoreReranker, Reranked, released_settings, reranker_for
+from .rerankers import AmesReranker, LocoreReranker, Reranked
 from .sliding import ORDERS, SlidingResult, sliding_rerank, window_starts
 
 __all__ = [
-    "ORDERS", "AmesReranker", "Artifacts", "Backend", "IOSpec", "LocalDescriptorFile", "LocalDescriptors",
-    "LocoreReranker", "OrtBackend", "RamlEncoder", "Reranked", "SlidingResult", "fuse", "open_backend", "preprocess",
-    "read_global", "read_gnd", "read_nn", "released_settings", "reranker_for", "sliding_rerank", "window_starts",
-    "write_global", "write_local", "write_nn",
+    "LOOPS", "ORDERS", "AmesReranker", "Artifacts", "Backend", "IOSpec", "LocalDescriptorFile", "LocalDescriptors",
+    "LocoreReranker", "Loop", "OrtBackend", "RamlEncoder", "Reranked", "SlidingResult", "fuse", "loop_of",
+    "open_backend", "preprocess", "read_global", "read_gnd", "read_nn", "released_settings", "reranker_for",
+    "sliding_rerank", "window_starts", "write_global", "write_local", "write_nn",
 ]

@@ -23,16 +23,12 @@ from rerankrt.errors import InputError
 
 from .dataset_layout import DatasetLayout
 from .descriptors import LocalDescriptorFile, read_global, read_nn, write_nn
-from .rerankers import reranker_for
+from .loops import loop_of, reranker_for
 from .store import AmesStore
 
 
-def _input_shape(backend, name: str) -> tuple:
-    return next(s.shape for s in backend.input_specs() if s.name == name)
-
-
 def _input_dim(backend, name: str) -> int:
-    return int(_input_shape(backend, name)[-1])
+    return int(next(s.shape for s in backend.input_specs() if s.name == name)[-1])
 
 
 def rerank_dataset(
@@ -47,14 +43,15 @@ def rerank_dataset(
     log: Callable[[str], None] = lambda message: None,
     store: AmesStore | None = None,
     encoder=None,
+    settings: dict | None = None,
 ) -> Path:
     """Re-rank every query's first-stage shortlist with the model of an entered `backend` (AMES or LOCORE,
     any variant; an AMES scorer with its `store` and query `encoder`) and write the result; defaults are
-    the released settings."""
+    the released settings, `settings` overrides any of its loop's by name (`runtime.loops`)."""
     layout = DatasetLayout(Path(data), desc, nn_file)
     with DatasetFiles(layout, backend, store, encoder) as files:
         sims, idx = read_nn(layout.root / nn_file, num_db=files.num_images)
-        new_sims, new_idx = files.rerank(sims, idx, shortlist, lam, gamma, log)
+        new_sims, new_idx = files.rerank(sims, idx, shortlist, lam, gamma, log, settings)
     write_nn(out, new_sims, new_idx)
     return Path(out)
 
@@ -63,19 +60,17 @@ class DatasetFiles:
     """The open descriptor files of a dataset (or its database store), checked against the backend."""
 
     def __init__(self, layout: DatasetLayout, backend, store: AmesStore | None = None, encoder=None) -> None:
-        self.family = backend.meta["loop"]
-        if self.family not in ("ames", "ames-store", "locore"):
-            raise ValueError(f"{backend.meta['model']}: not a re-ranker a dataset loop drives (AMES or LOCORE)")
-        if (self.family == "ames-store") != (store is not None and encoder is not None):
+        self.loop = loop_of(backend.meta)
+        if self.loop.stored != (store is not None and encoder is not None):
             raise ValueError(f"{backend.meta['model']}: " + ("a scorer re-ranks from a store, with the encoder of "
-                                                             "the query side" if self.family == "ames-store" else
+                                                             "the query side" if self.loop.stored else
                                                              "re-ranks from descriptor files, not a store"))
         if store is not None:
             store.check_scorer(backend.meta)
             store.check_encoder(encoder.meta)  # the query is encoded with the store's weights too
         self.layout, self.backend, self.store, self.encoder = layout, backend, store, encoder
         self.dim = encoder.config["local_dim"] if store is not None else \
-            _input_dim(backend, "q_desc" if self.family == "ames" else "q_local")
+            _input_dim(backend, self.loop.query_input())
 
     def __enter__(self) -> DatasetFiles:
         self.queries = LocalDescriptorFile(self.layout.local("query"), dim=self.dim)
@@ -84,7 +79,7 @@ class DatasetFiles:
             return self
         try:
             self.gallery = LocalDescriptorFile(self.layout.local("gallery"), dim=self.dim)
-            if self.family == "locore":  # LOCORE's GLOBAL tokens, memory-mapped once, a row per image
+            if self.loop.reads_globals:  # LOCORE's GLOBAL tokens, memory-mapped once, a row per image
                 self.globals = {}
                 for split, local in (("query", self.queries), ("gallery", self.gallery)):
                     self.globals[split] = read_global(self.layout.global_(split), self.dim)
@@ -108,45 +103,25 @@ class DatasetFiles:
         return self.gallery.num_images
 
     def rerank(self, sims: np.ndarray, idx: np.ndarray, shortlist: int | None, lam: float | None,
-               gamma: float | None, log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
+               gamma: float | None, log: Callable[[str], None],
+               settings: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Each query's first `shortlist` (released: AMES 100, LOCORE 400) re-ranked, the rest as given.
-        `lam`, `gamma` are the fusion weight and temperature (LOCORE's α, t); None: the released ones."""
+        `lam`, `gamma` are the fusion weight and temperature (LOCORE's α, t), `settings` any of the loop's
+        run settings; None: the released ones."""
         if len(sims) != self.queries.num_images:
             raise InputError(f"{self.layout.nn}: {len(sims)} queries, but {self.layout.local('query')} holds "
                              f"{self.queries.num_images}")
-        reranker, s = reranker_for(self.backend, lam, gamma, shortlist, self.encoder)
+        reranker, s = reranker_for(self.backend, lam, gamma, shortlist, self.encoder, settings)
         if not 1 <= s <= idx.shape[1]:
             raise InputError(f"--shortlist: expected 1 … {idx.shape[1]} (the neighbours in {self.layout.nn}), got {s}")
         if s > self.num_images:
             raise InputError(f"--shortlist: {s} is longer than the database ({self.num_images} images)")
+        resolved = self.loop.settings(self.backend.meta, settings)
         new_sims, new_idx = sims.copy(), idx.copy()
         for q in range(len(sims)):
             top = idx[q, :s]
-            if self.family != "locore":
-                order, scores = self._ames(reranker, q, top, sims[q, :s])
-            else:
-                order, scores = self._locore(reranker, q, top, sims[q, :s])
+            order, scores = self.loop.rerank_query(self, reranker, q, top, sims[q, :s], resolved)
             new_idx[q, :s], new_sims[q, :s] = top[order], scores
             if (q + 1) % 10 == 0 or q + 1 == len(sims):
                 log(f"re-ranked {q + 1}/{len(sims)} queries")
         return new_sims, new_idx
-
-    def _ames(self, reranker, q: int, top: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cfg = self.backend.config
-        query = self.queries.read([q], n=min(cfg["query_descriptors"], self.queries.topk))
-        if self.store is not None:
-            db, db_mask = self.store.entries(top)
-        else:
-            assert self.gallery is not None
-            local = self.gallery.read(top, n=min(cfg["db_descriptors"], self.gallery.topk))
-            db, db_mask = local.desc, local.mask
-        result = reranker.rerank(query.desc[0], query.mask[0], db, db_mask, sims)
-        return result.order, result.scores
-
-    def _locore(self, reranker, q: int, top: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = _input_shape(self.backend, "q_local")[1]  # 48 locals per image as released
-        assert self.gallery is not None
-        query, db = self.queries.read([q], n=n), self.gallery.read(top, n=n)
-        q_global, g_global = np.asarray(self.globals["query"][q]), np.asarray(self.globals["gallery"][top])
-        result = reranker.rerank(q_global, query.desc[0], query.mask[0], g_global, db.desc, db.mask, sims)
-        return result.order, result.scores

@@ -4,9 +4,8 @@ the new order and fused scores out.
 `AmesReranker` scores the shortlist pair by pair in batches that fit the backend's `pairs` profile:
 through the whole model (the query's descriptors repeated per pair), or through the scorer from stored
 database entries (`runtime.store`), the query encoded once by the encoder. `LocoreReranker` runs
-LOCORE's sliding windows (`runtime.sliding`), one backend call per window. `released_settings` is the one rule for the
-settings a loop runs with, read from the model's sidecar (its `loop` and configuration) and fitted to
-its profiles: the CLI, dataset re-ranking, Triton's loop models and the profiler all use it.
+LOCORE's sliding windows (`runtime.sliding`), one backend call per window. The settings they run with,
+and which one a model takes, are its loop's (`runtime.loops`).
 """
 
 from __future__ import annotations
@@ -35,25 +34,9 @@ def check_fusion(weight: float, temperature: float, names: tuple[str, str]) -> N
         raise ValueError(f"{names[1]}: expected a positive temperature, got {temperature}")
 
 
-def released_settings(meta: dict) -> dict:
-    """The settings the loop of an exported model (`meta`: its sidecar, or a backend's `meta`) runs with as
-    released, as keyword arguments of its re-ranker plus the `shortlist` it re-ranks: AMES in batches of
-    the `pairs` profile's opt size (what engines are tuned for, and what fits a CPU's memory), LOCORE's
-    window clamped to the `images` profile and its stride to the window."""
-    cfg, profiles = meta["config"], meta["profiles"]
-    if meta["loop"] in ("ames", "ames-store"):
-        return {"shortlist": cfg["shortlist"], "lam": cfg["fusion_lambda"], "gamma": cfg["fusion_gamma"],
-                "batch": profiles["pairs"]["opt"]}
-    if meta["loop"] == "locore":
-        window = min(cfg["window"], profiles["images"]["max"])
-        return {"shortlist": cfg["shortlist"], "window": window, "stride": min(cfg["stride"], window),
-                "order": cfg["order"], "alpha": cfg["fusion_alpha"], "temperature": cfg["fusion_temperature"]}
-    raise ValueError(f"{meta['model']}: no re-ranking loop drives this model (loop {meta['loop']!r})")
-
-
 class AmesReranker:
     """`AmesReranker(backend, lam, gamma).rerank(q_desc [Q,D], q_mask [Q], db [S,…], db_mask [S,T],
-    global_sim [S])`. Released fusion defaults per variant: reference §2.6 (`released_settings`).
+    global_sim [S])`. Released fusion defaults per variant: reference §2.6 (`runtime.loops`).
 
     With the whole model (loop "ames") `db` are the database images' descriptors [S,T,D]. With a scorer
     (loop "ames-store") `db` are their stored entries [S,T,E] (`AmesStore.entries`: bool codes or fp16
@@ -61,7 +44,7 @@ class AmesReranker:
 
     def __init__(self, backend, lam: float, gamma: float, batch: int | None = None, encoder=None) -> None:
         check_fusion(lam, gamma, ("lambda", "gamma"))
-        stored = backend.meta["loop"] == "ames-store"
+        stored = backend.input_specs()[0].name != "q_desc"  # a scorer takes the query's stored form
         if stored != (encoder is not None):
             raise ValueError(f"{backend.meta['model']}: " + ("a scorer needs the encoder of the query side"
                                                              if stored else "the whole model takes no encoder"))
@@ -132,26 +115,3 @@ class LocoreReranker:
         return sliding_rerank(score_window, np.asarray(global_sim, dtype=np.float64), shortlist=self.shortlist,
                               window=self.window, stride=self.stride, order=self.order, alpha=self.alpha,
                               temperature=self.temperature)
-
-
-RERANKERS = {"ames": AmesReranker, "ames-store": AmesReranker, "locore": LocoreReranker}
-
-
-def reranker_for(backend, weight: float | None = None, temperature: float | None = None,
-                 shortlist: int | None = None, encoder=None) -> tuple[AmesReranker | LocoreReranker, int]:
-    """The loop of the backend's model at its released settings, with the fusion weight (AMES λ, LOCORE α),
-    temperature (AMES γ, LOCORE t) and shortlist overridden where given; returns (re-ranker, shortlist).
-    A scorer's loop takes the `encoder` of its query side."""
-    loop = backend.meta["loop"]
-    settings = released_settings(backend.meta)
-    released = settings.pop("shortlist")
-    s = released if shortlist is None else shortlist
-    names = ("alpha", "temperature") if loop == "locore" else ("lam", "gamma")
-    for name, value in zip(names, (weight, temperature), strict=True):
-        if value is not None:
-            settings[name] = value
-    if loop == "locore":
-        settings["shortlist"] = s
-    if loop == "ames-store":
-        settings["encoder"] = encoder
-    return RERANKERS[loop](backend, **settings), s

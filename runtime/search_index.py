@@ -55,6 +55,7 @@ from .index_first_stage import (
 )
 from .locore_store import FORMAT as LOCORE_FORMAT
 from .locore_store import LocoreStore, build_locore_store
+from .loops import LOOPS
 
 FORMAT = "rerankrt-search-index/1"
 #: a shard set: indexes over consecutive gallery rows (`index build --shards N`, `index_shards`)
@@ -239,7 +240,7 @@ def build_index(reranker, data: str | os.PathLike, out: str | os.PathLike, desc:
     if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= images:
         raise InputError(f"--shards: expected 1 to the gallery's {images} images, got {shards!r}")
     globals_desc = globals_desc or desc
-    locore = reranker.meta["loop"] == "locore"
+    locore = bool(reranker.meta["loop"]) and LOOPS[reranker.meta["loop"]].reads_globals  # LOCORE's own store
     if locore and (globals_desc != desc or descriptors is not None):
         flag = "--globals" if globals_desc != desc else "--db-descriptors"
         raise InputError(f"{flag}: {reranker.meta['model']} reads the gallery's own {desc} globals and its first "

@@ -25,32 +25,10 @@ import numpy as np
 from rerankrt.errors import InputError
 
 from .feeds import Backend, IOSpec
+from .loops import LOOPS
 from .rerankers import AmesReranker, LocoreReranker
 
 TARGET_FILE = "target.json"
-
-
-def rerank_io(kind: str, dim: int, locals_: int) -> tuple[list[IOSpec], list[IOSpec]]:
-    """The I/O of each loop model: one query per request (max_batch_size 0). `rerankrt triton` writes these
-    into config.pbtxt (named dimensions become -1) and `--check` compares the config against them. D and n
-    come from the target's sidecar."""
-    f32, flag = np.dtype(np.float32), np.dtype(np.bool_)
-    if kind == "ames":
-        inputs = [IOSpec("q_desc", f32, ("query_descriptors", dim)), IOSpec("q_mask", flag, ("query_descriptors",)),
-                  IOSpec("db_desc", f32, ("shortlist", "db_descriptors", dim)),
-                  IOSpec("db_mask", flag, ("shortlist", "db_descriptors")), IOSpec("global_sim", f32, ("shortlist",))]
-    elif kind == "ames-store":  # the database side comes from the store: the shortlist is image indices
-        inputs = [IOSpec("q_desc", f32, ("query_descriptors", dim)), IOSpec("q_mask", flag, ("query_descriptors",)),
-                  IOSpec("shortlist", np.dtype(np.int64), ("shortlist",)), IOSpec("global_sim", f32, ("shortlist",))]
-    elif kind == "locore":
-        inputs = [IOSpec("q_global", f32, (dim,)), IOSpec("q_local", f32, (locals_, dim)),
-                  IOSpec("q_mask", flag, (locals_,)), IOSpec("g_global", f32, ("shortlist", dim)),
-                  IOSpec("g_local", f32, ("shortlist", locals_, dim)), IOSpec("g_mask", flag, ("shortlist", locals_)),
-                  IOSpec("global_sim", f32, ("shortlist",))]
-    else:
-        raise ValueError(f"kind: expected ames, ames-store or locore, got {kind!r}")
-    outputs = [IOSpec("order", np.dtype(np.int64), ("shortlist",)), IOSpec("scores", f32, ("shortlist",))]
-    return inputs, outputs
 
 
 def triton_dims(spec: IOSpec) -> list[int]:
@@ -145,7 +123,7 @@ class _RerankModel:
         self.backend = self.backends[0]
         cfg = target["sidecar"]["config"]
         self.name = config.get("name", self.kind)
-        self.inputs, self.outputs = rerank_io(self.kind, cfg["local_dim"], cfg.get("local_descriptors", 0))
+        self.inputs, self.outputs = LOOPS[self.kind].io(cfg)
         self.reranker = self.make_reranker()
 
     def open_targets(self, target: dict) -> list[BlsBackend]:
@@ -249,7 +227,8 @@ class AmesStoreRerankModel(AmesRerankModel):
         return result.order, result.scores
 
 
-LOOP_MODELS = {"ames": AmesRerankModel, "ames-store": AmesStoreRerankModel, "locore": LocoreRerankModel}
+#: each loop's Triton model, by loop name
+LOOP_MODELS = {cls.kind: cls for cls in (AmesRerankModel, AmesStoreRerankModel, LocoreRerankModel)}
 
 
 class GraphModel:

@@ -14,10 +14,11 @@ from pathlib import Path
 import onnx
 
 from rerankrt.errors import ModelFileError
+from rerankrt.runtime.loops import LOOPS
 from rerankrt.runtime.naming import plan_sidecar_path
 from rerankrt.runtime.plan import PLAN_FORMAT
 from rerankrt.runtime.sidecar import check_sidecar
-from rerankrt.runtime.triton_bls import LOOP_MODELS, TARGET_FILE, rerank_io
+from rerankrt.runtime.triton_bls import LOOP_MODELS, TARGET_FILE, AmesStoreRerankModel
 
 from .configs import MODEL_FILES, SHARD, batch_dim, loop_tensor_config, schema, tensor_config
 
@@ -229,11 +230,11 @@ def _check_loop(config, configs: dict, version: Path) -> list[str]:
         return [f"{version / TARGET_FILE} is unreadable ({type(e).__name__}: {e})"]
     except ModelFileError as e:
         return [str(e)]
-    inputs, outputs = rerank_io(kind, meta["config"]["local_dim"], meta["config"].get("local_descriptors", 0))
+    inputs, outputs = LOOPS[kind].io(meta["config"])
     problems = _check_loop_numbers(params)
     for field, tensors, expected in (("input", config.input, inputs), ("output", config.output, outputs)):
         problems += _compare_io(field, tensors, [loop_tensor_config(t) for t in expected])
-    if kind == "ames-store":
+    if LOOPS[kind].stored:
         problems += _check_store_loop(params, configs)
     if config.max_batch_size != 0:
         problems.append(f"max_batch_size: {config.max_batch_size}, expected 0 (one query per request)")
@@ -290,7 +291,7 @@ def _check_shards(params: dict, configs: dict, shards: list[Path]) -> list[str]:
     problems = []
     for path, first, rerank in zip(shards, names["shard"], names["rerank"], strict=True):
         want = str(path.resolve())
-        for model, key, loop in ((first, "index", SHARD), (rerank, "store", "ames-store")):
+        for model, key, loop in ((first, "index", SHARD), (rerank, "store", AmesStoreRerankModel.kind)):
             theirs = {k: v.string_value for k, v in configs[model].parameters.items()}
             if theirs.get("loop") != loop or theirs.get(key) != want:
                 problems.append(f"parameters: {model} is not the {loop} model over the shard {want} (its loop "

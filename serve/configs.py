@@ -14,8 +14,8 @@ from pathlib import Path
 from rerankrt.app.triton_search import search_io, shard_io
 from rerankrt.models import get_info
 from rerankrt.optional import require
-from rerankrt.runtime.rerankers import released_settings
-from rerankrt.runtime.triton_bls import GraphModel, rerank_io, triton_dims
+from rerankrt.runtime.loops import LOOPS, released_settings
+from rerankrt.runtime.triton_bls import GraphModel, triton_dims
 
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL", "int64": "TYPE_INT64",
                  "object": "TYPE_STRING"}  # bytes: an encoded query image, gallery names
@@ -149,13 +149,9 @@ def loop_config(a: Artifact, max_batch_size: int, instances: int, name: str, ext
     """The ModelConfig of the re-ranking loop `name` over `a`, with the released settings as parameters
     (and `extra` ones: the store loop's encoder model and store path), and the longest shortlist a request
     may carry."""
-    kind, cfg = a.meta["loop"], a.meta["config"]
-    inputs, outputs = rerank_io(kind, cfg["local_dim"], cfg.get("local_descriptors", 0))
-    params = released_settings(a.meta)
-    if kind != "locore":  # pairs per BLS request: what the dynamic batcher merges across queries (a store
-        # scorer is not batched by Triton: max_batch_size 0, its own profile bounds the pairs)
-        batch = min(params["batch"], max_batch_size) if max_batch_size else params["batch"]
-        params = {"lambda": params["lam"], "gamma": params["gamma"], "batch": batch}
+    kind = a.meta["loop"]
+    inputs, outputs = LOOPS[kind].io(a.meta["config"])
+    params = LOOPS[kind].triton_params(a.meta, max_batch_size)
     params = {"loop": kind, "target_model": a.name, **params, "max_shortlist": max_shortlist, **(extra or {})}
     return _python_model(name, inputs, outputs, instances, params)
 

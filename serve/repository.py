@@ -39,9 +39,9 @@ from rerankrt.errors import ModelFileError
 from rerankrt.models import get_info
 from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.atomic import check_outputs, staging_folder, swap_in
+from rerankrt.runtime.loops import LOOPS, released_settings
 from rerankrt.runtime.naming import plan_sidecar_path
 from rerankrt.runtime.plan import read_plan_sidecar
-from rerankrt.runtime.rerankers import released_settings
 from rerankrt.runtime.triton_bls import LOOP_MODELS, TARGET_FILE
 
 from .check import check_repository, served_models
@@ -264,8 +264,8 @@ def _loops(found: list[Artifact], stores: list[str]) -> dict[str, tuple]:
     from rerankrt.runtime.index_shards import open_store
 
     by_name = {a.name: a for a in found}
-    loops: dict[str, tuple] = {f"{a.name}_rerank": (a, None, None) for a in found if a.meta["loop"] in
-                               ("ames", "locore")}
+    loops: dict[str, tuple] = {f"{a.name}_rerank": (a, None, None) for a in found
+                               if a.meta["loop"] and LOOPS[a.meta["loop"]].whole_model}
     for path in stores:
         store = open_store(path)
         encoder_name, scorer_name = get_info(store.model).store or ("", "")

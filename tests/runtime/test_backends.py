@@ -14,8 +14,9 @@ import pytest
 
 from rerankrt.errors import InputError, ModelFileError, UnavailableError
 from rerankrt.runtime.artifacts import open_backend
+from rerankrt.runtime.loops import architecture, released_settings, reranker_for
 from rerankrt.runtime.ort_backend import OrtBackend
-from rerankrt.runtime.rerankers import AmesReranker, LocoreReranker, released_settings, reranker_for
+from rerankrt.runtime.rerankers import AmesReranker, LocoreReranker
 from rerankrt.runtime.sliding import sliding_rerank
 
 pytest.importorskip("torch")
@@ -208,7 +209,8 @@ def test_released_settings_follow_the_sidecar(artifacts):
     """One rule for every loop: AMES in batches of the pairs profile's opt, LOCORE's window within the images
     profile (17 for the tiny position table) and its stride within the window."""
     with OrtBackend(artifacts / "ames.onnx") as ames, OrtBackend(artifacts / "locore.onnx") as locore:
-        assert released_settings(ames.meta) == {"shortlist": 100, "lam": 0.5, "gamma": 0.2, "batch": 100}
+        assert released_settings(ames.meta) == {"shortlist": 100, "lam": 0.5, "gamma": 0.2, "db_descriptors": 50,
+                                                "batch": 100}
         assert released_settings(locore.meta) == {"shortlist": 400, "window": 17, "stride": 17,
                                                   "order": "end-to-start", "alpha": 0.5, "temperature": 0.1}
         reranker, shortlist = reranker_for(locore, weight=0.3, shortlist=40)
@@ -216,6 +218,28 @@ def test_released_settings_follow_the_sidecar(artifacts):
             40, 40, 17, 0.3, 0.1)
         reranker, shortlist = reranker_for(ames, temperature=0.7)
         assert (shortlist, reranker.batch, reranker.lam, reranker.gamma) == (100, 100, 0.5, 0.7)
+
+
+def test_run_settings_override_by_name_and_stay_out_of_the_architecture(artifacts):
+    """Every run setting of a loop is overridden by name at run time (the graph unchanged); explicit fusion
+    arguments win; a name the loop does not take, or a value of the wrong type, is refused by name; the
+    architecture of a graph is its configuration without them."""
+    with OrtBackend(artifacts / "ames.onnx") as ames, OrtBackend(artifacts / "locore.onnx") as locore:
+        reranker, shortlist = reranker_for(locore, weight=0.2, settings={"window": 8, "stride": 4, "alpha": 0.9,
+                                                                         "order": "start-to-end"})
+        assert (shortlist, reranker.window, reranker.stride, reranker.order, reranker.alpha) == (
+            400, 8, 4, "start-to-end", 0.2)
+        reranker, _ = reranker_for(ames, settings={"batch": 7, "lam": 0.25})
+        assert (reranker.batch, reranker.lam) == (7, 0.25)
+        with pytest.raises(ValueError, match=r"^window: not a setting of the ames loop of ames \(its settings: "
+                                             r"shortlist, lam, gamma, db_descriptors, batch\)$"):
+            reranker_for(ames, settings={"window": 8})
+        with pytest.raises(ValueError, match=r"^batch: expected a whole number, got 7.5$"):
+            reranker_for(ames, settings={"batch": 7.5})
+        arch = architecture(ames.meta)
+        assert set(ames.meta["config"]) - set(arch) == {"shortlist", "fusion_lambda", "fusion_gamma", "db_descriptors"}
+        assert set(locore.meta["config"]) - set(architecture(locore.meta)) == {
+            "shortlist", "window", "stride", "order", "fusion_alpha", "fusion_temperature"}
 
 
 def test_reranker_settings_are_checked(artifacts):
@@ -311,7 +335,7 @@ def test_rerank_bad_input(artifacts, tmp_path, rng):
             rerank_dataset(backend, tmp_path, tmp_path / "o.pkl", shortlist=21)
     import types
 
-    with pytest.raises(ValueError, match=r"^rrt: not a re-ranker a dataset loop drives \(AMES or LOCORE\)$"):
+    with pytest.raises(ValueError, match=r"^rrt: not a re-ranker a loop drives \(AMES or LOCORE\)$"):
         rerank_dataset(types.SimpleNamespace(meta={"model": "rrt", "loop": None}), tmp_path, tmp_path / "o.pkl")
     small = tmp_path / "small"
     small.mkdir()
