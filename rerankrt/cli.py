@@ -181,6 +181,25 @@ def _rerankers(args: argparse.Namespace, precision: str, stack: contextlib.ExitS
             "encoder": stack.enter_context(_backend_for(args, precision, encoder))}
 
 
+def _run_setting(text: str) -> tuple[str, int | float | str]:
+    """`NAME=VALUE` of `--setting`: the value as a whole number, a number or text (the loop checks its type)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    for kind in (int, float):
+        try:
+            return name, kind(value)
+        except ValueError:
+            pass
+    return name, value
+
+
+def _setting_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--setting", type=_run_setting, action="append", default=[], metavar="NAME=VALUE",
+                   help="any run setting of the model's loop, repeated (AMES: shortlist, lam, gamma, db_descriptors, "
+                        "batch; LOCORE: shortlist, window, stride, order, alpha, temperature); default: released")
+
+
 def cmd_rerank(args: argparse.Namespace) -> int:
     from rerankrt.runtime.atomic import check_outputs
     from rerankrt.runtime.rerank_dataset import rerank_dataset
@@ -189,7 +208,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         loop = _rerankers(args, args.precision, stack)
         out = rerank_dataset(loop.pop("backend"), args.data, args.out, args.shortlist, args.desc, args.nn,
-                             args.lam, args.gamma, log=_log, **loop)
+                             args.lam, args.gamma, log=_log, settings=dict(args.setting), **loop)
     _log(f"wrote {out}")
     return 0
 
@@ -338,7 +357,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             loop = _rerankers(args, precision, stack)
             backend = loop.pop("backend")
             results[precision] = rankings(backend, args.data, args.dataset, args.shortlist, args.desc,
-                                          args.nn, args.lam, args.gamma, args.plus1m, log=_log, **loop)
+                                          args.nn, args.lam, args.gamma, args.plus1m, log=_log,
+                                          settings=dict(args.setting), **loop)
             tables[f"{args.model} {precision}"] = score(args.dataset, results[precision])
             shortlist = args.shortlist or released_settings(backend.meta)["shortlist"]
     print(format_table(args.dataset, tables))
@@ -597,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the folder holds the +1M files (virtual gallery + R1M HDF5 and its shortlist)")
     p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ, LOCORE α); default: released")
     p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
+    _setting_flag(p)
     f.output("--out", help="write the tables and every setting as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(run=cmd_eval)
@@ -629,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shortlist", type=int, help="images re-ranked per query (AMES 100, LOCORE 400)")
     p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ, LOCORE α); default: released")
     p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
+    _setting_flag(p)
     f.output("--out", required=True, help="the re-ranked shortlist, nn_*.pkl layout")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(run=cmd_rerank)

@@ -230,6 +230,21 @@ def test_cli_builds_describes_and_reranks_from_a_store(checkpoints, tmp_path, ca
     info = json.loads(capsys.readouterr().out)
     assert (info["model"], info["images"], info["descriptors_per_image"]) == ("ames-dist", 40, 50)
     assert info["bytes_per_image_by_part"]["store"] <= 1024  # the first stage's raw globals: 3072 B beside it
+    pair_sims, pair_idx = read_nn(tmp_path / "pairs.pkl")  # the whole model over descriptor pairs
+    for setting in (["batch=7"], ["db_descriptors=20"]):  # run settings, the same graph
+        assert main(["rerank", "--model", "ames-dist", *common, "--shortlist", "20", "--out", str(tmp_path / "s.pkl"),
+                     "--force", *(a for value in setting for a in ("--setting", value))]) == 0
+        sims, idx = read_nn(tmp_path / "s.pkl")
+        if setting == ["batch=7"]:  # other pair batches: the same scores to rounding
+            assert idx.tolist() == pair_idx.tolist()
+            np.testing.assert_allclose(sims, pair_sims, rtol=1e-5, atol=1e-6)
+        else:  # the first 20 of each image's 50 descriptors: other scores
+            assert np.abs(sims[:, :20] - pair_sims[:, :20]).max() > 1e-3
+    capsys.readouterr()
+    assert main(["rerank", "--model", "ames-dist", *common, "--setting", "window=8",
+                 "--out", str(tmp_path / "x.pkl")]) == 2
+    assert ("rerankrt rerank: error: window: not a setting of the ames loop of ames-dist (its settings: shortlist, "
+            "lam, gamma, db_descriptors, batch)") in capsys.readouterr().err
     (data / "dinov2_gallery_local.hdf5").unlink()
     assert main(["rerank", "--model", "ames-dist", *common, "--index", str(store), "--shortlist", "20",
                  "--out", str(tmp_path / "ort.pkl")]) == 0
@@ -241,7 +256,6 @@ def test_cli_builds_describes_and_reranks_from_a_store(checkpoints, tmp_path, ca
     first_sims, first = read_nn(data / "nn_superglobal.pkl")
     assert ort_idx.tolist() == pt_idx.tolist() and ort_idx[:, :20].tolist() != first[:, :20].tolist()
     np.testing.assert_allclose(ort_sims, pt_sims, rtol=1e-5, atol=1e-6)
-    pair_sims, pair_idx = read_nn(tmp_path / "pairs.pkl")  # the whole model over descriptor pairs
     assert pair_idx[:, :20].tolist() != first[:, :20].tolist() and pair_idx[:, 20:].tolist() == first[:, 20:].tolist()
     np.testing.assert_array_equal(pair_sims[:, 20:], first_sims[:, 20:])
     assert main(["rerank", "--model", "ames-dist", *common, "--checkpoint", str(checkpoints["ames-dist"]),
