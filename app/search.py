@@ -274,11 +274,15 @@ class Searcher:
         return min(top, n), min(shortlist, n) if shortlist is not None else n
 
     def search(self, query, top: int = DEFAULT_TOP, shortlist: int | None = None, lam: float | None = None,
-               gamma: float | None = None, nprobe: int | None = None, ef_search: int | None = None) -> SearchResult:
+               gamma: float | None = None, nprobe: int | None = None, ef_search: int | None = None,
+               **settings) -> SearchResult:
         """The top `top` gallery images of one query: an image file, a BGR array or `QueryDescriptors`.
-        `shortlist` (AMES: 100 as released), `lam` and `gamma` override the re-ranker's released settings;
-        `nprobe` (IVF) and `ef_search` (HNSW) a faiss first stage's recorded knobs."""
+        `shortlist` (AMES: 100 as released), `lam`, `gamma` and any other run setting of the re-ranker's
+        loop by name (`batch`) override its released settings; `nprobe` (IVF) and `ef_search` (HNSW) a faiss
+        first stage's recorded knobs."""
         self.index.first_stage.check_knobs(nprobe, ef_search)  # before the extractor's work
+        if settings and self.model is None:
+            raise ValueError(f"{', '.join(settings)}: a re-ranker's setting, and this search re-ranks nothing")
         start = time.perf_counter()
         extract_ms = None
         if not isinstance(query, QueryDescriptors):
@@ -288,7 +292,7 @@ class Searcher:
         top, limit = self._sizes(top, shortlist, self.model is not None)
         reranker, s = None, 0
         if self.model is not None:
-            reranker, s = reranker_for(self.scorer, lam, gamma, shortlist, self.encoder)
+            reranker, s = reranker_for(self.scorer, lam, gamma, shortlist, self.encoder, settings)
             s = min(s, limit)
         t = time.perf_counter()
         vector = normalised(query.global_[None])[0]

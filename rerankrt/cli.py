@@ -311,7 +311,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_outputs([args.out], args.paths.inputs(args), args.force)
     rerank = None if args.rerank == "none" else args.rerank or "index"
     settings = {"top": args.top, "shortlist": args.shortlist, "lam": args.lam, "gamma": args.gamma,
-                "nprobe": args.nprobe, "ef_search": args.ef_search}
+                "nprobe": args.nprobe, "ef_search": args.ef_search, **dict(args.setting)}
     index = args.index[0] if len(args.index) == 1 else args.index
     with Searcher(index, args.artifacts, args.backend, args.precision, args.device, args.checkpoint,
                   args.detector, args.rerank_checkpoint, rerank, args.imsize, log=_log,
@@ -750,6 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"results per query (default {DEFAULT_TOP})")
     p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ); default: released")
     p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ); default: released")
+    _setting_flag(p)
     _first_stage_knobs(p, "default: the index's")
     f.value("--device", default="cpu")
     f.output("--out", help="write the results as JSON (default: a table per query)")

@@ -39,6 +39,8 @@ class Loop:
     reads_globals = False
     #: the fusion weight and temperature of an evaluation against R1M distractors, where they differ
     plus1m_fusion: tuple[float, float] | None = None
+    #: a run setting's name among its Triton model's parameters, where that differs from the setting's
+    param_names: Mapping[str, str] = {}
 
     def released(self, meta: dict) -> dict:
         """The settings as released, from the sidecar (`meta`), fitted to the graph's profiles."""
@@ -86,6 +88,12 @@ class Loop:
         """The parameters its Triton loop model runs with: the released settings."""
         raise NotImplementedError
 
+    def from_params(self, meta: dict, params: Mapping[str, str]) -> dict:
+        """The run settings that its Triton model's parameters (text, as config.pbtxt holds them) set, typed as
+        the released ones: the overrides the model builds its re-ranker with."""
+        return {name: type(value)(params[key]) for name, value in self.released(meta).items()
+                if (key := self.param_names.get(name, name)) in params}
+
     def query_input(self) -> str:
         """The graph input whose last dimension is the local descriptors' (what a dataset's files must fit)."""
         raise NotImplementedError
@@ -103,6 +111,7 @@ class AmesPairs(Loop):
     name = "ames"
     run_config = {"shortlist": "shortlist", "lam": "fusion_lambda", "gamma": "fusion_gamma",
                   "db_descriptors": "db_descriptors"}
+    param_names = {"lam": "lambda"}
 
     def released(self, meta: dict) -> dict:
         """AMES in batches of the `pairs` profile's opt size (what engines are tuned for, and what fits a
@@ -126,7 +135,7 @@ class AmesPairs(Loop):
         is not batched by Triton: max_batch_size 0, its own profile bounds the pairs)."""
         s = self.released(meta)
         batch = min(s["batch"], max_batch_size) if max_batch_size else s["batch"]
-        return {"lambda": s["lam"], "gamma": s["gamma"], "batch": batch}
+        return {self.param_names.get(k, k): v for k, v in (("lam", s["lam"]), ("gamma", s["gamma"]), ("batch", batch))}
 
     def query_input(self) -> str:
         return "q_desc"

@@ -26,7 +26,6 @@ from rerankrt.errors import InputError
 
 from .feeds import Backend, IOSpec
 from .loops import LOOPS
-from .rerankers import AmesReranker, LocoreReranker
 
 TARGET_FILE = "target.json"
 
@@ -137,7 +136,10 @@ class _RerankModel:
             backend.__exit__(None, None, None)
 
     def make_reranker(self):
-        raise NotImplementedError
+        """The loop's re-ranker over the target (a scorer with its encoder) at the model's parameters."""
+        loop = LOOPS[self.kind]
+        encoder = self.backends[1] if loop.stored else None
+        return loop.reranker(self.backend, encoder, loop.from_params(self.backend.meta, self.params))[0]
 
     def run(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -172,10 +174,6 @@ class AmesRerankModel(_RerankModel):
 
     kind = "ames"
 
-    def make_reranker(self) -> AmesReranker:
-        return AmesReranker(self.backend, float(self.params["lambda"]), float(self.params["gamma"]),
-                            int(self.params["batch"]))
-
     def run(self, a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         result = self.reranker.rerank(a["q_desc"], a["q_mask"], a["db_desc"], a["db_mask"], a["global_sim"])
         return result.order, result.scores
@@ -186,12 +184,6 @@ class LocoreRerankModel(_RerankModel):
     request per window; the order of all N and the fused scores (NaN past the shortlist) out."""
 
     kind = "locore"
-
-    def make_reranker(self) -> LocoreReranker:
-        p = self.params
-        return LocoreReranker(self.backend, shortlist=int(p["shortlist"]), window=int(p["window"]),
-                              stride=int(p["stride"]), order=p["order"], alpha=float(p["alpha"]),
-                              temperature=float(p["temperature"]))
 
     def run(self, a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         result = self.reranker.rerank(a["q_global"], a["q_local"], a["q_mask"], a["g_global"], a["g_local"],
@@ -216,10 +208,6 @@ class AmesStoreRerankModel(AmesRerankModel):
         self.store.check_scorer(scorer.meta)
         self.store.check_encoder(encoder.meta)
         return [scorer, encoder.__enter__()]
-
-    def make_reranker(self) -> AmesReranker:
-        return AmesReranker(self.backend, float(self.params["lambda"]), float(self.params["gamma"]),
-                            int(self.params["batch"]), encoder=self.backends[1])
 
     def run(self, a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         db, db_mask = self.store.entries(a["shortlist"])

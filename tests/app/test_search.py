@@ -169,6 +169,12 @@ def test_the_searcher_api(world, ort_index):
         by_desc = searcher.search(described, top=4, shortlist=S)
         assert by_path.query == "q0.png" and by_array.query == "image" and by_desc.timing_ms["extract"] is None
         assert by_path.hits == by_array.hits == by_desc.hits
+        by_batch = searcher.search(described, top=4, shortlist=S, batch=3)  # any run setting of the loop by name
+        assert [h.index for h in by_batch.hits] == [h.index for h in by_desc.hits]
+        np.testing.assert_allclose([h.score for h in by_batch.hits], [h.score for h in by_desc.hits], rtol=1e-5)
+        with pytest.raises(ValueError, match=r"^window: not a setting of the ames-store loop of \S+ \(its settings: "
+                                             r"shortlist, lam, gamma, batch\)$"):
+            searcher.search(described, window=8)
         many = searcher.search_many([image, world["queries"] / "q1.png"], top=50, shortlist=50)
         assert [len(r.hits) for r in many] == [10, 10]
         assert said == ["top: 50 is more than the gallery's 10 images; taking 10",
@@ -188,6 +194,8 @@ def test_the_searcher_api(world, ort_index):
     with Searcher(index, artifacts=world["art"], backend="ort", rerank=None) as first:
         assert first.scorer is None
         hits = first.search(described, top=10).hits
+        with pytest.raises(ValueError, match=r"^batch: a re-ranker's setting, and this search re-ranks nothing$"):
+            first.search(described, batch=3)
     assert [h.score for h in hits] == [h.global_ for h in hits]
     assert [h.index for h in hits] == read_nn(data / "nn_dinov2.pkl")[1][0].tolist()
 
