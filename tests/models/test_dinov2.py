@@ -79,7 +79,9 @@ def test_matches_hugging_face_dinov2_with_registers(height, width):
 
 def test_detector_selection_and_globals_match_the_published_code():
     """§5 literally (the [a, N/a] reshape, SpatialAttention2d as nn modules, torch.topk) against the
-    graph's per-token outputs selected on the host by `runtime.extraction.select`."""
+    graph's per-token outputs selected on the host by `runtime.extraction.select`. The order is checked
+    on the published weights: the graph's equal them to rounding only, and two weights a rounding apart
+    swap places between machines that block their GEMMs differently (CI saw ranks 33/34 swap)."""
     from rerankrt.runtime.extraction import Prepared, select
 
     model = tiny(seed=3)
@@ -93,10 +95,11 @@ def test_detector_selection_and_globals_match_the_published_code():
     torch.testing.assert_close(global_[0], pooled, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(cls[0], F.normalize(features[0, 0], dim=-1), rtol=1e-5, atol=1e-6)
     prepared = Prepared(np.zeros((3, 20 * 14, 27 * 14), np.float32), (280, 378), (0, 0, 280, 378))
-    rows = select(weights[0].numpy(), tokens[0].numpy(), (20, 27), 700, prepared)
+    rows = select(all_weights.numpy(), tokens[0].numpy(), (20, 27), 700, prepared)
     assert rows.shape == (700, 5 + 64) and float(all_weights.std()) > 0.01
     np.testing.assert_allclose(rows[:100, 5:], desc.numpy(), rtol=1e-5, atol=1e-6)  # the same 100, in order
-    np.testing.assert_allclose(rows[:540, 4], np.sort(all_weights.numpy())[::-1], rtol=1e-5, atol=1e-6)
+    graph_rows = select(weights[0].numpy(), tokens[0].numpy(), (20, 27), 700, prepared)
+    np.testing.assert_allclose(graph_rows[:540, 4], np.sort(all_weights.numpy())[::-1], rtol=1e-5, atol=1e-6)
     assert (rows[:540, 3] == 0).all() and (rows[540:, 3] == 1).all() and not rows[540:, [0, 1, 2, 4, 5]].any()
     token = int(torch.argmax(all_weights))  # the first row's location: its patch centre over the sides
     assert rows[0, :3].tolist() == pytest.approx([(14 * (token // 27) + 7) / 280, (14 * (token % 27) + 7) / 378, 0])
