@@ -4,6 +4,7 @@ everywhere."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -45,3 +46,40 @@ def open_model(model: str, backend: str = "auto", artifacts: str | os.PathLike |
         return TorchBackend(model, device=device, dtype=dtype, checkpoint=checkpoint, **(parts or {}))
     source = engine or Artifacts(Path(artifacts or DEFAULT_ARTIFACTS)).find(model, precision, kind)
     return open_backend(source, backend=kind, device=device, log=log)
+
+
+def open_reranking(stack: contextlib.ExitStack, model: str, backend: str = "auto",
+                   artifacts: str | os.PathLike | None = None, precision: str = "fp32", device: str = "cpu",
+                   checkpoint: str | os.PathLike | None = None, engine: str | os.PathLike | None = None,
+                   index: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> dict:
+    """What a dataset loop (`rerank_dataset`, `bench.eval.rankings`) takes, entered on `stack`: {"backend"}
+    of `model`, or with a store `index` the store, the model's scorer as "backend" and its encoder (the
+    query side), each opened by `open_model`'s rule."""
+    from rerankrt.models import get_info
+
+    def entered(name: str, file: str | os.PathLike | None = None) -> Backend:
+        return stack.enter_context(open_model(name, backend, artifacts, precision, device, checkpoint, file, log=log))
+
+    if not index:
+        return {"backend": entered(model, engine)}
+    from rerankrt.runtime.index_shards import open_store
+
+    if engine:
+        raise ValueError("--engine: a store is re-ranked by two graphs (encoder and scorer): use --artifacts")
+    if get_info(model).store is None:
+        raise ValueError(f"--index: {model} has no database store (ames and ames-dist have)")
+    store = open_store(index)
+    if store.model != model:
+        raise ValueError(f"--index: {index} is a store of {store.model}, --model is {model}")
+    encoder, scorer = get_info(model).store
+    return {"store": store, "backend": entered(scorer), "encoder": entered(encoder)}
+
+
+def open_raml(stack: contextlib.ExitStack, split: str, checkpoint: str | os.PathLike, device: str = "cpu"):
+    """RAML's encoder of `split` on the torch backend from its `checkpoint`, entered on `stack`: RAML's
+    deployment describes the gallery by the teacher at its 448 px and queries by the student at 224."""
+    from rerankrt.runtime.images import RamlEncoder
+
+    backend = stack.enter_context(open_model("raml", "torch", device=device, checkpoint=checkpoint,
+                                             flag="--raml-checkpoint"))
+    return RamlEncoder(backend, backend.config["teacher_size"] if split == "gallery" else None)

@@ -100,6 +100,22 @@ def agreement(a: dict, b: dict, shortlist: int) -> dict[str, float]:
     return {"kendall_tau": float(np.mean(taus)), "top10_overlap": float(np.mean(overlaps))}
 
 
+def comparison(a: dict, b: dict, table_a: dict, table_b: dict, shortlist: int) -> dict:
+    """Run `b` against run `a` (`rankings`' outputs, `score`'s tables): their `agreement` and each
+    protocol's re-ranked mAP of `b` less `a`'s."""
+    first, second = table_a["reranked"], table_b["reranked"]
+    return {"agreement": agreement(a, b, shortlist),
+            "map_delta": {k: second[k]["map"] - first[k]["map"] for k in first if isinstance(first[k], dict)}}
+
+
+def format_comparison(names: tuple[str, str], compared: dict) -> str:
+    """`comparison`'s figures in one line: "fp16 vs fp32: Kendall tau …, top-10 overlap … %, mAP delta …"."""
+    agreed = compared["agreement"]
+    return (f"{names[1]} vs {names[0]}: Kendall tau {agreed['kendall_tau']:.3f}, top-10 overlap "
+            f"{100 * agreed['top10_overlap']:.1f} %, mAP delta "
+            + "  ".join(f"{k} {100 * v:+.2f}" for k, v in compared["map_delta"].items()))
+
+
 def format_table(dataset: str, tables: dict[str, dict]) -> str:
     """One line per setting: mAP (and mP@10) per protocol, in percent as papers print them."""
     lines = []

@@ -447,7 +447,12 @@ def _roofs(keys: set[str], device: str, previous: dict | None = None) -> dict:
     return roofs
 
 
-def preset_settings(name: str) -> dict:
+def preset_settings(name: str, **overrides) -> dict:
+    """The preset `name`'s settings, each of `overrides` (models, backends, precisions, shortlists, batches,
+    repeat) that is given (not None, not empty) in place of the preset's."""
     if name not in PRESETS:
         raise ValueError(f"--preset: expected one of {', '.join(PRESETS)}, got {name!r}")
-    return dict(PRESETS[name])
+    unknown = sorted(set(overrides) - {"models", "backends", "precisions", "shortlists", "batches", "repeat"})
+    if unknown:
+        raise TypeError(f"preset_settings: not a setting of a preset: {', '.join(unknown)}")
+    return dict(PRESETS[name]) | {k: v for k, v in overrides.items() if v}

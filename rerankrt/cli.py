@@ -162,23 +162,11 @@ def _backend_for(args: argparse.Namespace, precision: str, model: str | None = N
 
 
 def _rerankers(args: argparse.Namespace, precision: str, stack: contextlib.ExitStack) -> dict:
-    """What a dataset loop needs, entered on `stack`: {"backend"} for --model, or with --index the store,
-    the model's scorer as "backend" and its encoder (the query side)."""
-    if not getattr(args, "index", None):
-        return {"backend": stack.enter_context(_backend_for(args, precision))}
-    from rerankrt.models import get_info
-    from rerankrt.runtime.index_shards import open_store
+    """`app.backends.open_reranking` of --model, --backend, --artifacts, --checkpoint, --engine, --index."""
+    from rerankrt.app.backends import open_reranking
 
-    if getattr(args, "engine", None):
-        raise ValueError("--engine: a store is re-ranked by two graphs (encoder and scorer): use --artifacts")
-    if get_info(args.model).store is None:
-        raise ValueError(f"--index: {args.model} has no database store (ames and ames-dist have)")
-    store = open_store(args.index)
-    if store.model != args.model:
-        raise ValueError(f"--index: {args.index} is a store of {store.model}, --model is {args.model}")
-    encoder, scorer = get_info(args.model).store
-    return {"store": store, "backend": stack.enter_context(_backend_for(args, precision, scorer)),
-            "encoder": stack.enter_context(_backend_for(args, precision, encoder))}
+    return open_reranking(stack, args.model, args.backend, args.artifacts, precision, args.device, args.checkpoint,
+                          getattr(args, "engine", None), getattr(args, "index", None), log=_log)
 
 
 def _run_setting(text: str) -> tuple[str, int | float | str]:
@@ -214,6 +202,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from rerankrt.app.backends import open_raml
     from rerankrt.progress import progress
     from rerankrt.runtime.atomic import check_outputs
     from rerankrt.runtime.descriptors import read_gnd
@@ -237,16 +226,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         backend = stack.enter_context(_backend_for(args, args.precision, "dinov2-extractor",
                                                    _part_files(args, "dinov2-extractor")))
-        raml = None
-        if args.raml_checkpoint:
-            from rerankrt.models import TorchBackend
-            from rerankrt.runtime.images import RamlEncoder
-
-            raml_backend = stack.enter_context(TorchBackend("raml", device=args.device,
-                                                            checkpoint=args.raml_checkpoint))
-            # RAML's deployment: the gallery by the teacher at its 448 px, queries by the student at 224
-            size = raml_backend.config["teacher_size"] if args.split == "gallery" else None
-            raml = RamlEncoder(raml_backend, size)
+        raml = open_raml(stack, args.split, args.raml_checkpoint, args.device) if args.raml_checkpoint else None
         out.mkdir(parents=True, exist_ok=True)
         written = extract(backend, images, out, args.split, args.imsize, args.topk, boxes, args.batch, raml=raml,
                           progress=lambda done, total: progress("extracting", done, total))
@@ -341,7 +321,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rerankrt.bench.eval import agreement, format_table, rankings, score
+    from rerankrt.bench.eval import comparison, format_comparison, format_table, rankings, score
     from rerankrt.runtime.atomic import atomic_output, check_outputs
     from rerankrt.runtime.loops import released_settings
 
@@ -365,13 +345,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report: dict = {"settings": {k: v for k, v in vars(args).items() if k not in ("run", "paths")}, "tables": tables,
                     "environment": environment.describe()}
     if len(precisions) == 2:
-        a, b = (results[p] for p in precisions)
-        report["agreement"] = agreement(a, b, shortlist)
-        first, second = (tables[f"{args.model} {p}"]["reranked"] for p in precisions)
-        report["map_delta"] = {k: second[k]["map"] - first[k]["map"] for k in first if isinstance(first[k], dict)}
-        print(f"{precisions[1]} vs {precisions[0]}: Kendall tau {report['agreement']['kendall_tau']:.3f}, top-10 "
-              f"overlap {100 * report['agreement']['top10_overlap']:.1f} %, mAP delta "
-              + "  ".join(f"{k} {100 * v:+.2f}" for k, v in report["map_delta"].items()))
+        names = (precisions[0], precisions[1])
+        report |= comparison(*(results[p] for p in names), *(tables[f"{args.model} {p}"] for p in names), shortlist)
+        print(format_comparison(names, report))
     if args.out:
         with atomic_output(args.out) as tmp:
             tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -418,20 +394,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rerankrt.runtime.atomic import check_outputs
 
     check_outputs([Path(args.out) / "results.json"], args.paths.inputs(args), args.force)
-    settings = preset_settings(args.preset)
-    split = lambda text: [t for t in text.split(",") if t]  # noqa: E731
-    if args.models:
-        settings["models"] = split(args.models)
-    if args.backends:
-        settings["backends"] = split(args.backends)
-    if args.precision:
-        settings["precisions"] = split(args.precision)
-    if args.shortlist:
-        settings["shortlists"] = [int(s) for s in split(args.shortlist)]
-    if args.repeat:
-        settings["repeat"] = args.repeat
-    if args.batch:
-        settings["batches"] = [int(s) for s in split(args.batch)]
+    split = lambda text, kind=str: [kind(t) for t in (text or "").split(",") if t]  # noqa: E731
+    settings = preset_settings(args.preset, models=split(args.models), backends=split(args.backends),
+                               precisions=split(args.precision), shortlists=split(args.shortlist, int),
+                               batches=split(args.batch, int), repeat=args.repeat)
     files = {}
     if args.checkpoint or args.detector:
         if len(settings["models"]) != 1:

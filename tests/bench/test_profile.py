@@ -202,6 +202,10 @@ def test_presets_and_bad_arguments(capsys):
         "cvnet-rerank (map_height=12, map_width=16)", "raml"]
     with pytest.raises(ValueError, match="--preset: expected one of quick, paper, edge, got 'huge'"):
         preset_settings("huge")
+    edge = preset_settings("edge", shortlists=[7], models=[], repeat=None)  # empty and None: the preset's own
+    assert edge == {**preset_settings("edge"), "shortlists": [7]} and edge["models"] == ["ames", "locore-small", "raml"]
+    with pytest.raises(TypeError, match="preset_settings: not a setting of a preset: shortlist"):
+        preset_settings("edge", shortlist=[7])
     assert main(["bench", "--models", "ames,bert"]) == 2
     assert "--models: unknown ['bert']" in capsys.readouterr().err
 
