@@ -35,6 +35,7 @@ import numpy as np
 from rerankrt.errors import InputError
 from rerankrt.runtime.feeds import IOSpec
 from rerankrt.runtime.index_shards import ShardedIndex, merge_top, open_index
+from rerankrt.runtime.loops import loop_of
 from rerankrt.runtime.search_index import SearchIndex
 from rerankrt.runtime.triton_bls import TARGET_FILE, BlsBackend, bls_infer, checked_input
 
@@ -197,8 +198,7 @@ class SearchModel:
         firsts, reranks = (p[f"{part}_models"].split(",") for part in ("shard", "rerank"))
         index.first_stage = BlsFirstStage(pb_utils, firsts, list(getattr(index, "offsets", [0])))
         self.searcher = ShardSearcher(pb_utils, reranks, index, models={b.model_name: b for b in self.backends})
-        self.settings: dict[str, Any] = {"shortlist": int(p["shortlist"]), "lam": float(p["lambda"]),
-                                         "gamma": float(p["gamma"])}
+        self.settings: dict[str, Any] = loop_of(target["scorer"]).from_params(target["scorer"], p)
         self.max_top = int(p["max_top"])
         self.inputs, self.outputs = search_io()
 

@@ -182,10 +182,25 @@ def _run_setting(text: str) -> tuple[str, int | float | str]:
     return name, value
 
 
+#: the settings a command takes by a flag of their own (its dest: the name), so not by --setting as well
+OWN_FLAGS = {"shortlist": "--shortlist", "lam": "--lambda", "gamma": "--gamma", "top": "--top", "nprobe": "--nprobe",
+             "ef_search": "--ef-search"}
+
+
 def _setting_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", type=_run_setting, action="append", default=[], metavar="NAME=VALUE",
-                   help="any run setting of the model's loop, repeated (AMES: shortlist, lam, gamma, db_descriptors, "
-                        "batch; LOCORE: shortlist, window, stride, order, alpha, temperature); default: released")
+                   help="any other run setting of the model's loop, repeated (AMES: db_descriptors, batch; LOCORE: "
+                        "window, stride, order, alpha, temperature); default: released")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """--setting's pairs by name; one that the command takes by its own flag is refused, so that each setting
+    has one way in and none silently beats another."""
+    settings = dict(args.setting)
+    for name in settings:
+        if name in OWN_FLAGS and hasattr(args, name):
+            raise ValueError(f"--setting {name}: set by {OWN_FLAGS[name]}, not --setting")
+    return settings
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:
@@ -196,7 +211,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         loop = _rerankers(args, args.precision, stack)
         out = rerank_dataset(loop.pop("backend"), args.data, args.out, args.shortlist, args.desc, args.nn,
-                             args.lam, args.gamma, log=_log, settings=dict(args.setting), **loop)
+                             args.lam, args.gamma, log=_log, settings=_settings(args), **loop)
     _log(f"wrote {out}")
     return 0
 
@@ -291,7 +306,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_outputs([args.out], args.paths.inputs(args), args.force)
     rerank = None if args.rerank == "none" else args.rerank or "index"
     settings = {"top": args.top, "shortlist": args.shortlist, "lam": args.lam, "gamma": args.gamma,
-                "nprobe": args.nprobe, "ef_search": args.ef_search, **dict(args.setting)}
+                "nprobe": args.nprobe, "ef_search": args.ef_search, **_settings(args)}
     index = args.index[0] if len(args.index) == 1 else args.index
     with Searcher(index, args.artifacts, args.backend, args.precision, args.device, args.checkpoint,
                   args.detector, args.rerank_checkpoint, rerank, args.imsize, log=_log,
@@ -338,7 +353,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             backend = loop.pop("backend")
             results[precision] = rankings(backend, args.data, args.dataset, args.shortlist, args.desc,
                                           args.nn, args.lam, args.gamma, args.plus1m, log=_log,
-                                          settings=dict(args.setting), **loop)
+                                          settings=_settings(args), **loop)
             tables[f"{args.model} {precision}"] = score(args.dataset, results[precision])
             shortlist = args.shortlist or released_settings(backend.meta)["shortlist"]
     print(format_table(args.dataset, tables))

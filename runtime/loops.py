@@ -135,7 +135,7 @@ class AmesPairs(Loop):
         is not batched by Triton: max_batch_size 0, its own profile bounds the pairs)."""
         s = self.released(meta)
         batch = min(s["batch"], max_batch_size) if max_batch_size else s["batch"]
-        return {self.param_names.get(k, k): v for k, v in (("lam", s["lam"]), ("gamma", s["gamma"]), ("batch", batch))}
+        return {self.param_names["lam"]: s["lam"], "gamma": s["gamma"], "batch": batch}
 
     def query_input(self) -> str:
         return "q_desc"

@@ -14,7 +14,7 @@ from pathlib import Path
 from rerankrt.app.triton_search import search_io, shard_io
 from rerankrt.models import get_info
 from rerankrt.optional import require
-from rerankrt.runtime.loops import LOOPS, released_settings
+from rerankrt.runtime.loops import LOOPS, loop_of, released_settings
 from rerankrt.runtime.triton_bls import GraphModel, triton_dims
 
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL", "int64": "TYPE_INT64",
@@ -166,10 +166,11 @@ def search_config(name: str, index: str, targets: dict[str, Artifact], shards: l
     extractor, encoder and scorer (`targets` by role) and its `shards` models (first stage, re-rank), with
     the scorer's released settings as parameters; a request asks for at most `max_top` results."""
     inputs, outputs = search_io()
-    released = released_settings(targets["scorer"].meta)
+    meta = targets["scorer"].meta
+    loop, released = loop_of(meta), released_settings(meta)
     params = {"loop": "search", "index": index, **{f"{role}_model": a.name for role, a in targets.items()},
               "shard_models": ",".join(f for f, _ in shards), "rerank_models": ",".join(r for _, r in shards),
-              "shortlist": released["shortlist"], "lambda": released["lam"], "gamma": released["gamma"], "top": top,
+              **{loop.param_names.get(k, k): released[k] for k in ("shortlist", "lam", "gamma")}, "top": top,
               "max_top": max_top}
     return _python_model(name, inputs, outputs, instances, params, optional=("top",))
 

@@ -245,6 +245,9 @@ def test_cli_builds_describes_and_reranks_from_a_store(checkpoints, tmp_path, ca
                  "--out", str(tmp_path / "x.pkl")]) == 2
     assert ("rerankrt rerank: error: window: not a setting of the ames loop of ames-dist (its settings: shortlist, "
             "lam, gamma, db_descriptors, batch)") in capsys.readouterr().err
+    assert main(["rerank", "--model", "ames-dist", *common, "--setting", "lam=0.5",
+                 "--out", str(tmp_path / "x.pkl")]) == 2
+    assert "rerankrt rerank: error: --setting lam: set by --lambda, not --setting" in capsys.readouterr().err
     (data / "dinov2_gallery_local.hdf5").unlink()
     assert main(["rerank", "--model", "ames-dist", *common, "--index", str(store), "--shortlist", "20",
                  "--out", str(tmp_path / "ort.pkl")]) == 0
