@@ -55,9 +55,11 @@ PRESETS: dict[str, dict] = {
     # re-rankers they are compared with at two shortlist sizes, those at reduced sizes (named as such in the
     # tables; RRT at 500 locals and CVNet-Rerank at 48×64 maps take seconds to minutes per query on a CPU),
     # and RAML's query encoder apart.
-    "quick": {"models": ["ames", "locore-small", "rrt", "r2former", "cvnet-rerank", "raml"],
+    # Its repeats are sized for a best compute roof of `sized_for_gflops` (where it ran its cases in 113 s, the
+    # whole bench in 139 s) and scaled down by the probed roof on a slower machine (`scaled_repeat`).
+    "quick": {"models": ["ames", "ames-scorer", "locore-small", "rrt", "r2former", "cvnet-rerank", "raml"],
               "backends": ["torch", "ort"], "precisions": ["fp32"], "shortlists": [25, 100], "batches": [1],
-              "repeat": 3,
+              "repeat": 3, "sized_for_gflops": 400,
               "configs": {"rrt": {"local_descriptors": 100}, "cvnet-rerank": {"map_height": 12, "map_width": 16}}},
     # the extractor at AMES's and LOCORE's published 770 px and at 448 px (the RAML teacher's database side)
     "paper": {"models": ["ames", "rrt", "r2former", "cvnet-rerank", "cvnet-backbone", "locore", "locore-hf", "raml",
@@ -348,11 +350,13 @@ def run_bench(
     models: list[str], backends: list[str], precisions: list[str], shortlists: list[int], repeat: int, out: Path,
     artifacts: Path | None = None, device: str = "cpu", preset: str = "custom", configs: dict | None = None,
     log: Callable[[str], None] = print, batches: list[int] | None = None, files: dict | None = None,
+    sized_for_gflops: float | None = None,
 ) -> dict:
     """Run every case, write results.json and the report (`bench.report`) to `out`; returns the results.
     `configs`: per model, configuration overrides (reduced sizes; a list of them profiles each), named as
     such in the tables; `batches`: the encoders' batch sizes (default [1]); `files`: per model, its
-    checkpoint and parts ({"checkpoint": …, "detector": …}; default random weights)."""
+    checkpoint and parts ({"checkpoint": …, "detector": …}; default random weights); `sized_for_gflops`:
+    the compute roof `repeat` was sized for, scaled by the first probed roofs (`scaled_repeat`)."""
 
     require("matplotlib", "bench", "the profiler's plots")
     unknown = [m for m in models if m not in profiled_models()]
@@ -374,6 +378,7 @@ def run_bench(
     # each roof probed before the first cases that run on it and again after all of them, the best of both: a
     # machine whose clock or load changed during the run gets its better roof, and a case above it is flagged
     roofs: dict[str, dict] = {}
+    timed: int | None = None  # the rounds each case is timed: `repeat`, scaled once the first roofs are probed
     for (encoder, size), group in groups.items():
         with contextlib.ExitStack() as stack:
             prepared = []
@@ -386,11 +391,17 @@ def run_bench(
                     skipped.append({"case": str(case), "reason": str(e)})
                     log(f"  skipped: {e}")
             roofs |= _roofs({f"{p.case.backend} {p.case.precision}" for p in prepared} - set(roofs), device)
+            if timed is None and roofs:
+                timed = scaled_repeat(repeat, roofs, sized_for_gflops)
+                if timed != repeat:
+                    log(f"timing {timed} rounds instead of {repeat}: the best compute roof here is "
+                        f"{max(r['compute']['gflops'] for r in roofs.values()):.0f} GFLOP/s, the preset is sized "
+                        f"for {sized_for_gflops:.0f}")
             label = f"{'batch' if encoder else 'S'}={size}, {len(prepared)} cases interleaved"
-            for r in range(repeat):
+            for r in range(timed or repeat):
                 for p in prepared:
                     p.times.append(p.timer(p.one_query))
-                progress(label, r + 1, repeat)
+                progress(label, r + 1, timed or repeat)
         rows += [_row(p, device) for p in prepared]
     roofs = _roofs({f"{row['backend']} {row['precision']}" for row in rows}, device, roofs)
     for row in rows:
@@ -401,8 +412,11 @@ def run_bench(
     add_ratios(rows)
     results = {"schema": SCHEMA, "preset": preset,
                "settings": {"models": models, "backends": backends, "precisions": precisions,
-                            "shortlists": shortlists, "batches": batches, "repeat": repeat, "device": device,
-                            "configs": configs, "files": files},
+                            "shortlists": shortlists, "batches": batches, "repeat": timed or repeat,
+                            "device": device, "configs": configs, "files": files,
+                            "sizing": None if (timed or repeat) == repeat else {
+                                "repeat": repeat, "sized_for_gflops": sized_for_gflops,
+                                "roof_gflops": max(r["compute"]["gflops"] for r in roofs.values())}},
                "environment": environment.describe(),
                "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "roofs": roofs, "results": rows, "skipped": skipped}
@@ -445,6 +459,17 @@ def _roofs(keys: set[str], device: str, previous: dict | None = None) -> dict:
             copy = max(copy, before["memory"], key=lambda m: m["gb_per_s"])
         roofs[key] = {"compute": compute, "memory": copy}
     return roofs
+
+
+def scaled_repeat(repeat: int, roofs: dict, sized_for_gflops: float | None) -> int:
+    """`repeat` scaled by the best probed compute roof of `roofs` over `sized_for_gflops`, the roof a preset's
+    repeats were sized for, rounded, at least 1 and at most `repeat`: a preset keeps its time on a slower
+    machine by timing fewer rounds of the same cases (what it measures stays comparable; its medians have
+    fewer samples, and the report says so). Unscaled without `sized_for_gflops`."""
+    if not sized_for_gflops or not roofs:
+        return repeat
+    best = max(roof["compute"]["gflops"] for roof in roofs.values())
+    return max(1, min(repeat, round(repeat * best / sized_for_gflops)))
 
 
 def preset_settings(name: str, **overrides) -> dict:

@@ -73,6 +73,14 @@ def rerankers(results: dict) -> dict[int, list[dict]]:
             for size, group in sorted(by_size.items())}
 
 
+def _sizing(sizing: dict | None) -> str:
+    """What the preset scaled on this machine (`profile.scaled_repeat`), said after the repeats."""
+    if not sizing:
+        return ""
+    return (f" The repeats are scaled from the preset's {sizing['repeat']}: this machine's best compute roof is "
+            f"{sizing['roof_gflops']:.0f} GFLOP/s, the preset is sized for {sizing['sized_for_gflops']:.0f}.")
+
+
 def markdown(results: dict) -> str:
     settings, env = results["settings"], results["environment"]
     device = env.get("cuda_device") or {}
@@ -80,8 +88,8 @@ def markdown(results: dict) -> str:
              + (f" ({device['name']})" if device else ""), "",
              f"{results['measured_at']}; rerankrt {env.get('rerankrt')}, torch {env.get('torch')}, onnxruntime "
              f"{env.get('onnxruntime')}, tensorrt {env.get('tensorrt')}. Medians over {settings['repeat']} repeats, "
-             f"the cases of each size timed interleaved (A, B, A, B …) in one process; min–max is the spread.",
-             ""]
+             f"the cases of each size timed interleaved (A, B, A, B …) in one process; min–max is the spread."
+             + _sizing(settings.get("sizing")), ""]
     for size, group in rerankers(results).items():
         lines += [f"## Re-ranking a shortlist of {size}", "",
                   "| model | backend | precision | median ms/query | p90 ms | min–max ms | vs fastest baseline "

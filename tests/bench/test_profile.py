@@ -195,11 +195,19 @@ def test_presets_and_bad_arguments(capsys):
     quick = preset_settings("quick")
     assert quick["shortlists"] == [25, 100] and quick["backends"] == ["torch", "ort"]
     assert {"ames", "locore-small", "rrt", "r2former", "cvnet-rerank"} <= set(quick["models"])  # the comparison
-    from rerankrt.bench.profile import variant
+    from rerankrt.bench.profile import scaled_repeat, variant
 
     assert [variant(m, quick["configs"].get(m, {})) for m in quick["models"]] == [
-        "ames", "locore-small", "rrt (local_descriptors=100)", "r2former",
+        "ames", "ames-scorer", "locore-small", "rrt (local_descriptors=100)", "r2former",
         "cvnet-rerank (map_height=12, map_width=16)", "raml"]
+    assert quick["repeat"] == 3 and quick["sized_for_gflops"] == 400
+
+    def roofs(*gflops):
+        return {f"backend{i}": {"compute": {"gflops": g}} for i, g in enumerate(gflops)}
+
+    # the best roof decides, rounded, clamped to 1 … repeat; unscaled without a sizing or a roof
+    assert [scaled_repeat(3, roofs(g, 20), 400) for g in (185, 250, 394, 800, 10)] == [1, 2, 3, 3, 1]
+    assert scaled_repeat(3, roofs(185), None) == 3 and scaled_repeat(3, {}, 400) == 3
     with pytest.raises(ValueError, match="--preset: expected one of quick, paper, edge, got 'huge'"):
         preset_settings("huge")
     edge = preset_settings("edge", shortlists=[7], models=[], repeat=None)  # empty and None: the preset's own
@@ -356,3 +364,21 @@ def test_extractor_at_two_sizes_from_its_files(tmp_path, capsys):
     assert main(["bench", "--models", "ames", "--checkpoint", "x.pt", "--detector", "d.pt"]) == 2
     assert capsys.readouterr().err.strip() == ("rerankrt bench: error: --detector: ames has no detector "
                                                "(only dinov2-extractor takes one)")
+
+
+def test_repeats_scaled_by_the_probed_roof(tmp_path):
+    """A preset sized for a faster machine times fewer rounds here, records what it scaled and says so in the
+    report (no machine reaches 1e9 GFLOP/s: one round of the preset's 2)."""
+    small = {"num_layers": 1, "query_descriptors": 20, "db_descriptors": 5}
+    logged: list[str] = []
+    results = run_bench(["ames"], ["ort"], ["fp32"], [8], repeat=2, out=tmp_path, configs={"ames": small},
+                        log=logged.append, sized_for_gflops=1e9)
+    [row] = results["results"]
+    sizing = results["settings"]["sizing"]
+    assert row["n"] == 1 and results["settings"]["repeat"] == 1
+    assert sizing["repeat"] == 2 and sizing["sized_for_gflops"] == 1e9
+    assert sizing["roof_gflops"] == max(r["compute"]["gflops"] for r in results["roofs"].values())
+    assert any(m.startswith("timing 1 rounds instead of 2: the best compute roof here is ") for m in logged)
+    report = (tmp_path / "results.md").read_text()
+    assert "Medians over 1 repeats" in report and "The repeats are scaled from the preset's 2: " in report
+    assert json.loads((tmp_path / "results.json").read_text())["settings"]["sizing"] == sizing
