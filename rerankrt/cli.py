@@ -408,8 +408,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     from rerankrt.runtime.atomic import check_outputs
 
-    check_outputs([Path(args.out) / "results.json"], args.paths.inputs(args), args.force)
     split = lambda text, kind=str: [kind(t) for t in (text or "").split(",") if t]  # noqa: E731
+    if bool(args.search) != bool(args.images):
+        raise ValueError("--search: the indexes to time searches over, with --images: the query images")
+    if args.search:
+        from rerankrt.bench.search_latency import markdown, run_search_bench
+        from rerankrt.runtime.extraction import image_list
+
+        unused = [f for f in ("models", "shortlist", "batch", "repeat", "checkpoint", "detector") if getattr(args, f)]
+        if unused:
+            raise ValueError(f"--{unused[0]}: not a setting of --search (the index holds its models and shortlist)")
+        backends = split(args.backends) or preset_settings(args.preset)["backends"]
+        [precision, *more] = split(args.precision) or ["fp32"]
+        if more:
+            raise ValueError(f"--precision: one precision with --search, got {args.precision}")
+        check_outputs([Path(args.out) / name for name in ("search.json", "search.md")], args.paths.inputs(args),
+                      args.force)
+        print(markdown(run_search_bench(args.search, image_list(args.images), backends, args.artifacts,
+                                        Path(args.out), precision, args.device, log=_log)), end="")
+        return 0
+    check_outputs([Path(args.out) / "results.json"], args.paths.inputs(args), args.force)
     settings = preset_settings(args.preset, models=split(args.models), backends=split(args.backends),
                                precisions=split(args.precision), shortlists=split(args.shortlist, int),
                                batches=split(args.batch, int), repeat=args.repeat)
@@ -426,7 +444,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = run_bench(settings["models"], settings["backends"], settings["precisions"], settings["shortlists"],
                         settings["repeat"], Path(args.out), Path(args.artifacts) if args.artifacts else None,
                         args.device, args.preset, settings.get("configs"), log=_log, batches=settings.get("batches"),
-                        files=files)
+                        files=files, sized_for_gflops=None if args.repeat else settings.get("sized_for_gflops"))
     print((Path(args.out) / "results.md").read_text(), end="")
     return 0 if results["results"] else 1
 
@@ -572,6 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.output("--out", default="bench-results", whole=False, help="results.json, results.csv, results.md, plots")
     f.input("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
             help="instead of measuring: the ratios of two results.json (e.g. FP32 vs FP16, two machines)")
+    f.input("--search", nargs="+", metavar="INDEX",
+            help="instead of the re-rankers: searches over each index (its re-ranker and its first stage alone) "
+                 "per backend, stage by stage; search.json and search.md in --out")
+    f.input("--images", help="with --search: the query images (a file, folder or list file)")
     p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     p.set_defaults(run=cmd_bench)
 

@@ -378,6 +378,36 @@ def test_a_gallery_of_one_image(world, ort_index, tmp_path, capsys):
     assert [(h["rank"], h["index"], h["image"]) for h in result["results"]] == [(1, 0, None)]
 
 
+def test_the_bench_times_a_search_stage_by_stage(world, ort_index, tmp_path, capsys):
+    """`rerankrt bench --search`: the index's re-ranker and its first stage alone per backend, each stage's
+    median over the queries (null where the case skips the stage); the table printed is the one written."""
+    _, _, index, _ = ort_index
+    out, ort = tmp_path / "bench", ["--backends", "ort", "--artifacts", str(world["art"])]
+    capsys.readouterr()
+    assert main(["bench", "--search", str(index), "--images", str(world["queries"]), *ort, "--out", str(out)]) == 0
+    results = json.loads((out / "search.json").read_text())
+    assert results["queries"] == 2 and results["precision"] == "fp32"
+    assert [(r["index"], r["images"], r["rerank"], r["backend"]) for r in results["rows"]] == [
+        (index.name, 10, "ames-dist", "ort"), (index.name, 10, None, "ort")]
+    reranked, alone = results["rows"]
+    assert alone["rerank_ms"] is None and min(reranked["rerank_ms"], reranked["extract_ms"], alone["extract_ms"]) > 0
+    for row in results["rows"]:  # the median of two is their mean: the stages' medians add up within the total's
+        assert row["total_ms"] >= row["extract_ms"] + row["first_stage_ms"] + (row["rerank_ms"] or 0)
+    assert capsys.readouterr().out == (out / "search.md").read_text()
+    assert (out / "search.md").read_text().splitlines()[4] == (
+        f"| {index.name} (10) | ames-dist | ort | " + " | ".join(f"{reranked[f'{s}_ms']:,.1f}" for s in
+                                                          ("extract", "first_stage", "rerank", "total")) + " |")
+    for argv, message in (
+            (["--search", str(index)], "--search: the indexes to time searches over, with --images: the query images"),
+            (["--search", str(index), "--images", str(world["queries"]), "--precision", "fp32,fp16"],
+             "--precision: one precision with --search, got fp32,fp16"),
+            (["--search", str(index), "--images", str(world["queries"]), "--shortlist", "50"],
+             "--shortlist: not a setting of --search (the index holds its models and shortlist)"),
+            (["--search", str(index), "--images", str(world["queries"])], "search.json exists")):
+        assert main(["bench", *argv, *ort, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_searcher_from_rerankrt_runs_without_torch(world, ort_index):
     """`from rerankrt import Searcher` with ONNX Runtime graphs: the hits of the CLI, and torch never imported."""
     import subprocess
