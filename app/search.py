@@ -82,6 +82,13 @@ class SearchResult:
     def as_dict(self) -> dict:
         return {"query": self.query, "results": [h.as_dict() for h in self.hits], "timing_ms": self.timing_ms}
 
+    def table(self) -> str:
+        """The query and its stages' times, then a line per hit: rank, score, global similarity, row, name."""
+        timing = "  ".join(f"{k} {v:.1f} ms" for k, v in self.timing_ms.items() if v is not None)
+        return "".join([f"{self.query}  ({timing})\n", *(
+            f"  {h.rank:>4}  {h.score:.6f}  global {h.global_:.6f}  #{h.index:<8} {h.image or ''}\n"
+            for h in self.hits)])
+
 
 def _describe_weights(record: dict) -> str:
     parts = "".join(f", {name} sha256 {sha}" for name, sha in sorted(record.get("parts", {}).items()))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from rerankrt import environment
-from rerankrt.app.backends import DEFAULT_ARTIFACTS
+from rerankrt.app.backends import DEFAULT_ARTIFACTS, KINDS
 from rerankrt.app.search import DEFAULT_TOP
 from rerankrt.cli_paths import Flags
 from rerankrt.errors import ServerError, UnavailableError
@@ -169,6 +169,27 @@ def _rerankers(args: argparse.Namespace, precision: str, stack: contextlib.ExitS
                           getattr(args, "engine", None), getattr(args, "index", None), log=_log)
 
 
+def _reranking_flags(p: argparse.ArgumentParser, f: Flags) -> None:
+    """The flags of a dataset loop (`rerank`, `eval`): the re-ranker and how it is opened, the dataset and its
+    first-stage shortlist, the run settings."""
+    p.add_argument("--model", required=True, choices=names(loop=True))
+    p.add_argument("--backend", choices=KINDS, default="auto")
+    f.input("--artifacts", help=f"folder of NAME.onnx / NAME.plan (default {DEFAULT_ARTIFACTS})")
+    f.input("--engine", help="an explicit .plan or .onnx instead of --artifacts")
+    f.input("--checkpoint", help="the official checkpoint (the torch backend; picked by --backend auto without "
+                                 "--artifacts)")
+    f.input("--index", metavar="INDEX", help="AMES: the database side from this index's store (index build)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
+    f.value("--device", default="cpu", help="torch device, or cuda for ONNX Runtime's CUDA provider")
+    f.input("--data", required=True, files=_dataset_files, help="dataset folder in the official layout")
+    f.value("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
+    f.input("--nn", default="nn_superglobal.pkl", files=_in_data("nn"), help="first-stage shortlist file in --data")
+    p.add_argument("--shortlist", type=int, help="images re-ranked per query (AMES 100, LOCORE 400)")
+    p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ, LOCORE α); default: released")
+    p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
+    _setting_flag(p)
+
+
 def _run_setting(text: str) -> tuple[str, int | float | str]:
     """`NAME=VALUE` of `--setting`: the value as a whole number, a number or text (the loop checks its type)."""
     name, sep, value = text.partition("=")
@@ -319,19 +340,14 @@ def cmd_search(args: argparse.Namespace) -> int:
             from rerankrt.runtime.extraction import image_list
 
             queries = list(image_list(args.images))
-        results = [searcher.search(q, **settings).as_dict() for q in queries]
+        results = searcher.search_many(queries, **settings)
     if args.out:
-        report = {"index": str(index) if len(args.index) == 1 else index, "queries": results}
+        report = {"index": str(index) if len(args.index) == 1 else index, "queries": [r.as_dict() for r in results]}
         with atomic_output(args.out) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
         _log(f"wrote {args.out}: {len(results)} queries, the top {args.top} each")
         return 0
-    for result in results:
-        timing = "  ".join(f"{k} {v:.1f} ms" for k, v in result["timing_ms"].items() if v is not None)
-        print(f"{result['query']}  ({timing})")
-        for hit in result["results"]:
-            print(f"  {hit['rank']:>4}  {hit['score']:.6f}  global {hit['global']:.6f}  #{hit['index']:<8} "
-                  f"{hit['image'] if hit['image'] is not None else ''}")
+    print("".join(result.table() for result in results), end="")
     return 0
 
 
@@ -597,30 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     p.set_defaults(run=cmd_bench)
 
-    loop_models = names(loop=True)
     p = sub.add_parser("eval", help="retrieval accuracy of a re-ranker on a dataset in the official layout")
     f = Flags(p)
-    f.input("--data", required=True, files=_dataset_files,
-            help="dataset folder (gnd_DATASET.pkl, nn file, descriptor files)")
-    f.value("--dataset", required=True, help="roxford5k, rparis6k, gldv2 or synth")
-    p.add_argument("--model", required=True, choices=loop_models)
-    p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
-    f.input("--artifacts", help=f"folder of NAME.onnx / NAME.plan (default {DEFAULT_ARTIFACTS})")
-    f.input("--engine", help="an explicit .plan or .onnx instead of --artifacts")
-    f.input("--checkpoint", help="the official checkpoint (the torch backend; picked by --backend auto without "
-                                 "--artifacts)")
-    f.input("--index", metavar="INDEX", help="AMES: the database side from this index's store (index build)")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    _reranking_flags(p, f)
+    f.value("--dataset", required=True, help="roxford5k, rparis6k, gldv2 or synth (its gnd_DATASET.pkl in --data)")
     f.value("--compare", help="fp32,fp16: run both, report mAP deltas, Kendall tau, top-10 overlap")
-    f.value("--device", default="cpu")
-    f.value("--desc", default="dinov2")
-    f.input("--nn", default="nn_superglobal.pkl", files=_in_data("nn"), help="first-stage shortlist file in --data")
-    p.add_argument("--shortlist", type=int)
     p.add_argument("--plus1m", action="store_true",
                    help="the folder holds the +1M files (virtual gallery + R1M HDF5 and its shortlist)")
-    p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ, LOCORE α); default: released")
-    p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
-    _setting_flag(p)
     f.output("--out", help="write the tables and every setting as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(run=cmd_eval)
@@ -639,21 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rerank", help="re-rank every query of a dataset in the official layout")
     f = Flags(p)
-    p.add_argument("--model", required=True, choices=loop_models)
-    p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
-    f.input("--artifacts", help=f"folder of NAME.onnx / NAME.plan (default {DEFAULT_ARTIFACTS})")
-    f.input("--checkpoint", help="the official checkpoint (the torch backend; picked by --backend auto without "
-                                 "--artifacts)")
-    f.input("--index", metavar="INDEX", help="AMES: the database side from this index's store (index build)")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
-    f.value("--device", default="cpu", help="torch device, or cuda for ONNX Runtime's CUDA provider")
-    f.input("--data", required=True, files=_dataset_files, help="dataset folder in the official layout")
-    f.value("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
-    f.input("--nn", default="nn_superglobal.pkl", files=_in_data("nn"), help="first-stage shortlist file in --data")
-    p.add_argument("--shortlist", type=int, help="images re-ranked per query (AMES 100, LOCORE 400)")
-    p.add_argument("--lambda", dest="lam", type=float, help="fusion weight (AMES λ, LOCORE α); default: released")
-    p.add_argument("--gamma", type=float, help="fusion temperature (AMES γ, LOCORE t); default: released")
-    _setting_flag(p)
+    _reranking_flags(p, f)
     f.output("--out", required=True, help="the re-ranked shortlist, nn_*.pkl layout")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(run=cmd_rerank)
@@ -666,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imsize", type=int, default=770, help="the longer side in pixels (default 770)")
     p.add_argument("--topk", type=int, default=700, help="descriptors kept per image (default 700)")
     f.input("--gnd", help="a revisited gnd_*.pkl: query images are cropped to their bbx")
-    p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
+    p.add_argument("--backend", choices=KINDS, default="auto")
     f.input("--artifacts", help=f"folder of dinov2-extractor.onnx / .plan (default {DEFAULT_ARTIFACTS})")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
     f.input("--checkpoint", help="torch backend: dinov2_vitb14_reg4_pretrain.pth (picked by --backend auto "
@@ -704,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(and {desc}_gallery_images.json, written by extract)",
             files=_gallery_files)
     f.value("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
-    q.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
+    q.add_argument("--backend", choices=KINDS, default="auto")
     f.input("--artifacts", help=f"folder of NAME-encoder.onnx / .plan (default {DEFAULT_ARTIFACTS})")
     f.input("--checkpoint", help="the official checkpoint (the torch backend; picked by --backend auto without "
                                  "--artifacts)")
@@ -740,7 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     queries.input("--queries", help="instead: a dataset folder with query descriptor files (official layout)")
     f.value("--desc", default="dinov2", help="--queries: the descriptor prefix of the files (default dinov2)")
     p.add_argument("--imsize", type=int, help="the query's longer side in pixels (default: the gallery's)")
-    p.add_argument("--backend", choices=["auto", "trt", "ort", "torch"], default="auto")
+    p.add_argument("--backend", choices=KINDS, default="auto")
     f.input("--artifacts", help=f"folder of the extractor's and re-ranker's graphs / engines (default "
                                 f"{DEFAULT_ARTIFACTS})")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graphs or engines")
