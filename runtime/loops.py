@@ -120,8 +120,7 @@ class AmesPairs(Loop):
 
     def reranker(self, backend, encoder=None, overrides: Mapping | None = None):
         s = self.settings(backend.meta, overrides)
-        return AmesReranker(backend, s["lam"], s["gamma"], s["batch"], encoder if self.stored else None), \
-            s["shortlist"]
+        return AmesReranker(backend, s["lam"], s["gamma"], s["batch"], encoder), s["shortlist"]
 
     def io(self, config: dict) -> tuple[list[IOSpec], list[IOSpec]]:
         f32, flag, dim = np.dtype(np.float32), np.dtype(np.bool_), config["local_dim"]
@@ -189,6 +188,9 @@ class LocoreWindows(Loop):
         return s
 
     def reranker(self, backend, encoder=None, overrides: Mapping | None = None):
+        if encoder is not None:
+            raise ValueError(f"{backend.meta['model']}: LOCORE's windows take no encoder (they read the gallery's "
+                             f"descriptors as they are)")
         s = self.settings(backend.meta, overrides)
         return LocoreReranker(backend, **s), s["shortlist"]
 

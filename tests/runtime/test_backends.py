@@ -236,6 +236,12 @@ def test_run_settings_override_by_name_and_stay_out_of_the_architecture(artifact
             reranker_for(ames, settings={"window": 8})
         with pytest.raises(ValueError, match=r"^batch: expected a whole number, got 7.5$"):
             reranker_for(ames, settings={"batch": 7.5})
+        # an encoder is the store scorer's query side: given to the whole model or to LOCORE, it is refused
+        with pytest.raises(ValueError, match=r"^ames: the whole model takes no encoder$"):
+            reranker_for(ames, encoder=locore)
+        with pytest.raises(ValueError, match=r"^locore: LOCORE's windows take no encoder \(they read the gallery's "
+                                             r"descriptors as they are\)$"):
+            reranker_for(locore, encoder=ames)
         arch = architecture(ames.meta)
         assert set(ames.meta["config"]) - set(arch) == {"shortlist", "fusion_lambda", "fusion_gamma", "db_descriptors"}
         assert set(locore.meta["config"]) - set(architecture(locore.meta)) == {
