@@ -3,7 +3,8 @@
 A generated table sits between `<!-- table: KIND measured/FILE.json -->` and `<!-- /table -->`: KIND is
 one of RENDERERS, FILE a results.json of `rerankrt bench` (or store_scale.json of
 `python -m rerankrt.bench.store_scale`, serve_load.json of `python -m rerankrt.bench.serve_load`,
-search_scale.json of `python -m rerankrt.bench.search_scale`) kept
+search_scale.json of `python -m rerankrt.bench.search_scale`, search.json of `rerankrt bench --search` or
+`python -m rerankrt.bench.search_latency`) kept
 under measured/. After a new run, copy its output there
 and rewrite: `python scripts/readme_tables.py [README.md]`; `--check` exits 1 when a table is stale
 (the test suite runs it).
@@ -85,6 +86,13 @@ def search_scale(rows: list[dict]) -> list[str]:
     return table(rows)
 
 
+def search(results: dict) -> list[str]:
+    """A search's stages per index, re-ranker and backend (the bench prints the same table)."""
+    from rerankrt.bench.search_latency import table
+
+    return table(results)
+
+
 def serve_load(results: dict) -> list[str]:
     """Triton under load beside the same loop in process (the bench prints the same table)."""
     from rerankrt.bench.serve_load import table
@@ -93,7 +101,7 @@ def serve_load(results: dict) -> list[str]:
 
 
 RENDERERS = {"backends": backends, "comparison": comparison, "store": store, "scale": scale, "serve_load": serve_load,
-             "search_scale": search_scale}
+             "search_scale": search_scale, "search": search}
 
 
 def rewrite(text: str, root: Path = ROOT) -> str:
