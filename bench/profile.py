@@ -85,13 +85,15 @@ class Case:
     config: dict = dataclasses.field(default_factory=dict, compare=False)  #: overrides of the released one
     #: the weights: {"checkpoint": path, and the parts such as "detector"}; random weights when empty
     files: dict = dataclasses.field(default_factory=dict, compare=False)
+    #: run settings of its loop by name (`runtime.loops`) over the released ones: the graph is the same
+    settings: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def encoder(self) -> bool:
         return get_info(registered(self.model)).kind in ENCODERS
 
     def __str__(self) -> str:
-        return f"{variant(self.model, self.config)} {self.backend} {self.precision} " + (
+        return f"{variant(self.model, self.config, self.settings)} {self.backend} {self.precision} " + (
             f"batch={self.size}" if self.encoder else f"S={self.size}")
 
 
@@ -111,11 +113,39 @@ def model_variants(configs: dict, model: str) -> list[dict]:
     return list(chosen) if isinstance(chosen, list) else [chosen]
 
 
-def variant(model: str, config: dict) -> str:
-    """How the tables name a model in a configuration other than the released one: `rrt (num_layers=2)`."""
+def variant(model: str, config: dict, settings: dict | None = None) -> str:
+    """How the tables name a model in a configuration other than the released one, or run with other
+    settings of its loop: `rrt (num_layers=2)`, `locore-small (window=50)`."""
     released = dataclasses.asdict(get_info(registered(model)).config)
-    changed = {k: v for k, v in config.items() if released.get(k) != v}
+    changed = {**{k: v for k, v in config.items() if released.get(k) != v}, **(settings or {})}
     return model + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
+
+
+def settings_by_model(models: list[str], named: dict) -> dict:
+    """Run settings given by name alone (`rerankrt bench --setting window=50`) as `run_bench` takes them: each
+    for every model in `models` whose loop takes it; one that none takes is refused."""
+    out: dict[str, dict] = {}
+    for name, value in named.items():
+        takers = [m for m in models if (loop := get_info(registered(m)).loop) and name in LOOPS[loop].names()]
+        if not takers:
+            raise ValueError(f"--setting {name}: no loop of the models profiled takes it ({', '.join(models)})")
+        for model in takers:
+            out.setdefault(model, {})[name] = value
+    return out
+
+
+def check_settings(models: list[str], settings: dict) -> None:
+    """Refuse run settings (per model, by name) of a model not profiled, or that the model's loop does not
+    take, naming those it does."""
+    for model, named in settings.items():
+        if model not in models:
+            raise ValueError(f"--setting: {model} is not profiled here (--models: {', '.join(models)})")
+        info = get_info(registered(model))
+        names = LOOPS[info.loop].names() if info.loop else ()
+        unknown = [name for name in named if name not in names]
+        if unknown:
+            takes = f"its settings: {', '.join(names)}" if names else "no loop runs it"
+            raise ValueError(f"--setting {unknown[0]}: not a run setting of {model} ({takes})")
 
 
 def _graph_folder(artifacts: Path, model: str, config: dict, files: dict) -> Artifacts:
@@ -199,12 +229,13 @@ def _workload(case: Case, backends: list, config: dict) -> tuple[list[tuple], in
     model_config = type(info.config)(**backend.config)
     spec = spec_for(info.name, model_config)
     sizes = {d: p["opt"] for d, p in backend.profiles().items()}
-    if info.kind == PAIR_WISE:  # S pairs of one query in batches of the profile's opt size
-        batch = sizes["pairs"]
+    loop = LOOPS[info.loop] if info.loop else None
+    settings = loop.settings(backend.meta, {**loop.from_config(config), **case.settings}) if loop else {}
+    if info.kind == PAIR_WISE:  # S pairs of one query in batches (the loop's, else the profile's opt size)
+        batch = settings.get("batch", sizes["pairs"])
+        sizes |= {k: settings[k] for k in ("db_descriptors",) if k in settings}
         calls = [{**sizes, "pairs": min(batch, case.size - i)} for i in range(0, case.size, batch)]
-    elif info.kind == LIST_WISE:  # the released sliding windows over S
-        loop = LOOPS[info.loop]
-        settings = loop.settings(backend.meta, loop.from_config(config))
+    elif info.kind == LIST_WISE:  # the sliding windows over S (released, or as the case sets them)
         starts = window_starts(case.size, settings["window"], settings["stride"], settings["order"])
         calls = [{**sizes, "batch": 1, "images": min(settings["window"], case.size)}] * len(starts)
     elif info.kind == ENCODER:  # a batch of database images
@@ -335,8 +366,8 @@ def _prepare(case: Case, artifacts: Path, device: str, config: dict, log: Callab
         peak = memory()
         fed = sum(x.nbytes for _, feeds in work for x in feeds.values())
         weights = sum(b.weight_bytes() or 0 for b, _ in work)
-        prepared = Prepared(case, variant(case.model, config), work, flops, fed, fed + out_bytes + weights, storage,
-                            measured, peak, _timer(opened[0], device))
+        prepared = Prepared(case, variant(case.model, config, case.settings), work, flops, fed,
+                            fed + out_bytes + weights, storage, measured, peak, _timer(opened[0], device))
         stack.enter_context(own.pop_all())
     return prepared
 
@@ -350,13 +381,14 @@ def run_bench(
     models: list[str], backends: list[str], precisions: list[str], shortlists: list[int], repeat: int, out: Path,
     artifacts: Path | None = None, device: str = "cpu", preset: str = "custom", configs: dict | None = None,
     log: Callable[[str], None] = print, batches: list[int] | None = None, files: dict | None = None,
-    sized_for_gflops: float | None = None,
+    sized_for_gflops: float | None = None, settings: dict | None = None,
 ) -> dict:
     """Run every case, write results.json and the report (`bench.report`) to `out`; returns the results.
     `configs`: per model, configuration overrides (reduced sizes; a list of them profiles each), named as
     such in the tables; `batches`: the encoders' batch sizes (default [1]); `files`: per model, its
     checkpoint and parts ({"checkpoint": …, "detector": …}; default random weights); `sized_for_gflops`:
-    the compute roof `repeat` was sized for, scaled by the first probed roofs (`scaled_repeat`)."""
+    the compute roof `repeat` was sized for, scaled by the first probed roofs (`scaled_repeat`); `settings`:
+    per model, run settings of its loop by name (`{"locore-small": {"window": 50}}`; the same graph)."""
 
     require("matplotlib", "bench", "the profiler's plots")
     unknown = [m for m in models if m not in profiled_models()]
@@ -368,9 +400,11 @@ def run_bench(
     artifacts = artifacts or out / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     configs, batches = configs or {}, batches or [1]
-    files = files or {}
-    cases = [Case(m, b, p, s, c, files.get(m, {})) for m in models for c in model_variants(configs, m) for b in backends
-             for p in precisions for s in (batches if get_info(registered(m)).kind in ENCODERS else shortlists)]
+    files, settings = files or {}, settings or {}
+    check_settings(models, settings)
+    cases = [Case(m, b, p, s, c, files.get(m, {}), settings.get(m, {}))
+             for m in models for c in model_variants(configs, m) for b in backends for p in precisions
+             for s in (batches if get_info(registered(m)).kind in ENCODERS else shortlists)]
     groups: dict[tuple[bool, int], list[Case]] = {}
     for case in cases:
         groups.setdefault((case.encoder, case.size), []).append(case)
@@ -413,7 +447,7 @@ def run_bench(
     results = {"schema": SCHEMA, "preset": preset,
                "settings": {"models": models, "backends": backends, "precisions": precisions,
                             "shortlists": shortlists, "batches": batches, "repeat": timed or repeat,
-                            "device": device, "configs": configs, "files": files,
+                            "device": device, "configs": configs, "files": files, "run_settings": settings,
                             "sizing": None if (timed or repeat) == repeat else {
                                 "repeat": repeat, "sized_for_gflops": sized_for_gflops,
                                 "roof_gflops": max(r["compute"]["gflops"] for r in roofs.values())}},

@@ -413,7 +413,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from rerankrt.bench.profile import preset_settings, run_bench
+    from rerankrt.bench.profile import preset_settings, run_bench, settings_by_model
 
     if args.compare:
         from rerankrt.bench.report import compare_runs, load_results
@@ -431,7 +431,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from rerankrt.bench.search_latency import markdown, run_search_bench
         from rerankrt.runtime.extraction import image_list
 
-        unused = [f for f in ("models", "shortlist", "batch", "repeat", "checkpoint", "detector") if getattr(args, f)]
+        unused = [f for f in ("models", "shortlist", "batch", "repeat", "checkpoint", "detector", "setting")
+                  if getattr(args, f)]
         if unused:
             raise ValueError(f"--{unused[0]}: not a setting of --search (the index holds its models and shortlist)")
         backends = split(args.backends) or preset_settings(args.preset)["backends"]
@@ -460,7 +461,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = run_bench(settings["models"], settings["backends"], settings["precisions"], settings["shortlists"],
                         settings["repeat"], Path(args.out), Path(args.artifacts) if args.artifacts else None,
                         args.device, args.preset, settings.get("configs"), log=_log, batches=settings.get("batches"),
-                        files=files, sized_for_gflops=None if args.repeat else settings.get("sized_for_gflops"))
+                        files=files, sized_for_gflops=None if args.repeat else settings.get("sized_for_gflops"),
+                        settings=settings_by_model(settings["models"], _settings(args)))
     print((Path(args.out) / "results.md").read_text(), end="")
     return 0 if results["results"] else 1
 
@@ -599,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.value("--shortlist", help="comma-separated shortlist sizes, e.g. 100,400,1600")
     f.value("--batch", help="comma-separated batch sizes of the encoders (RAML …), e.g. 1,8")
     p.add_argument("--repeat", type=int, help="timed repeats per case (interleaved across the cases of a size)")
+    _setting_flag(p)
     f.input("--checkpoint", help="with one model in --models: its official checkpoint (default random weights)")
     f.input("--detector", help="with --models dinov2-extractor: the AMES detector's checkpoint")
     f.value("--device", default="cpu", help="cpu or cuda")

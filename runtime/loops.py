@@ -42,6 +42,10 @@ class Loop:
     #: a run setting's name among its Triton model's parameters, where that differs from the setting's
     param_names: Mapping[str, str] = {}
 
+    def names(self) -> tuple[str, ...]:
+        """Its run settings' names: what `settings` takes."""
+        return tuple(self.run_config)
+
     def released(self, meta: dict) -> dict:
         """The settings as released, from the sidecar (`meta`), fitted to the graph's profiles."""
         cfg = meta["config"]
@@ -112,6 +116,9 @@ class AmesPairs(Loop):
     run_config = {"shortlist": "shortlist", "lam": "fusion_lambda", "gamma": "fusion_gamma",
                   "db_descriptors": "db_descriptors"}
     param_names = {"lam": "lambda"}
+
+    def names(self) -> tuple[str, ...]:
+        return (*super().names(), "batch")
 
     def released(self, meta: dict) -> dict:
         """AMES in batches of the `pairs` profile's opt size (what engines are tuned for, and what fits a

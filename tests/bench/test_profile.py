@@ -382,3 +382,38 @@ def test_repeats_scaled_by_the_probed_roof(tmp_path):
     report = (tmp_path / "results.md").read_text()
     assert "Medians over 1 repeats" in report and "The repeats are scaled from the preset's 2: " in report
     assert json.loads((tmp_path / "results.json").read_text())["settings"]["sizing"] == sizing
+
+
+def test_run_settings_change_the_workload_not_the_graph(tmp_path, capsys):
+    """A loop's run settings by name (`--setting`): AMES's pair batch and database descriptors shape the calls
+    and FLOPs on both backends from the same graph, and the tables name them; names no loop takes, a model
+    not profiled and a setting with a flag of its own are refused."""
+    from rerankrt.bench.profile import check_settings, settings_by_model
+
+    small = {"num_layers": 1, "query_descriptors": 20, "db_descriptors": 5}
+    results = run_bench(["ames"], ["torch", "ort"], ["fp32"], [10], repeat=1, out=tmp_path, configs={"ames": small},
+                        log=lambda m: None, settings={"ames": {"batch": 4, "db_descriptors": 3}})
+    cfg = dataclasses.replace(AMES, **small)
+    for row in results["results"]:
+        assert row["label"] == "ames (num_layers=1, query_descriptors=20, db_descriptors=3, batch=4)"
+        assert row["calls"] == 3 and row["flops"] == 10 * ames_flops(cfg, 20, 3)  # pairs 4, 4, 2
+        assert row["bytes_fed"] == 10 * (20 * 768 * 4 + 20 + 3 * 768 * 4 + 3)
+    assert results["settings"]["run_settings"] == {"ames": {"batch": 4, "db_descriptors": 3}}
+    [graph] = (tmp_path / "artifacts" / "variants").glob("*/ames.json")  # the settings are not the graph's
+    assert json.loads(graph.read_text())["config"]["db_descriptors"] == 5
+
+    assert settings_by_model(["ames", "locore-small", "rrt"], {"window": 50, "batch": 8}) == {
+        "locore-small": {"window": 50}, "ames": {"batch": 8}}
+    with pytest.raises(ValueError, match=r"^--setting window: no loop of the models profiled takes it \(ames, rrt\)$"):
+        settings_by_model(["ames", "rrt"], {"window": 50})
+    with pytest.raises(ValueError, match=r"^--setting window: not a run setting of ames \(its settings: shortlist, "
+                                         r"lam, gamma, db_descriptors, batch\)$"):
+        check_settings(["ames"], {"ames": {"window": 50}})
+    with pytest.raises(ValueError, match=r"^--setting batch: not a run setting of rrt \(no loop runs it\)$"):
+        check_settings(["rrt"], {"rrt": {"batch": 2}})
+    with pytest.raises(ValueError, match=r"^--setting: locore is not profiled here \(--models: ames\)$"):
+        check_settings(["ames"], {"locore": {"window": 50}})
+    for argv, message in ((["--setting", "window=50"], "--setting window: no loop of the models profiled takes it"),
+                          (["--setting", "shortlist=50"], "--setting shortlist: set by --shortlist, not --setting")):
+        assert main(["bench", "--models", "ames", "--out", str(tmp_path / "cli"), *argv]) == 2
+        assert message in capsys.readouterr().err
