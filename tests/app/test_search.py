@@ -230,6 +230,11 @@ def test_bad_indexes_and_weights_are_refused_in_one_line(world, ort_index, tmp_p
                                                  f"build)")
     shutil.rmtree(half)
     shutil.copytree(index, half)
+    (half / "manifest.json").write_text(json.dumps(json.loads((index / "manifest.json").read_text())
+                                                   | {"format": "rerankrt-search-index/0"}))
+    _refused(capsys, ["--index", str(half), *q], f"index {half}: expected format 'rerankrt-search-index/1', got "
+             f"'rerankrt-search-index/0': rebuild it with `rerankrt index build --model MODEL --data DATA --out INDEX`")
+    shutil.copy(index / "manifest.json", half / "manifest.json")
     with open(half / "globals.f32", "r+b") as f:
         f.truncate(100)
     _refused(capsys, ["--index", str(half), *q], f"index {half}: globals.f32 holds 100 bytes, expected 2560 (10 × 64 "
