@@ -121,12 +121,18 @@ def variant(model: str, config: dict, settings: dict | None = None) -> str:
     return model + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
 
 
+def _loop_settings(model: str) -> tuple[str, ...]:
+    """The run settings the loop of a profiled model takes by name (none for a model no loop drives)."""
+    loop = get_info(registered(model)).loop
+    return LOOPS[loop].names() if loop else ()
+
+
 def settings_by_model(models: list[str], named: dict) -> dict:
     """Run settings given by name alone (`rerankrt bench --setting window=50`) as `run_bench` takes them: each
     for every model in `models` whose loop takes it; one that none takes is refused."""
     out: dict[str, dict] = {}
     for name, value in named.items():
-        takers = [m for m in models if (loop := get_info(registered(m)).loop) and name in LOOPS[loop].names()]
+        takers = [m for m in models if name in _loop_settings(m)]
         if not takers:
             raise ValueError(f"--setting {name}: no loop of the models profiled takes it ({', '.join(models)})")
         for model in takers:
@@ -140,8 +146,7 @@ def check_settings(models: list[str], settings: dict) -> None:
     for model, named in settings.items():
         if model not in models:
             raise ValueError(f"--setting: {model} is not profiled here (--models: {', '.join(models)})")
-        info = get_info(registered(model))
-        names = LOOPS[info.loop].names() if info.loop else ()
+        names = _loop_settings(model)
         unknown = [name for name in named if name not in names]
         if unknown:
             takes = f"its settings: {', '.join(names)}" if names else "no loop runs it"
@@ -412,7 +417,8 @@ def run_bench(
     # each roof probed before the first cases that run on it and again after all of them, the best of both: a
     # machine whose clock or load changed during the run gets its better roof, and a case above it is flagged
     roofs: dict[str, dict] = {}
-    timed: int | None = None  # the rounds each case is timed: `repeat`, scaled once the first roofs are probed
+    sizing: dict | None = None  # how `repeat` was scaled, once the first roofs are probed (`scaled_repeat`)
+    rounds = repeat
     for (encoder, size), group in groups.items():
         with contextlib.ExitStack() as stack:
             prepared = []
@@ -425,17 +431,18 @@ def run_bench(
                     skipped.append({"case": str(case), "reason": str(e)})
                     log(f"  skipped: {e}")
             roofs |= _roofs({f"{p.case.backend} {p.case.precision}" for p in prepared} - set(roofs), device)
-            if timed is None and roofs:
-                timed = scaled_repeat(repeat, roofs, sized_for_gflops)
-                if timed != repeat:
-                    log(f"timing {timed} rounds instead of {repeat}: the best compute roof here is "
-                        f"{max(r['compute']['gflops'] for r in roofs.values()):.0f} GFLOP/s, the preset is sized "
-                        f"for {sized_for_gflops:.0f}")
+            if sizing is None and roofs:
+                rounds = scaled_repeat(repeat, roofs, sized_for_gflops)
+                sizing = {"repeat": repeat, "sized_for_gflops": sized_for_gflops,
+                          "roof_gflops": max(r["compute"]["gflops"] for r in roofs.values())}
+                if rounds != repeat:
+                    log(f"timing {rounds} rounds instead of {repeat}: the best compute roof here is "
+                        f"{sizing['roof_gflops']:.0f} GFLOP/s, the preset is sized for {sized_for_gflops:.0f}")
             label = f"{'batch' if encoder else 'S'}={size}, {len(prepared)} cases interleaved"
-            for r in range(timed or repeat):
+            for r in range(rounds):
                 for p in prepared:
                     p.times.append(p.timer(p.one_query))
-                progress(label, r + 1, timed or repeat)
+                progress(label, r + 1, rounds)
         rows += [_row(p, device) for p in prepared]
     roofs = _roofs({f"{row['backend']} {row['precision']}" for row in rows}, device, roofs)
     for row in rows:
@@ -446,11 +453,9 @@ def run_bench(
     add_ratios(rows)
     results = {"schema": SCHEMA, "preset": preset,
                "settings": {"models": models, "backends": backends, "precisions": precisions,
-                            "shortlists": shortlists, "batches": batches, "repeat": timed or repeat,
+                            "shortlists": shortlists, "batches": batches, "repeat": rounds,
                             "device": device, "configs": configs, "files": files, "run_settings": settings,
-                            "sizing": None if (timed or repeat) == repeat else {
-                                "repeat": repeat, "sized_for_gflops": sized_for_gflops,
-                                "roof_gflops": max(r["compute"]["gflops"] for r in roofs.values())}},
+                            "sizing": sizing if rounds != repeat else None},
                "environment": environment.describe(),
                "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "roofs": roofs, "results": rows, "skipped": skipped}

@@ -91,16 +91,18 @@ def run_search_bench(indexes: Sequence[str | os.PathLike], queries: Sequence, ba
     one search each as a warm-up (not timed). Writes `search.json` (`{"queries": N, "precision": P, "rows": [...]}`,
     each row its index's name and gallery size, the re-ranker and backend, and the medians of each stage in ms,
     `null` for a stage the case skips) and `search.md` (its table) to `out`."""
+    if not queries:
+        raise InputError("--images: no query images to search")
     cases: dict[tuple[str, str | None, str], tuple[Path, str | None]] = {}
     images: dict[str, int] = {}
     for index in map(Path, indexes):
+        if index.name in images:  # the tables name an index by its folder
+            raise InputError(f"--search: two indexes named {index.name}; give each its own folder name")
         opened = open_index(index, first_stage=False)
         images[index.name] = opened.images
         for backend in backends:
             for rerank in ([opened.model, None] if opened.model else [None]):
                 cases[index.name, rerank, backend] = index, None if rerank is None else "index"
-    if not queries:
-        raise InputError("--images: no query images to search")
     timings: dict[tuple, list[dict]] = {key: [] for key in cases}
     with contextlib.ExitStack() as stack:
         searchers = {key: stack.enter_context(Searcher(index, artifacts, key[2], precision, device, rerank=rerank))

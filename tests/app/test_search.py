@@ -408,6 +408,8 @@ def test_the_bench_times_a_search_stage_by_stage(world, ort_index, tmp_path, cap
              "--precision: one precision with --search, got fp32,fp16"),
             (["--search", str(index), "--images", str(world["queries"]), "--shortlist", "50"],
              "--shortlist: not a setting of --search (the index holds its models and shortlist)"),
+            (["--search", str(index), str(index), "--images", str(world["queries"]), "--force"],
+             f"--search: two indexes named {index.name}; give each its own folder name"),
             (["--search", str(index), "--images", str(world["queries"])], "search.json exists")):
         assert main(["bench", *argv, *ort, "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
