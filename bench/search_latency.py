@@ -1,6 +1,7 @@
 """A search end to end, stage by stage: `rerankrt bench --search INDEX … --images Q` over a user's indexes
 (`run_search_bench`), and `python -m rerankrt.bench.search_latency [--images 200] [--queries 10]
-[--backends torch,ort] [--artifacts artifacts] [--work DIR] [--out DIR]` over a synthetic gallery it builds.
+[--backends torch,ort] [--artifacts artifacts] [--work DIR] [--out DIR] [--force]` over a synthetic gallery it
+builds (an earlier run's search.json in --out is replaced only with --force).
 
 A gallery of synthetic photos (1024 × 768, smooth colour fields with detail, each its own seed) is described by the
 DINOv2 extractor at the released 770 px and 700 locals on ONNX Runtime, and by RAML's 448-px teacher; two
@@ -36,7 +37,7 @@ import numpy as np
 from rerankrt.app.backends import open_model
 from rerankrt.app.search import Searcher
 from rerankrt.errors import InputError
-from rerankrt.runtime.atomic import atomic_output
+from rerankrt.runtime.atomic import atomic_output, check_outputs
 from rerankrt.runtime.extraction import extract
 from rerankrt.runtime.images import RamlEncoder
 from rerankrt.runtime.index_shards import open_index
@@ -150,7 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", default="artifacts", help="the exported graphs (default artifacts)")
     parser.add_argument("--work", help="where the photos, descriptors and indexes go (default: a temporary folder)")
     parser.add_argument("--out", default="measured", help="the folder of search.json and search.md (default measured)")
+    parser.add_argument("--force", action="store_true", help="replace the search.json and search.md of an earlier run")
     args = parser.parse_args(argv)
+    try:  # before any work: a measured run is not replaced by accident
+        check_outputs([Path(args.out) / name for name in ("search.json", "search.md")], [args.artifacts], args.force)
+    except FileExistsError as e:
+        parser.error(str(e))
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch)
         indexes = build(work, args.images, Path(args.artifacts))

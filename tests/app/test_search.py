@@ -415,6 +415,20 @@ def test_the_bench_times_a_search_stage_by_stage(world, ort_index, tmp_path, cap
         assert message in capsys.readouterr().err
 
 
+def test_the_search_latency_script_keeps_a_measured_run(tmp_path, capsys):
+    """`python -m rerankrt.bench.search_latency` refuses to replace an earlier run's search.json without --force,
+    before any photo is written or described."""
+    from rerankrt.bench.search_latency import main as search_latency
+
+    (tmp_path / "search.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        search_latency(["--out", str(tmp_path), "--work", str(tmp_path / "work")])
+    assert exit_.value.code == 2 and (tmp_path / "search.json").read_text() == "{}"
+    assert capsys.readouterr().err.endswith(f"error: --out: {tmp_path / 'search.json'} exists (pass --force to "
+                                            f"replace it)\n")
+    assert not (tmp_path / "work").exists()
+
+
 def test_searcher_from_rerankrt_runs_without_torch(world, ort_index):
     """`from rerankrt import Searcher` with ONNX Runtime graphs: the hits of the CLI, and torch never imported."""
     import subprocess
