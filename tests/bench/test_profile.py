@@ -104,7 +104,10 @@ def test_roofline_under_its_probed_roofs(run):
         roof = results["roofs"][f"{r['backend']} {r['precision']}"]
         assert r["intensity"] == pytest.approx(r["flops"] / r["bytes_moved"])
         assert r["bound_gflops"] == min(roof["compute"]["gflops"], r["intensity"] * roof["memory"]["gb_per_s"])
-        assert 0 < r["roofline_fraction"] <= 1.0, r  # no model above the probed peak
+        # a timed fraction may pass 1 on a loaded machine (flagged, next test): what it is, not a bound, is checked
+        assert r["roofline_fraction"] > 0
+        assert r["roofline_fraction"] == pytest.approx(r["gflops_per_s"] / r["bound_gflops"], rel=1e-12)
+        assert r["above_roof"] == (r["roofline_fraction"] > 1.0)
         assert r["bytes_moved"] > r["bytes_fed"] > 0  # outputs and weights on top of the inputs
 
 
@@ -116,8 +119,12 @@ def test_a_case_above_its_roof_is_flagged_not_shown_silently(run):
     from rerankrt.bench.report import markdown
 
     _, results, _, _ = run
-    assert not any(r["above_roof"] for r in results["results"])
+    above = [r for r in results["results"] if r["above_roof"]]  # timed: none on an idle machine, some when loaded
+    if above:
+        assert "Above the roof: " + ", ".join(f"{r['label']} {r['backend']}" for r in above) in markdown(results)
     edited = copy.deepcopy(results)
+    for r in edited["results"]:
+        r["above_roof"] = False
     row = edited["results"][0]
     row["roofline_fraction"], row["above_roof"] = 1.16, True
     text = markdown(edited)
