@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-.venv/bin/mypy models runtime rerankrt export engines bench serve app
+.venv/bin/mypy src
 .venv/bin/python -m pytest "$@"

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: (version, CUDA flavour of the bindings wheel): Jetson's 10.3, the newest 10.x, the newest 11.x.
 RELEASES = (("10.3.0", "cu12"), ("10.16.1.11", "cu12"), ("11.4.0.106", "cu13"))
 #: the modules that `import tensorrt` (kept at the top so that the type checker sees it).
-TRT_MODULES = ("engines/trt_api.py", "engines/build.py", "engines/inspect.py", "engines/validate.py",
-               "runtime/trt_backend.py")
+TRT_MODULES = tuple(f"src/rerankrt/{m}.py" for m in ("engines/trt_api", "engines/build", "engines/inspect",
+                                                     "engines/validate", "runtime/trt_backend"))
 STUB_SYMBOLS = """
 #include <stddef.h>
 void* createInferBuilder_INTERNAL(void* logger, int version) { return NULL; }

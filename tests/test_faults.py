@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rerankrt.cli import main
-from rerankrt.errors import DescriptorFileError, ModelFileError
-from rerankrt.runtime.atomic import SUFFIX
-from rerankrt.runtime.descriptors import LocalDescriptorFile, read_gnd, read_nn
+from rerankrt.core.atomic import SUFFIX
+from rerankrt.core.errors import DescriptorFileError, ModelFileError
+from rerankrt.data.descriptors import LocalDescriptorFile, read_gnd, read_nn
 from rerankrt.runtime.sidecar import check_sidecar
 
 pytest.importorskip("torch")
@@ -165,7 +165,7 @@ def test_sidecar_edits(data):
 def test_outputs_get_the_umask_mode(tmp_path):
     import os
 
-    from rerankrt.runtime.atomic import atomic_output
+    from rerankrt.core.atomic import atomic_output
 
     previous = os.umask(0o027)
     try:
@@ -178,7 +178,7 @@ def test_outputs_get_the_umask_mode(tmp_path):
 
 def test_every_backend_refuses_a_nan_it_made():
     """Finite feeds, a NaN logit (weights, an FP16 overflow): OutputError naming the model and precision."""
-    from rerankrt.errors import OutputError
+    from rerankrt.core.errors import OutputError
     from rerankrt.runtime.feeds import Backend
 
     class Broken(Backend):

@@ -10,7 +10,7 @@ import pytest
 from rerankrt.bench.eval import rankings
 from rerankrt.bench.synth import synthesize
 from rerankrt.cli import main
-from rerankrt.runtime import read_gnd, read_nn
+from rerankrt.data import read_gnd, read_nn
 
 pytest.importorskip("torch")
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from rerankrt import environment
+from rerankrt.core import environment
 
 
 @pytest.mark.skipif(environment.cuda_device() is not None, reason="a CUDA device is present: run the script itself")

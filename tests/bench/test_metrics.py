@@ -15,8 +15,8 @@ from rerankrt.bench.metrics import (
     reorder_junk,
     revisited_evaluate,
 )
-from rerankrt.errors import InputError
-from rerankrt.runtime import read_gnd
+from rerankrt.core.errors import InputError
+from rerankrt.data import read_gnd
 
 
 def test_ap_by_hand():

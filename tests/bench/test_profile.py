@@ -265,7 +265,7 @@ def test_locore_hf_scores_match_rerankrt():
     import numpy as np
 
     from rerankrt.bench.locore_hf import HfLocoreBackend
-    from rerankrt.errors import InputError
+    from rerankrt.core.errors import InputError
     from rerankrt.models.torch_backend import TorchBackend
 
     config = {**CONFIGS["locore"], "local_dim": 48, "global_dim": 40}  # both projections present
@@ -295,7 +295,7 @@ def test_locore_hf_scores_match_rerankrt():
 def test_progress_bar_on_a_terminal(monkeypatch):
     import io
 
-    from rerankrt import progress
+    from rerankrt.core import progress
 
     class Tty(io.StringIO):
         def isatty(self):

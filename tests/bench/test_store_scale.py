@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rerankrt.bench import store_scale
-from rerankrt.runtime.store import AmesStore, store_info
+from rerankrt.search.store import AmesStore, store_info
 
 
 def test_synthetic_store_opens_and_keeps_the_budget(tmp_path, monkeypatch):

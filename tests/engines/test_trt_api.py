@@ -60,7 +60,7 @@ def release(request, tmp_path_factory):
 PROBE = """
 import json, sys
 from rerankrt.engines import trt_api
-from rerankrt.errors import UnavailableError
+from rerankrt.core.errors import UnavailableError
 out = {"version": trt_api.version(), "weak": trt_api.has_weak_typing(), "flags": trt_api.network_flags()}
 import tensorrt as trt
 out["strongly_typed_bit"] = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -105,7 +105,7 @@ def test_build_fails_clearly_without_a_gpu_and_writes_nothing(release, tmp_path)
 
 BACKEND_PROBE = """
 import json, sys
-from rerankrt.errors import ModelFileError, UnavailableError
+from rerankrt.core.errors import ModelFileError, UnavailableError
 from rerankrt.runtime.artifacts import open_backend
 out = {}
 for plan in sys.argv[1:]:

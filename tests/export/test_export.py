@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from rerankrt.cli import main
-from rerankrt.errors import CheckpointError, ModelFileError
+from rerankrt.core.errors import CheckpointError, ModelFileError
 from rerankrt.export.onnx_export import export_model, parse_profile
 from rerankrt.export.validate import lint, outputs, validate
 from rerankrt.models import Profile, spec_for

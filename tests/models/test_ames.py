@@ -8,7 +8,7 @@ from conftest import unit_descriptors
 from literal.ames import PublishedStyle, per_pair
 from weights import perturb
 
-from rerankrt.errors import InputError
+from rerankrt.core.errors import InputError
 from rerankrt.models import load_model
 
 

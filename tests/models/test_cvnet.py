@@ -8,7 +8,7 @@ import torch
 from literal.cvnet import literal_cvnet
 from torch.utils.flop_counter import FlopCounterMode
 
-from rerankrt.errors import InputError
+from rerankrt.core.errors import InputError
 from rerankrt.models import load_model, parameter_count
 from rerankrt.models.cards.cvnet import CVNET, cvnet_flops
 from rerankrt.models.checks import prechecked

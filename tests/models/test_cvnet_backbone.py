@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rerankrt.errors import InputError
+from rerankrt.core.errors import InputError
 from rerankrt.models import load_model
 from rerankrt.models.cards.cvnet import cvnet_backbone_flops
 from rerankrt.models.cards.raml import resnet50_flops

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from literal.dinov2 import published_detector, to_hf
 from weights import perturb
 
-from rerankrt.errors import CheckpointError, InputError
+from rerankrt.core.errors import CheckpointError, InputError
 from rerankrt.models import load_model, parameter_count
 from rerankrt.models.dinov2 import resize_matrix
 
@@ -79,10 +79,10 @@ def test_matches_hugging_face_dinov2_with_registers(height, width):
 
 def test_detector_selection_and_globals_match_the_published_code():
     """§5 literally (the [a, N/a] reshape, SpatialAttention2d as nn modules, torch.topk) against the
-    graph's per-token outputs selected on the host by `runtime.extraction.select`. The order is checked
+    graph's per-token outputs selected on the host by `data.extraction.select`. The order is checked
     on the published weights: the graph's equal them to rounding only, and two weights a rounding apart
     swap places between machines that block their GEMMs differently (CI saw ranks 33/34 swap)."""
-    from rerankrt.runtime.extraction import Prepared, select
+    from rerankrt.data.extraction import Prepared, select
 
     model = tiny(seed=3)
     images = torch.randn(1, 3, 20 * 14, 27 * 14, generator=torch.Generator().manual_seed(0))

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 from weights import RAML_META
 
-from rerankrt.errors import CheckpointError
+from rerankrt.core.errors import CheckpointError
 from rerankrt.models import MODELS, load_model
 
 

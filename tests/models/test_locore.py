@@ -9,7 +9,7 @@ from conftest import unit_descriptors
 from safetensors.torch import save_file
 from weights import perturb
 
-from rerankrt.errors import CheckpointError, InputError
+from rerankrt.core.errors import CheckpointError, InputError
 from rerankrt.models import load_model, parameter_count
 
 HF = pytest.importorskip("literal.locore", reason="the HF parity reference needs `transformers` (dev extra)")

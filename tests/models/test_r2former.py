@@ -8,7 +8,7 @@ import torch
 from literal.r2former import literal_r2former
 from torch.utils.flop_counter import FlopCounterMode
 
-from rerankrt.errors import InputError
+from rerankrt.core.errors import InputError
 from rerankrt.models import load_model, parameter_count
 from rerankrt.models.cards.r2former import R2FORMER, r2former_flops
 from rerankrt.models.checks import prechecked

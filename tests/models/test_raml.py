@@ -6,7 +6,7 @@ import pytest
 import torch
 from literal.raml import published
 
-from rerankrt.errors import InputError
+from rerankrt.core.errors import InputError
 from rerankrt.models import load_model
 
 

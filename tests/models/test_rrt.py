@@ -10,7 +10,7 @@ from literal.rrt import literal_rrt
 from torch.utils.flop_counter import FlopCounterMode
 from weights import perturb
 
-from rerankrt.errors import InputError
+from rerankrt.core.errors import InputError
 from rerankrt.models import load_model, parameter_count
 from rerankrt.models.cards.rrt import rrt_flops
 from rerankrt.models.checks import prechecked

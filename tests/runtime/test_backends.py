@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from rerankrt.errors import InputError, ModelFileError, UnavailableError
+from rerankrt.core.errors import InputError, ModelFileError, UnavailableError
 from rerankrt.runtime.artifacts import open_backend
 from rerankrt.runtime.loops import architecture, released_settings, reranker_for
 from rerankrt.runtime.ort_backend import OrtBackend
@@ -269,7 +269,7 @@ def test_reranker_settings_are_checked(artifacts):
 def write_dataset(root, rng, desc: str, dim: int, nq=3, ndb=30, k=20, q_topk=60, db_topk=8):
     from conftest import unit_descriptors
 
-    from rerankrt.runtime.descriptors import write_global, write_local, write_nn
+    from rerankrt.data.descriptors import write_global, write_local, write_nn
 
     for split, count, topk in (("query", nq, q_topk), ("gallery", ndb, db_topk)):
         d, m = unit_descriptors(rng, (count, topk, dim), rng.integers(1, topk + 1, count))
@@ -283,8 +283,8 @@ def write_dataset(root, rng, desc: str, dim: int, nq=3, ndb=30, k=20, q_topk=60,
 
 
 def test_rerank_dataset_with_ames(artifacts, tmp_path, rng):
-    from rerankrt.runtime.descriptors import LocalDescriptorFile, read_nn
-    from rerankrt.runtime.rerank_dataset import rerank_dataset
+    from rerankrt.data.descriptors import LocalDescriptorFile, read_nn
+    from rerankrt.search.rerank_dataset import rerank_dataset
 
     sims, idx = write_dataset(tmp_path, rng, "dinov2", 768)
     with OrtBackend(artifacts / "ames.onnx") as backend:
@@ -306,7 +306,7 @@ def test_rerank_dataset_with_ames(artifacts, tmp_path, rng):
 
 def test_rerank_cli_with_locore(artifacts, tmp_path, rng, capsys):
     from rerankrt.cli import main
-    from rerankrt.runtime.descriptors import read_nn
+    from rerankrt.data.descriptors import read_nn
 
     sims, idx = write_dataset(tmp_path, rng, "tiny", 32, q_topk=5, db_topk=5)
     out = tmp_path / "locore.pkl"
@@ -317,7 +317,7 @@ def test_rerank_cli_with_locore(artifacts, tmp_path, rng, capsys):
     assert all(sorted(new_idx[r, :12]) == sorted(idx[r, :12]) for r in range(3))
     assert new_idx[:, 12:].tolist() == idx[:, 12:].tolist()
     np.testing.assert_allclose(new_sims[:, 12:], sims[:, 12:], rtol=1e-6)
-    from rerankrt.runtime.descriptors import LocalDescriptorFile, read_global
+    from rerankrt.data.descriptors import LocalDescriptorFile, read_global
 
     with OrtBackend(artifacts / "locore.onnx") as backend, \
             LocalDescriptorFile(tmp_path / "tiny_query_local.hdf5") as qf, \
@@ -332,8 +332,8 @@ def test_rerank_cli_with_locore(artifacts, tmp_path, rng, capsys):
 
 
 def test_rerank_bad_input(artifacts, tmp_path, rng):
-    from rerankrt.errors import DescriptorFileError
-    from rerankrt.runtime.rerank_dataset import rerank_dataset
+    from rerankrt.core.errors import DescriptorFileError
+    from rerankrt.search.rerank_dataset import rerank_dataset
 
     write_dataset(tmp_path, rng, "dinov2", 768)
     with OrtBackend(artifacts / "ames.onnx") as backend:

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from rerankrt import environment
-from rerankrt.errors import ModelFileError, UnavailableError
+from rerankrt.core import environment
+from rerankrt.core.errors import ModelFileError, UnavailableError
 from rerankrt.runtime import cuda
 from rerankrt.runtime.plan import check_compatible, read_plan_sidecar
 

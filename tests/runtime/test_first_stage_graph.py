@@ -11,14 +11,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rerankrt.app.search import QueryDescriptors, Searcher  # noqa: E402
 from rerankrt.bench.store_scale import synthesize_store  # noqa: E402
 from rerankrt.bench.synth import low_rank_globals  # noqa: E402
-from rerankrt.errors import InputError  # noqa: E402
+from rerankrt.core.errors import InputError  # noqa: E402
 from rerankrt.runtime.artifacts import open_backend  # noqa: E402
-from rerankrt.runtime.first_stage import global_shortlist  # noqa: E402
-from rerankrt.runtime.index_first_stage import GraphFirstStage  # noqa: E402
-from rerankrt.runtime.search_index import write_index  # noqa: E402
+from rerankrt.search.exact import global_shortlist  # noqa: E402
+from rerankrt.search.first_stage import GraphFirstStage  # noqa: E402
+from rerankrt.search.index import write_index  # noqa: E402
+from rerankrt.search.searcher import QueryDescriptors, Searcher  # noqa: E402
 
 N, D = 2000, 64
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rerankrt.errors import InputError
+from rerankrt.core.errors import InputError
 from rerankrt.runtime import ORDERS, fuse, sliding_rerank, window_starts
 
 

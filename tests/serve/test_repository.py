@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from rerankrt.cli import main
-from rerankrt.errors import ModelFileError
+from rerankrt.core.errors import ModelFileError
 from rerankrt.runtime import AmesReranker, LocoreReranker, OrtBackend
 from rerankrt.serve.check import check_repository
 from rerankrt.serve.repository import write_repository
@@ -76,7 +76,7 @@ def test_repository_layout_and_configs(repo):
                       "stride": "17", "order": "end-to-start", "alpha": "0.5", "temperature": "0.1",
                       "max_shortlist": "1600"}
     adapter = (repo / "ames_rerank/1/model.py").read_text()
-    assert "from rerankrt.runtime.triton_bls import AmesRerankModel as TritonPythonModel" in adapter
+    assert "from rerankrt.serve.triton_bls import AmesRerankModel as TritonPythonModel" in adapter
 
 
 def test_options_precision_and_engines(artifacts, tmp_path):
@@ -175,7 +175,7 @@ def test_outputs_are_conformed_to_their_declared_shape_never_broadcast():
     """What a BLS call hands back: Triton's [batch, 1] for a [batch]-only tensor is the config's; any other
     shape is an error naming the tensor and both shapes."""
     from rerankrt.runtime.feeds import IOSpec
-    from rerankrt.runtime.triton_bls import conform
+    from rerankrt.serve.triton_bls import conform
 
     logits = IOSpec("logits", np.dtype(np.float32), ("pairs",))
     assert conform("logits", np.zeros((20, 1), np.float32), logits, {"pairs": 20}, "ames").shape == (20,)
@@ -390,11 +390,11 @@ def test_store_loop_reranks_from_the_store(tmp_path, rng, monkeypatch):
     import torch
     from weights import perturb
 
+    from rerankrt.data.descriptors import write_local
     from rerankrt.export.onnx_export import export_model
     from rerankrt.models import load_model
     from rerankrt.models.torch_backend import TorchBackend
-    from rerankrt.runtime.descriptors import write_local
-    from rerankrt.runtime.store import AmesStore, build_store
+    from rerankrt.search.store import AmesStore, build_store
 
     art = tmp_path / "art"
     art.mkdir()

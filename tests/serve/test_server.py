@@ -24,7 +24,7 @@ import pytest
 
 from rerankrt.cli import main
 from rerankrt.runtime import AmesReranker, LocoreReranker, OrtBackend
-from rerankrt.runtime.store import AmesStore, build_store
+from rerankrt.search.store import AmesStore, build_store
 
 pytest.importorskip("torch")
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="the client needs tritonclient[grpc] (rerankrt[serve])")
@@ -59,10 +59,10 @@ def artifacts(tmp_path_factory):
     import torch
     from weights import perturb
 
+    from rerankrt.data.descriptors import write_local
     from rerankrt.export.onnx_export import export_model
     from rerankrt.models import load_model
     from rerankrt.models.torch_backend import TorchBackend
-    from rerankrt.runtime.descriptors import write_local
 
     out = tmp_path_factory.mktemp("serve-art")
     torch.save({"state": perturb(load_model("ames", num_layers=2), gain=2.0, spread=0.1).state_dict()},
@@ -91,10 +91,10 @@ def _search_index(out: Path, encoder) -> None:
     their search index (`out/index`, two shards; `out/index-one`, one), the query photos in `out/queries`:
     112 × 84 px, so that no resize runs (the server's OpenCV is another version than this one)."""
     cv2 = pytest.importorskip("cv2", reason="OpenCV (images extra) is not installed")
+    from rerankrt.data.extraction import extract, image_list
     from rerankrt.export.onnx_export import export_model
     from rerankrt.runtime.artifacts import open_backend
-    from rerankrt.runtime.extraction import extract, image_list
-    from rerankrt.runtime.search_index import build_index
+    from rerankrt.search.index import build_index
 
     export_model("dinov2-extractor", out_dir=out, precision="fp32", **EXTRACTOR_768)
     rng = np.random.default_rng(2)
@@ -261,7 +261,7 @@ def test_search_equals_the_searcher_in_process(server, artifacts, protocol):
     """One encoded photo per request: the extractor, then the two shards' first stages and AMES-dist from their
     stores by BLS give `Searcher`'s hits over one index of the whole gallery (rows, names, fused scores);
     `top` defaults to the model's parameter."""
-    from rerankrt.app.search import Searcher
+    from rerankrt.search.searcher import Searcher
 
     module, client = (grpcclient, _grpc(server)) if protocol == "grpc" else (httpclient, _http(server))
     with Searcher(artifacts / "index-one", artifacts=artifacts, backend="ort") as searcher:
@@ -325,8 +325,8 @@ def test_a_shard_answers_its_own_top_k_and_refuses_a_bad_request(server, artifac
     (by the model) refused by name."""
     from tritonclient.utils import InferenceServerException
 
-    from rerankrt.runtime.first_stage import global_shortlist
-    from rerankrt.runtime.search_index import SearchIndex
+    from rerankrt.search.exact import global_shortlist
+    from rerankrt.search.index import SearchIndex
 
     client = _grpc(server)
     shard = SearchIndex(artifacts / "index" / "shard-001")
