@@ -2,9 +2,12 @@
 
 Compute roof: the best FLOP/s of several dense kernels the models are made of (square and batched
 matrix products of a few sizes, and a 3×3 convolution), each timed best-of-N, so that the roof is the
-machine's attainable peak on that backend rather than one kernel's. Memory roof: the bytes per second
-of a large copy (read + write), the device's for torch on CUDA, the host's otherwise. A model's bound
-at arithmetic intensity I (FLOP per byte moved) is min(compute roof, I × memory roof).
+machine's attainable peak on that backend rather than one kernel's. At INT8 (ONNX Runtime) the kernels
+are what an INT8 graph runs: a float activation quantized per tensor times an INT8 weight per output
+channel (the Q/DQ pattern ONNX Runtime fuses into an integer product), in operations per second.
+Memory roof: the bytes per second of a large copy (read + write), the device's for torch on CUDA, the
+host's otherwise. A model's bound at arithmetic intensity I (FLOP per byte moved) is min(compute roof,
+I × memory roof).
 """
 
 from __future__ import annotations
@@ -45,6 +48,31 @@ def _torch_runs(device: str, dtype, op: str, shapes: list[tuple]) -> Callable[[]
     return lambda: F.conv2d(a, b, padding=1)
 
 
+def _ort_int8_runs(device: str, shapes: list[tuple]) -> Callable[[], object]:
+    """x (float) → QuantizeLinear → DequantizeLinear → MatMul ← DequantizeLinear ← W (INT8, per column)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    k, n = shapes[1][-2:]
+    weight = rng.integers(-127, 128, (k, n), dtype=np.int8)
+    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.full(n, 0.01, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(n, np.int8), "wz"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+             numpy_helper.from_array(np.array(0, np.int8), "xz")]
+    nodes = [helper.make_node("QuantizeLinear", ["a", "xs", "xz"], ["aq"]),
+             helper.make_node("DequantizeLinear", ["aq", "xs", "xz"], ["ad"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=1),
+             helper.make_node("MatMul", ["ad", "wd"], ["c"])]
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(shapes[0]))],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    provider = "CUDAExecutionProvider" if device.startswith("cuda") else "CPUExecutionProvider"
+    session = ort.InferenceSession(model.SerializeToString(), providers=[provider])
+    feeds = {"a": rng.standard_normal(shapes[0]).astype(np.float32)}
+    return lambda: session.run(None, feeds)
+
+
 def _ort_runs(device: str, dtype, op: str, shapes: list[tuple]) -> Callable[[], object]:
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -66,13 +94,18 @@ def _ort_runs(device: str, dtype, op: str, shapes: list[tuple]) -> Callable[[], 
 
 def compute_roof(backend: str, precision: str, device: str, repeat: int = 5) -> dict:
     """{"gflops": the best, "kernels": {name: GFLOP/s}} on `backend` ("torch" or "ort"); a kernel the backend
-    cannot run at this precision (ONNX Runtime's CPU convolution in fp16) is left out."""
+    cannot run at this precision (ONNX Runtime's CPU convolution in fp16) is left out. INT8 (ONNX Runtime
+    only): the matrix products as an INT8 graph runs them, in GOP/s."""
     dtype = np.float16 if precision == "fp16" else np.float32
     sync = _sync(backend, device)
     kernels = {}
     for name, flops, (op, shapes) in KERNELS:
+        if precision == "int8" and (backend != "ort" or op != "MatMul"):
+            continue
         try:
-            if backend == "torch":
+            if precision == "int8":
+                run = _ort_int8_runs(device, shapes)
+            elif backend == "torch":
                 import torch
 
                 run = _torch_runs(device, torch.float16 if precision == "fp16" else torch.float32, op, shapes)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rerankrt.bench import op_profile
 from rerankrt.bench.locore_hf import HF_BASELINES, HfLocoreBackend
 from rerankrt.bench.probes import bound, compute_roof, memory_roof
 from rerankrt.bench.report import SCHEMA, add_ratios, write_report
@@ -47,27 +48,38 @@ from rerankrt.core.progress import progress
 from rerankrt.models import ENCODER, EXTRACTOR, IMAGE, LIST_WISE, MODELS, PAIR_WISE, encoder_of, get_info, spec_for
 from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.loops import LOOPS, architecture
+from rerankrt.runtime.naming import PRECISIONS
+from rerankrt.runtime.ort_backend import OrtBackend
 from rerankrt.runtime.sliding import window_starts
 
 PRESETS: dict[str, dict] = {
-    # < 3 minutes on a 2-core CPU, the main job's profile step: AMES and LOCORE-small beside the pair-wise
-    # re-rankers they are compared with at two shortlist sizes, those at reduced sizes (named as such in the
-    # tables; RRT at 500 locals and CVNet-Rerank at 48×64 maps take seconds to minutes per query on a CPU),
-    # and RAML's query encoder apart.
-    # Its repeats are sized for a best compute roof of `sized_for_gflops` (where it ran its cases in 113 s, the
-    # whole bench in 139 s) and scaled down by the probed roof on a slower machine (`scaled_repeat`).
+    # < 3 minutes on a 2-core CPU, the main job's profile step: AMES (whole and as stored) and LOCORE-small in
+    # every deployed form (torch, ONNX Runtime on the standard and the fused graph, INT8) beside the pair-wise
+    # re-rankers they are compared with at a shortlist of 25, two of those at reduced sizes (named as such in
+    # the tables and never the headline ratio; RRT at 500 locals and CVNet-Rerank at 48×64 maps take seconds to
+    # minutes per query on a CPU), and RAML's query encoder apart. INT8 graphs come from `rerankrt export
+    # --precision int8 --calibration DATA` (the main job exports them on its synthetic dataset).
+    # Its repeats are sized for a best compute roof of `sized_for_gflops` and scaled down by the probed roof on
+    # a slower machine (`scaled_repeat`).
     "quick": {"models": ["ames", "ames-scorer", "locore-small", "rrt", "r2former", "cvnet-rerank", "raml"],
-              "backends": ["torch", "ort"], "precisions": ["fp32"], "shortlists": [25, 100], "batches": [1],
-              "repeat": 3, "sized_for_gflops": 400,
+              "backends": ["torch", "ort", "ort-fused"], "precisions": ["fp32", "int8"], "shortlists": [25],
+              "batches": [1], "repeat": 3, "sized_for_gflops": 200,
               "configs": {"rrt": {"local_descriptors": 100}, "cvnet-rerank": {"map_height": 12, "map_width": 16}}},
     # the extractor at AMES's and LOCORE's published 770 px and at 448 px (the RAML teacher's database side)
     "paper": {"models": ["ames", "rrt", "r2former", "cvnet-rerank", "cvnet-backbone", "locore", "locore-hf", "raml",
                          "dinov2-extractor"],
-              "backends": ["torch", "ort", "trt"], "precisions": ["fp32", "fp16"], "shortlists": [100, 400, 1600],
+              "backends": ["torch", "ort", "ort-fused", "trt"], "precisions": ["fp32", "fp16", "int8"],
+              "shortlists": [100, 400, 1600],
               "batches": [1, 8], "repeat": 10, "configs": {"dinov2-extractor": [{"imsize": 448}, {}]}},
-    "edge": {"models": ["ames", "locore-small", "raml"], "backends": ["trt", "ort", "torch"], "precisions": ["fp16"],
+    "edge": {"models": ["ames", "locore-small", "raml"], "backends": ["trt", "ort", "torch"],
+             "precisions": ["fp16", "int8"],
              "shortlists": [100], "batches": [1], "repeat": 10},
 }
+
+
+#: what a case runs on: PyTorch, ONNX Runtime on the standard graph (what TensorRT parses), ONNX Runtime on
+#: the graph fused for it (`NAME[.int8].ort.onnx`), a TensorRT engine
+BACKENDS = ("torch", "ort", "ort-fused", "trt")
 
 
 def profiled_models() -> list[str]:
@@ -186,6 +198,8 @@ def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[
     if model in HF_BASELINES and case.backend != "torch":
         raise UnavailableError(f"{model} is the Hugging Face PyTorch path: torch backend only")
     if case.backend == "torch":
+        if case.precision == "int8":
+            raise UnavailableError("torch runs no INT8 graph (INT8 is an exported graph: ort, ort-fused, trt)")
         if case.precision == "fp16" and not device.startswith("cuda"):
             raise UnavailableError("torch FP16 on the CPU is an overflow check, not a deployment: skipped")
         dtype = "float16" if case.precision == "fp16" else "float32"
@@ -195,18 +209,28 @@ def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[
 
         return TorchBackend(model, device=device, dtype=dtype, checkpoint=checkpoint, **parts, **config)
     folder = _graph_folder(artifacts, model, config, case.files)
+    # INT8 is what a re-ranker runs at: the encoder of a store scorer's query side runs its FP32 graph
+    precision = "fp32" if case.precision == "int8" and get_info(registered(model)).loop is None else case.precision
     if case.backend == "trt":
         try:
-            return open_backend(folder.find(model, case.precision, "trt"), "trt", device, log=lambda m: None)
+            return open_backend(folder.find(model, precision, "trt"), "trt", device, log=lambda m: None)
         except ModelFileError as e:
             raise UnavailableError(str(e)) from None
-    graph = folder.onnx(model, case.precision)
+    graph = folder.onnx(model, precision)
+    if not graph.is_file() and precision == "int8":
+        raise UnavailableError(f"no INT8 graph {graph}: export it with `rerankrt export {model} --precision int8 "
+                               f"--calibration DATA --out {folder.root}` (INT8 is calibrated on your data)")
     if not graph.is_file():
         from rerankrt.export.onnx_export import export_model
 
-        log(f"exporting {model} {case.precision} to {folder.root} (no validation ladder)")
+        log(f"exporting {model} {precision} to {folder.root} (no validation ladder)")
         folder.root.mkdir(parents=True, exist_ok=True)
-        export_model(model, checkpoint, out_dir=folder.root, precision=case.precision, **parts, **config)
+        export_model(model, checkpoint, out_dir=folder.root, precision=precision, **parts, **config)
+    if case.backend == "ort-fused":
+        graph = folder.onnx(model, precision, fused=True)
+        if not graph.is_file():
+            raise UnavailableError(f"no fused graph {graph}: nothing of {model} fuses for ONNX Runtime (its "
+                                   f"standard graph is what ONNX Runtime runs)")
     backend = open_backend(graph, "ort", device)
     if architecture(backend.meta) != _architecture(model, config):
         raise UnavailableError(f"{graph} was exported in another configuration than the one asked for; "
@@ -400,6 +424,9 @@ def run_bench(
         raise ValueError(f"--models: unknown {unknown}; known: {', '.join(profiled_models())}")
     if repeat < 1:
         raise ValueError(f"--repeat: expected at least 1, got {repeat}")
+    for flag, given, known in (("--backends", backends, BACKENDS), ("--precision", precisions, PRECISIONS)):
+        if any(g not in known for g in given):
+            raise ValueError(f"{flag}: expected some of {', '.join(known)}, got {', '.join(given)}")
     out.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts or out / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -408,7 +435,8 @@ def run_bench(
     check_settings(models, settings)
     cases = [Case(m, b, p, s, c, files.get(m, {}), settings.get(m, {}))
              for m in models for c in model_variants(configs, m) for b in backends for p in precisions
-             for s in (batches if get_info(registered(m)).kind in ENCODERS else shortlists)]
+             for s in (batches if get_info(registered(m)).kind in ENCODERS else shortlists)
+             if p != "int8" or (b != "torch" and get_info(registered(m)).loop)]  # INT8: a re-ranker's graphs
     groups: dict[tuple[bool, int], list[Case]] = {}
     for case in cases:
         groups.setdefault((case.encoder, case.size), []).append(case)
@@ -442,7 +470,7 @@ def run_bench(
                 for p in prepared:
                     p.times.append(p.timer(p.one_query))
                 progress(label, r + 1, rounds)
-        rows += [_row(p, device) for p in prepared]
+            rows += [_row(p, device) | {"ops": _ops(p)} for p in prepared]  # profiled after the timed rounds
     roofs = _roofs({f"{row['backend']} {row['precision']}" for row in rows}, device, roofs)
     for row in rows:
         roof = roofs[f"{row['backend']} {row['precision']}"]
@@ -464,11 +492,30 @@ def run_bench(
     return results
 
 
+def _ops(p: Prepared) -> dict | None:
+    """Where an ONNX Runtime case's time goes by operator type (`bench.op_profile`), its calls summed; None
+    for other backends."""
+    by_backend: dict = {}
+    for backend, feeds in p.work:
+        if isinstance(backend, OrtBackend):
+            by_backend.setdefault(backend.path, []).append(feeds)
+    if not by_backend:
+        return None
+    total: dict[str, float] = {}
+    for path, calls in by_backend.items():
+        for op, ms in op_profile.profile(path, calls).items():
+            total[op] = total.get(op, 0.0) + ms
+    return op_profile.shares(dict(sorted(total.items(), key=lambda kv: -kv[1])))
+
+
 def _row(p: Prepared, device: str) -> dict:
     stats = summarize(p.times)
     achieved = p.flops / (stats["median"] / 1e3) / 1e9
     info = get_info(registered(p.case.model))
+    main = p.work[-1][0]  # the model's own backend (a scorer's encoder runs first)
+    agreement = (main.meta.get("quantization") or {}).get("agreement") if p.case.precision == "int8" else None
     return {"model": p.case.model, "label": p.label, "kind": info.kind, "baseline": info.baseline,
+            "reduced": bool(p.case.config), "graph": str(getattr(main, "path", "")) or None, "agreement": agreement,
             "backend": p.case.backend, "precision": p.case.precision, "device": device,
             "shortlist": None if p.case.encoder else p.case.size, "batch": p.case.size if p.case.encoder else None,
             "calls": len(p.work), **stats, "flops": p.flops, "bytes_fed": p.bytes_fed, "bytes_moved": p.bytes_moved,
@@ -485,7 +532,7 @@ def _roofs(keys: set[str], device: str, previous: dict | None = None) -> dict:
     memory: dict[str, dict] = {}
     for key in sorted(keys):
         name, precision = key.split(" ")
-        backend = "torch" if name == "torch" else "ort"
+        backend = "torch" if name == "torch" else "ort"  # a fused graph runs ONNX Runtime's kernels too
         if backend not in memory:
             memory[backend] = memory_roof(backend, device)
         compute = compute_roof(backend, precision, device)

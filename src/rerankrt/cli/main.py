@@ -12,10 +12,12 @@ from typing import Any
 
 from rerankrt.cli.paths import Flags
 from rerankrt.core import environment
-from rerankrt.core.errors import ServerError, UnavailableError
+from rerankrt.core.errors import QuantizationError, ServerError, UnavailableError
 from rerankrt.core.optional import require
+from rerankrt.export.quantize import METHODS as CALIBRATION_METHODS
 from rerankrt.models import MODELS, names
 from rerankrt.runtime.loops import LOOPS
+from rerankrt.runtime.naming import PRECISIONS
 from rerankrt.search.backends import DEFAULT_ARTIFACTS, KINDS
 from rerankrt.search.first_stage import AUTO, EXACT_UP_TO, TRAIN_SAMPLE
 from rerankrt.search.searcher import DEFAULT_TOP
@@ -82,16 +84,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     if stray:
         raise ValueError(f"--profile: no graph of {', '.join(graphs)} has a dimension {', '.join(stray)}; known: "
                          f"{', '.join(sorted(set().union(*dims.values())))}")
+    if (args.precision == "int8") != (args.calibration is not None):
+        raise ValueError("--precision int8 needs --calibration DATA (a dataset folder in the official layout)"
+                         if args.calibration is None else "--calibration: only --precision int8 is calibrated")
+    if args.precision == "int8" and MODELS[args.name].loop is None:
+        raise ValueError(f"--precision int8: INT8 graphs are calibrated through a re-ranking loop; {args.name} has "
+                         f"none (INT8 takes {', '.join(names(loop=True))})")
     precisions = ["fp32", "fp16"] if args.precision == "both" else [args.precision]
-    check_outputs([Path(args.out) / onnx_name(g, p) for g in graphs for p in precisions], args.paths.inputs(args),
-                  args.force)
+    check_outputs([Path(args.out) / onnx_name(g, p, fused) for g in graphs for p in precisions
+                   for fused in ((False, True) if p != "fp16" else (False,))], args.paths.inputs(args), args.force)
     ok = True
     for graph in graphs:  # the encoder and scorer load the same checkpoint: one file, their halves of it
         model = load_model(graph, args.checkpoint, **files)
         own = {d: p for d, p in profiles.items() if d in dims[graph]}
-        meta = export_model(graph, args.checkpoint, args.out, args.precision, args.opset, own, log=_log,
-                            model=model, **files)
-        first = "fp16" if args.precision == "fp16" else "fp32"
+        precision, calibration = args.precision, args.calibration
+        if precision == "int8" and MODELS[graph].loop is None:  # a store's encoder: once per image, not quantized
+            _log(f"{graph}: no re-ranking loop to calibrate through; it runs FP32 beside the INT8 graphs")
+            precision, calibration = "fp32", None
+        meta = export_model(graph, args.checkpoint, args.out, precision, args.opset, own, log=_log, model=model,
+                            calibration=calibration, calibration_method=args.calibration_method, **files)
+        first = "fp16" if precision == "fp16" else "fp32"
         report = validate(meta.with_name(onnx_name(graph, first)), args.checkpoint, model=model)
         print(report.table())
         ok = ok and report.ok
@@ -180,7 +192,7 @@ def _reranking_flags(p: argparse.ArgumentParser, f: Flags) -> None:
     f.input("--checkpoint", help="the official checkpoint (the torch backend; picked by --backend auto without "
                                  "--artifacts)")
     f.input("--index", metavar="INDEX", help="AMES: the database side from this index's store (index build)")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="which exported graph or engine")
     f.value("--device", default="cpu", help="torch device, or cuda for ONNX Runtime's CUDA provider")
     f.input("--data", required=True, files=_dataset_files, help="dataset folder in the official layout")
     f.value("--desc", default="dinov2", help="descriptor prefix of the files (default dinov2)")
@@ -359,8 +371,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rerankrt.runtime.loops import released_settings
 
     precisions = args.compare.split(",") if args.compare else [args.precision]
-    if any(p not in ("fp32", "fp16") for p in precisions):
-        raise ValueError(f"--compare: expected fp32 and/or fp16, got {args.compare!r}")
+    if any(p not in PRECISIONS for p in precisions):
+        raise ValueError(f"--compare: expected two of {', '.join(PRECISIONS)}, got {args.compare!r}")
     if args.out:  # checked, and its folder made, before the evaluation
         check_outputs([args.out], args.paths.inputs(args), args.force)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -566,7 +578,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.output("--out", default="exported", whole=False, help="output folder (default: exported)")
     f.value("--parts", help="comma-separated from whole,encoder,scorer (default: every graph the model's loops use: "
                             "ames and ames-dist also export their store's encoder and scorer)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "both"], default="both")
+    p.add_argument("--precision", choices=[*PRECISIONS, "both"], default="both",
+                   help="both: fp32 and fp16; int8: the FP32 graph quantized on --calibration")
+    f.input("--calibration", metavar="DATA", help="--precision int8: a dataset folder in the official layout whose "
+                                                  "queries calibrate the quantization and check its ranking")
+    p.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
+                   help="how an activation's INT8 range is set: minmax (its largest |x|) or percentile (99.99th)")
     p.add_argument("--opset", type=int, default=20, help="ONNX opset, 17–20 (default 20)")
     f.value("--profile", action="append", default=[], metavar="DIM:MIN,OPT,MAX",
             help="override a TensorRT optimisation profile, e.g. pairs:1,100,400 (repeatable; each graph takes "
@@ -623,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = Flags(p)
     _reranking_flags(p, f)
     f.value("--dataset", required=True, help="roxford5k, rparis6k, gldv2 or synth (its gnd_DATASET.pkl in --data)")
-    f.value("--compare", help="fp32,fp16: run both, report mAP deltas, Kendall tau, top-10 overlap")
+    f.value("--compare", help="e.g. fp32,int8: run both, report mAP deltas, Kendall tau, top-10 overlap")
     p.add_argument("--plus1m", action="store_true",
                    help="the folder holds the +1M files (virtual gallery + R1M HDF5 and its shortlist)")
     f.output("--out", help="write the tables and every setting as JSON")
@@ -659,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.input("--gnd", help="a revisited gnd_*.pkl: query images are cropped to their bbx")
     p.add_argument("--backend", choices=KINDS, default="auto")
     f.input("--artifacts", help=f"folder of dinov2-extractor.onnx / .plan (default {DEFAULT_ARTIFACTS})")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graph or engine")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="which exported graph or engine")
     f.input("--checkpoint", help="torch backend: dinov2_vitb14_reg4_pretrain.pth (picked by --backend auto "
                                  "without --artifacts)")
     f.input("--detector", help="torch backend: dinov2_detector.pt")
@@ -699,7 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.input("--artifacts", help=f"folder of NAME-encoder.onnx / .plan (default {DEFAULT_ARTIFACTS})")
     f.input("--checkpoint", help="the official checkpoint (the torch backend; picked by --backend auto without "
                                  "--artifacts)")
-    q.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported encoder")
+    q.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="which exported encoder (int8: the FP32 encoder, a store's query side runs once per query)")
     f.value("--device", default="cpu")
     q.add_argument("--db-descriptors", type=int, help="descriptors kept per image (default: released, 50)")
     f.value("--globals", metavar="DESC", help="whose gallery globals are the first stage (default --desc; raml: "
@@ -734,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=KINDS, default="auto")
     f.input("--artifacts", help=f"folder of the extractor's and re-ranker's graphs / engines (default "
                                 f"{DEFAULT_ARTIFACTS})")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="which exported graphs or engines")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="which exported graphs or engines")
     f.input("--checkpoint", help="torch backend: the extractor's dinov2_vitb14_reg4_pretrain.pth")
     f.input("--detector", help="torch backend: the extractor's dinov2_detector.pt")
     f.input("--rerank-checkpoint", help="torch backend: the re-ranker's checkpoint")
@@ -756,7 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.input("--artifacts", help="folder of exported NAME.onnx / NAME.fp16.onnx (+ NAME.json) and NAME*.plan")
     f.output("--out", help="the repository folder to write")
     f.input("--check", metavar="REPO", help="only validate an existing repository")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp16", help="which graph or engine to serve")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp16", help="which graph or engine to serve")
     f.value("--models", help="comma-separated subset of the exported models (default: all)")
     p.add_argument("--max-batch", type=int, help="cap max_batch_size (default: each profile's maximum)")
     p.add_argument("--instances", type=int, default=1, help="instances of each model (default 1)")
@@ -805,6 +823,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `rerankrt models | head`
         sys.stderr.close()
         return 0
+    except QuantizationError as e:  # measured, not malformed: the figures say why the INT8 graph was not kept
+        print(f"rerankrt {args.command}: {e}", file=sys.stderr)
+        return 1
     except (ValueError, OSError, UnavailableError, ServerError) as e:  # bad input or environment: the message says it
         print(f"rerankrt {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -25,6 +25,10 @@ class OutputError(ValueError):
     """A model returned NaN or infinite values for finite inputs (its weights, or FP16 overflow)."""
 
 
+class QuantizationError(ValueError):
+    """No INT8 graph keeps the FP32 graph's ranking on the calibration data (the message has the figures)."""
+
+
 class UnavailableError(RuntimeError):
     """A library, provider or device the caller asked for is not available on this machine."""
 

@@ -1,5 +1,6 @@
-"""`rerankrt export`: a registered model → `NAME.onnx` (FP32), `NAME.fp16.onnx` (strongly typed FP16)
-and the `NAME.json` sidecar.
+"""`rerankrt export`: a registered model → `NAME.onnx` (FP32), `NAME.fp16.onnx` (strongly typed FP16),
+`NAME.int8.onnx` (explicitly quantized, `export.quantize`), their forms fused for ONNX Runtime
+`NAME[.int8].ort.onnx` (`export.ort_fusion`) and the `NAME.json` sidecar.
 
 The exporter is torch's dynamo exporter (`dynamo=True`, `dynamic_shapes` from the spec, weights inside
 the file). The FP16 graph is exported from a half-precision copy of the model whose FP32 islands
@@ -22,6 +23,8 @@ import io
 import json
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +32,7 @@ from pathlib import Path
 from rerankrt.core import environment
 from rerankrt.core.atomic import atomic_outputs
 from rerankrt.core.optional import require
+from rerankrt.export import ort_fusion
 from rerankrt.models import ExportSpec, Profile, describe, get_info, spec_for
 from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.naming import PRECISIONS, onnx_name
@@ -40,8 +44,9 @@ DEFAULT_OPSET = 20
 OPSETS = range(17, 21)
 #: opset 23 emits ONNX `Attention`, which ONNX Runtime's CPU kernel runs wrongly with padding masks.
 OPSET_ATTENTION = 23
-IO_DTYPE_POLICY = ("FP32 graph: float32 in and out. FP16 graph: float16 for every floating input and output, "
-                   "FP32 islands inside. Masks are bool (True = padding) in both; no int64 inputs.")
+IO_DTYPE_POLICY = ("FP32 and INT8 graphs: float32 in and out (the INT8 graph quantizes inside). FP16 graph: "
+                   "float16 for every floating input and output, FP32 islands inside. Masks are bool (True = "
+                   "padding) in all; no int64 inputs.")
 
 
 def check_opset(opset: int) -> None:
@@ -134,6 +139,7 @@ def sidecar(spec: ExportSpec, config, checkpoint: Path | None, precisions: list[
         **describe(spec, config, precisions),
         "checkpoint": checkpoint_record(checkpoint, parts),
         "files": {p: onnx_name(spec.model, p) for p in precisions},
+        "fused": {},
         "precisions": precisions,
         "opset": opset,
         "io_dtype_policy": IO_DTYPE_POLICY,
@@ -151,19 +157,28 @@ def export_model(
     profiles: dict[str, Profile] | None = None,
     log: Callable[[str], None] = lambda message: None,
     model=None,
+    calibration: str | os.PathLike | None = None,
+    calibration_method: str = "minmax",
     **config,
 ) -> Path:
     """Export registered model `name` and write its sidecar; returns the sidecar's path.
 
+    `precision`: "fp32", "fp16", "both" (the two) or "int8": the FP32 graph (exported here unless an
+    earlier export of the same graphs left it) quantized on the dataset folder `calibration`
+    (`export.quantize`), written only where it keeps the FP32 graph's ranking. Every FP32 and INT8 graph
+    where a fusion applies also gets its form fused for ONNX Runtime (`export.ort_fusion`).
     `config` overrides the released configuration (as `load_model`), and names the files of parts released
     on their own (the extractor's `detector=`); `profiles` overrides the spec's default TensorRT
     optimisation profiles by dimension name. `model`: the model already loaded from `checkpoint` with
     `config` (the CLI validates it next and loads it once).
     """
     parts = {k: config.pop(k) for k in list(config) if k in get_info(name).parts}
-    precisions = list(PRECISIONS) if precision == "both" else [precision]
+    precisions = ["fp32", "fp16"] if precision == "both" else [precision]
     if any(p not in PRECISIONS for p in precisions):
-        raise ValueError(f"precision: expected fp32, fp16 or both, got {precision!r}")
+        raise ValueError(f"precision: expected fp32, fp16, int8 or both, got {precision!r}")
+    if ("int8" in precisions) != (calibration is not None):
+        raise ValueError("--precision int8 needs --calibration DATA (a dataset folder in the official layout)"
+                         if calibration is None else "--calibration: only --precision int8 is calibrated")
     check_opset(opset)
     out = prepare_out_dir(out_dir)
     if model is None:
@@ -175,35 +190,69 @@ def export_model(
         spec = spec.with_profiles(profiles)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     folder = Artifacts(out)
-    meta = sidecar(spec, model.config, ckpt, precisions, opset, parts)
-    kept = [p for p in _kept(folder, meta) if p not in precisions]
-    if kept:  # the other precision's graph stays, and the sidecar lists both
-        meta = sidecar(spec, model.config, ckpt, [p for p in PRECISIONS if p in precisions + kept], opset, parts)
+    earlier = _kept(folder, sidecar(spec, model.config, ckpt, precisions, opset, parts))
+    kept = [p for p in earlier.get("files", {}) if p not in precisions]
+    exported = [p for p in precisions if p != "int8"]
+    if "int8" in precisions and "fp32" not in kept:
+        exported = ["fp32", *exported]  # the graph it quantizes
+    listed = [p for p in PRECISIONS if p in exported + kept + precisions]
+    meta = sidecar(spec, model.config, ckpt, listed, opset, parts)
+    meta["fused"] = {p: e for p, e in earlier.get("fused", {}).items() if p in kept}
+    if "quantization" in earlier and "int8" in kept:
+        meta["quantization"] = earlier["quantization"]
+    if kept:  # the other precisions' graphs stay, and the sidecar lists them
         log(f"keeping {', '.join(str(folder.onnx(name, p)) for p in kept)} (same model, configuration, profiles)")
-    targets = [folder.onnx(name, p) for p in precisions] + [folder.sidecar(name)]
-    with atomic_outputs(targets) as temps:
-        for p, tmp, target in zip(precisions, temps, targets, strict=False):
-            log(f"exporting {name} {p} (opset {opset}) → {target}")
-            export_onnx(model, spec, tmp, p, opset)
+    written = [*exported, *(["int8"] if "int8" in precisions else [])]
+    graphs = {p: folder.onnx(name, p) for p in written}
+    fused = {p: folder.root / onnx_name(name, p, fused=True) for p in written if p in ("fp32", "int8")}
+    targets = [*graphs.values(), *fused.values(), folder.sidecar(name)]
+    with atomic_outputs(targets) as temps, tempfile.TemporaryDirectory(dir=out, prefix=f".{name}.") as work:
+        staged = dict(zip([*graphs, *(f"{p}-fused" for p in fused)], temps[:-1], strict=True))
+        for p in exported:
+            log(f"exporting {name} {p} (opset {opset}) → {graphs[p]}")
+            export_onnx(model, spec, staged[p], p, opset)
+        if "int8" in precisions:
+            from rerankrt.export.quantize import quantize, with_int8
+
+            scratch = Path(work)  # the FP32 graph and a sidecar that lists it, where a backend can open it
+            fp32 = scratch / onnx_name(name, "fp32")
+            shutil.copy(staged["fp32"] if "fp32" in exported else folder.onnx(name, "fp32"), fp32)
+            (scratch / f"{name}.json").write_text(json.dumps(meta))
+            log(f"quantizing {name} to INT8, calibrated on {calibration} → {graphs['int8']}")
+            assert calibration is not None
+            meta["quantization"] = quantize(fp32, calibration, staged["int8"], calibration_method, log=log)
+            meta = with_int8(meta, onnx_name(name, "int8"))
+        for p, target in fused.items():
+            counts = ort_fusion.fuse(staged[p], staged[f"{p}-fused"])
+            if counts:
+                meta["fused"][p] = {"file": target.name, "tool": ort_fusion.TOOL, "fusions": counts}
+                log(f"fused {name} {p} for ONNX Runtime ({', '.join(f'{k} {v}' for k, v in counts.items())}) → "
+                    f"{target}")
         temps[-1].write_text(json.dumps(meta, indent=2) + "\n")
-    log(f"wrote {', '.join(str(t) for t in targets)}")
+        unfused = [t for p, t in fused.items() if p not in meta["fused"]]
+    for target in unfused:  # nothing fused: no file (an earlier export's would be stale)
+        target.unlink(missing_ok=True)
+    log(f"wrote {', '.join(str(t) for t in targets if t not in unfused)}")
     return targets[-1]
 
 
-def _kept(folder: Artifacts, meta: dict) -> list[str]:
-    """The precisions of an earlier export of the same graphs (model, configuration, checkpoint, profiles,
-    opset) whose files are still there: exporting the other precision adds to them instead of dropping them."""
+def _kept(folder: Artifacts, meta: dict) -> dict:
+    """The sidecar of an earlier export of the same graphs (model, configuration, checkpoint, profiles,
+    opset), its `files` and `fused` narrowed to those still there: exporting another precision adds to
+    them instead of dropping them; {} where there is none."""
     from rerankrt.core.errors import ModelFileError
     from rerankrt.runtime.sidecar import read_json_sidecar
 
     path = folder.sidecar(meta["model"])
     if not path.is_file():
-        return []
+        return {}
     try:
         old = read_json_sidecar(path, path, SIDECAR_FORMAT, "rerankrt export")
     except ModelFileError:
-        return []
+        return {}
     same = ("model", "config", "checkpoint", "profiles", "opset")
     if any(json.dumps(old.get(k), sort_keys=True) != json.dumps(meta[k], sort_keys=True) for k in same):
-        return []
-    return [p for p, file in old.get("files", {}).items() if (folder.root / file).is_file()]
+        return {}
+    files = {p: f for p, f in old.get("files", {}).items() if (folder.root / f).is_file()}
+    fused = {p: e for p, e in old.get("fused", {}).items() if p in files and (folder.root / e["file"]).is_file()}
+    return {**old, "files": files, "fused": fused}

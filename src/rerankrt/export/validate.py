@@ -9,6 +9,12 @@ engine (`TrtRunner`, `rerankrt.engines.validate`) is compared against ONNX Runti
 The ladder reads everything it needs from the sidecar `NAME.json`: the model, its configuration, the
 checkpoint (path and sha256), profiles and tolerances. Each graph gets one ONNX Runtime session, and
 `rerankrt export` hands over the model it has just exported instead of loading it again.
+
+The other graphs of the sidecar are checked too: a graph fused for ONNX Runtime (`NAME[.int8].ort.onnx`)
+passes the checker and the comparison of its standard graph (against PyTorch, or against the INT8 graph
+it fuses) at the same tolerance, and is not linted for TensorRT (it holds ONNX Runtime's own operators);
+the INT8 graph (g) holds Q/DQ pairs, runs on ONNX Runtime with finite outputs at the validation shapes,
+and kept the FP32 graph's ranking when it was exported (its recorded agreement against the thresholds).
 """
 
 from __future__ import annotations
@@ -266,8 +272,13 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
     meta = read_sidecar(path)
     spec, config = spec_from_sidecar(meta)
     graphs = {p: path.with_name(f) for p, f in meta["files"].items() if path.with_name(f).is_file()}
+    fused = {p: path.with_name(e["file"]) for p, e in meta.get("fused", {}).items()
+             if path.with_name(e["file"]).is_file()}
     for p in sorted(set(meta["files"]) - set(graphs)):
         report.add(f"(a) graph [{p}]", False, f"{path.with_name(meta['files'][p])}: listed in the sidecar, missing")
+    for p in sorted(set(meta.get("fused", {})) - set(fused)):
+        report.add(f"(a) graph [{p} fused]", False, f"{path.with_name(meta['fused'][p]['file'])}: listed in the "
+                                                    f"sidecar, missing")
     protos = {p: (model_proto if g.resolve() == path.resolve() else load_onnx(g)) for p, g in graphs.items()}
 
     import onnx
@@ -287,12 +298,26 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
         report.add(f"(e) TensorRT parser lint [{p}]", not problems, "; ".join(problems) or
                    f"opset {meta['opset']}, {len({n.op_type for n in proto.graph.node})} op types, all supported")
 
+    for p, g in fused.items():
+        proto = load_onnx(g)
+        mismatch = _io_mismatch(proto, meta, p, spec)
+        if mismatch:
+            mismatched = True
+            report.add(f"(a) graph I/O = sidecar I/O [{p} fused]", False, "; ".join(mismatch))
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+            ops = sorted({n.op_type for n in proto.graph.node if n.domain == "com.microsoft"})
+            report.add(f"(a) onnx checker + shape inference [{p} fused]", True,
+                       f"{len(proto.graph.node)} nodes; ONNX Runtime's {', '.join(ops) or 'none'}")
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+            report.add(f"(a) onnx checker + shape inference [{p} fused]", False, str(e).splitlines()[0])
     if mismatched:  # the feeds would follow the sidecar, not the graph: no runner can start
         report.add("(b)–(f) comparisons", None, "not run: the graph and its sidecar disagree (export it again)")
         return report
     if model is None:
         model = _torch_model(meta, config, checkpoint, report)
     sessions = {p: ort_session(g) for p, g in graphs.items()}
+    fused_sessions = {p: ort_session(g) for p, g in fused.items()}
     feeds = [spec.feeds(s, seed=i) for i, s in enumerate(spec.checks)]
     shapes = "; ".join(shape_text(s) for s in spec.checks)
     if "fp32" in sessions:
@@ -300,6 +325,10 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
             ok, detail = compare([_torch_runner(model, spec), ort_runner(sessions["fp32"], "fp32")], feeds,
                                  spec.fp32, spec.error_stat, spec.rank_outputs)
             report.add("(b) ONNX Runtime FP32 vs PyTorch FP32", ok, f"{detail} at {shapes}")
+            if "fp32" in fused_sessions:
+                ok, detail = compare([_torch_runner(model, spec), ort_runner(fused_sessions["fp32"], "fp32")],
+                                     feeds, spec.fp32, spec.error_stat, spec.rank_outputs)
+                report.add("(b) ONNX Runtime fused FP32 vs PyTorch FP32", ok, f"{detail} at {shapes}")
         if "fp16" in sessions:
             ok, detail = compare([ort_runner(sessions["fp32"], "fp32"), ort_runner(sessions["fp16"], "fp16")], feeds,
                                  spec.fp16, spec.error_stat, spec.rank_outputs)
@@ -308,7 +337,32 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
         _overflow_check(model, spec, report)
     if spec.ranking is not None and {"fp32", "fp16"} <= set(sessions):
         _ranking_agreement(spec, sessions, report)
+    if "int8" in sessions:
+        _int8_checks(protos["int8"], sessions["int8"], fused_sessions.get("int8"), meta, spec, feeds, report)
     return report
+
+
+def _int8_checks(proto, session, fused, meta: dict, spec: ExportSpec, feeds: list[dict], report: Report) -> None:
+    """(g) the INT8 graph: Q/DQ pairs inside, finite outputs on ONNX Runtime, its fused form equal to it, and
+    the ranking agreement it kept at export."""
+    from rerankrt.export.quantize import Agreement
+
+    pairs = sum(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+    outs = [session.run(None, f) for f in feeds]
+    finite = all(np.isfinite(o).all() for out in outs for o in out if np.issubdtype(o.dtype, np.floating))
+    report.add("(g) INT8 graph: Q/DQ, runs on ONNX Runtime", pairs > 0 and finite,
+               f"{pairs} QuantizeLinear, {sum(n.op_type == 'DequantizeLinear' for n in proto.graph.node)} "
+               f"DequantizeLinear; outputs {'finite' if finite else 'NOT finite'} at {len(feeds)} shapes")
+    if fused is not None:
+        ok, detail = compare([ort_runner(session, "int8"), ort_runner(fused, "int8")], feeds, spec.fp32,
+                             spec.error_stat, spec.rank_outputs)
+        report.add("(g) INT8 fused graph vs INT8 graph", ok, detail)
+    recorded = meta.get("quantization", {}).get("agreement")
+    if recorded is None:
+        report.add("(g) INT8 ranking agreement", False, "the sidecar records none (export it again)")
+        return
+    agreed = Agreement.from_dict(recorded)
+    report.add("(g) INT8 ranking agreement (at export)", agreed.ok, agreed.text())
 
 
 def _dims(value) -> list[str | int]:

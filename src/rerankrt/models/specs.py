@@ -114,6 +114,8 @@ class ExportSpec:
         dtypes = {"float": {"fp32": "float32", "fp16": "float16"}, "half": {"fp32": "float16", "fp16": "float16"},
                   "single": {"fp32": "float32", "fp16": "float32"}, "index": {"fp32": "int64", "fp16": "int64"},
                   "bool": {"fp32": "bool", "fp16": "bool"}}
+        for by_precision in dtypes.values():  # the INT8 graph quantizes inside: its I/O is the FP32 graph's
+            by_precision["int8"] = by_precision["fp32"]
 
         def tensors(ts: tuple[TensorSpec, ...]) -> list[dict]:
             return [{"name": t.name, "dtype": {p: dtypes[t.dtype][p] for p in precisions}, "shape": list(t.shape)}

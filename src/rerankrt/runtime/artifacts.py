@@ -33,8 +33,8 @@ class Artifacts:
 
     root: Path
 
-    def onnx(self, model: str, precision: str) -> Path:
-        return self.root / onnx_name(model, precision)
+    def onnx(self, model: str, precision: str, fused: bool = False) -> Path:
+        return self.root / onnx_name(model, precision, fused)
 
     def plan(self, model: str, precision: str) -> Path:
         return self.root / plan_name(model, precision)
@@ -55,18 +55,46 @@ class Artifacts:
         return found
 
     def find(self, model: str, precision: str, backend: str = "auto") -> Path:
-        """The file `backend` runs: "trt" the engine, "ort" the graph, "auto" the engine where one was built,
-        else the graph. A missing file is an error that says which command makes it."""
+        """The file `backend` runs: "trt" the engine, "ort" the graph (its form fused for ONNX Runtime where
+        the export wrote one), "auto" the engine where one was built, else as "ort". A missing file is an
+        error that says which command makes it.
+
+        INT8 is what a re-ranker runs at: a model no loop drives (an encoder, the extractor, RAML, the first
+        stage: calibrated from images or run once per gallery image) has no INT8 graph, and at "int8" its
+        FP32 graph runs."""
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+        if precision == "int8" and not self._reranker(model):
+            precision = "fp32"
         plan, graph = self.plan(model, precision), self.onnx(model, precision)
         if backend == "trt" or (backend == "auto" and plan.is_file()):
             if not plan.is_file():
                 raise ModelFileError(f"no engine {plan}: build it on this GPU with `rerankrt build {graph}`")
             return plan
         if not graph.is_file():
-            raise ModelFileError(f"no graph {graph}: export it with `rerankrt export {model} --out {self.root}`")
-        return graph
+            extra = " --precision int8 --calibration DATA" if precision == "int8" else ""
+            raise ModelFileError(f"no graph {graph}: export it with `rerankrt export {model}{extra} --out "
+                                 f"{self.root}`")
+        fused = self.onnx(model, precision, fused=True)
+        return fused if fused.is_file() and self._lists(model, fused) else graph
+
+    def _reranker(self, model: str) -> bool:
+        """Whether the model's sidecar names a loop that drives it (a model never exported counts as one: the
+        error then names the INT8 export)."""
+        try:
+            meta = json.loads(self.sidecar(model).read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return True
+        return not isinstance(meta, dict) or bool(meta.get("loop"))
+
+    def _lists(self, model: str, graph: Path) -> bool:
+        """Whether the model's sidecar lists `graph` (a fused file an older export left is not run)."""
+        try:
+            meta = json.loads(self.sidecar(model).read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return False
+        return isinstance(meta, dict) and any(isinstance(e, dict) and e.get("file") == graph.name
+                                              for e in (meta.get("fused") or {}).values())
 
 
 def open_backend(source: str | os.PathLike, backend: str = "auto", device: str = "cpu",

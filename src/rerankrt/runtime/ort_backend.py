@@ -15,6 +15,44 @@ from rerankrt.runtime.sidecar import precision_of, read_sidecar
 ORT_PROVIDERS = {"trt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
+def physical_cores() -> int:
+    """The physical cores this process may run on (hyperthread siblings counted once): what one session's
+    intra-op threads should number. Read from /proc/cpuinfo where it exists, else the CPUs it may use."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return max(len(allowed), 1)
+    cores, cpu, package = set(), None, "0"
+    for line in text.splitlines() + [""]:
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "processor":
+            cpu = int(value)
+        elif key == "physical id":
+            package = value
+        elif key == "core id" and cpu in allowed:
+            cores.add((package, value))
+    return max(len(cores) or len(allowed), 1)
+
+
+def session_options():
+    """The one session setting rerankrt runs ONNX Runtime with (measured: `python -m
+    rerankrt.bench.ort_options`, measured/ort-session-options.json): intra-op threads = the physical cores
+    (ONNX Runtime's own default counts what the OS reports, hyperthreads and a container's hidden CPUs
+    included), one inter-op thread with sequential execution (the graphs are chains; a parallel executor
+    only competes for the same cores), spinning left on (off cost 7 % on AMES at 25 pairs, 2 cores), the
+    memory pattern on (its default; the shapes of one loop repeat), every graph optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = physical_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
 class OrtBackend(Backend):
     """ONNX Runtime over an exported graph. `provider` is "cpu", "cuda" or "trt" (ONNX Runtime's own
     TensorRT execution provider); a provider that is not available, or that ONNX Runtime silently
@@ -39,7 +77,7 @@ class OrtBackend(Backend):
             raise UnavailableError(f"ONNX Runtime provider {self.provider} is not available here "
                                    f"(available: {', '.join(available)})")
         try:
-            session = ort.InferenceSession(str(self.path), providers=[self.provider])
+            session = ort.InferenceSession(str(self.path), session_options(), providers=[self.provider])
         except Exception as e:  # onnxruntime's InvalidProtobuf, NoSuchFile, Fail …: the file, not the caller
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelFileError(f"{self.path}: ONNX Runtime cannot load it ({first})") from None

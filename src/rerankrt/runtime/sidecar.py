@@ -1,7 +1,10 @@
-"""The JSON sidecar that travels with every exported graph (`DIR/NAME.json` beside `DIR/NAME.onnx` and
-`DIR/NAME.fp16.onnx`): model, kind and loop, configuration, checkpoint hash, I/O, symbolic dims and
-TensorRT profiles, tolerances, opset. Written by `rerankrt export`, read by validation, the backends and
-Triton; engines embed it in theirs (`runtime.plan`).
+"""The JSON sidecar that travels with every exported graph (`DIR/NAME.json` beside `DIR/NAME.onnx`,
+`DIR/NAME.fp16.onnx`, `DIR/NAME.int8.onnx` and their fused forms `DIR/NAME[.int8].ort.onnx`): model, kind
+and loop, configuration, checkpoint hash, I/O, symbolic dims and TensorRT profiles, tolerances, opset,
+`files` (the standard graphs by precision), `fused` (the graphs fused for ONNX Runtime by precision, with
+what fused) and `quantization` (how the INT8 graph was calibrated, what stays in float, and its measured
+ranking agreement). Written by `rerankrt export`, read by validation, the backends and Triton; engines
+embed it in theirs (`runtime.plan`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 from rerankrt.core.errors import ModelFileError
 from rerankrt.runtime.feeds import DTYPES
-from rerankrt.runtime.naming import sidecar_path
+from rerankrt.runtime.naming import PRECISIONS, sidecar_path
 
 #: version 2 added the model's kind and loop, and AMES's released shortlist, to what a sidecar records
 FORMAT = "rerankrt-onnx/2"
@@ -41,13 +44,19 @@ def checkpoint_record(path: str | os.PathLike | None, parts: dict | None = None)
     return {**one(path), **({"parts": {name: one(file) for name, file in parts.items()}} if parts else {})}
 
 
+def graphs(meta: dict) -> dict[str, tuple[str, bool]]:
+    """{file name: (precision, fused)} of every graph the sidecar lists."""
+    return {**{file: (p, False) for p, file in meta["files"].items()},
+            **{entry["file"]: (p, True) for p, entry in meta.get("fused", {}).items()}}
+
+
 def precision_of(onnx_path: str | os.PathLike, meta: dict) -> str:
-    """Which of the sidecar's graphs `onnx_path` is."""
+    """Which of the sidecar's graphs `onnx_path` is: its precision (a fused graph has its standard one's)."""
+    listed = graphs(meta)
     name = Path(onnx_path).name
-    for precision, file in meta["files"].items():
-        if file == name:
-            return precision
-    raise ModelFileError(f"{onnx_path}: not one of the graphs its sidecar lists ({', '.join(meta['files'].values())})")
+    if name not in listed:
+        raise ModelFileError(f"{onnx_path}: not one of the graphs its sidecar lists ({', '.join(listed)})")
+    return listed[name][0]
 
 
 def read_json_sidecar(owner: str | os.PathLike, path: Path, fmt: str, writer: str) -> dict:
@@ -82,8 +91,12 @@ def check_sidecar(meta: dict, path: str | os.PathLike) -> dict:
     if problems:
         raise ModelFileError(f"{path}: not a sidecar `rerankrt export` wrote: {'; '.join(problems)} (export again)")
     precisions = list(meta["files"])
-    if not precisions or any(p not in ("fp32", "fp16") or not isinstance(f, str) for p, f in meta["files"].items()):
-        problems.append(f"files: expected {{'fp32'|'fp16': file name}}, got {meta['files']}")
+    if not precisions or any(p not in PRECISIONS or not isinstance(f, str) for p, f in meta["files"].items()):
+        problems.append(f"files: expected {{'fp32'|'fp16'|'int8': file name}}, got {meta['files']}")
+    fused = meta.get("fused", {})
+    if not isinstance(fused, dict) or any(p not in meta["files"] or not isinstance(e, dict)
+                                          or not isinstance(e.get("file"), str) for p, e in fused.items()):
+        problems.append(f"fused: expected {{precision of a listed graph: {{file, fusions}}}}, got {fused}")
     for p in meta["profiles"].values():
         if not (isinstance(p, dict) and all(isinstance(p.get(k), int) for k in ("min", "opt", "max"))
                 and 1 <= p["min"] <= p["opt"] <= p["max"]):

@@ -42,6 +42,9 @@ def open_model(model: str, backend: str = "auto", artifacts: str | os.PathLike |
     if kind == "torch":
         from rerankrt.models import TorchBackend
 
+        if precision == "int8":
+            raise ValueError("--precision int8: an exported INT8 graph (ONNX Runtime) or engine (TensorRT); the "
+                             "torch backend runs fp32 or fp16")
         dtype = "float16" if precision == "fp16" else "float32"
         return TorchBackend(model, device=device, dtype=dtype, checkpoint=checkpoint, **(parts or {}))
     source = engine or Artifacts(Path(artifacts or DEFAULT_ARTIFACTS)).find(model, precision, kind)

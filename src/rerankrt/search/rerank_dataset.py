@@ -23,7 +23,7 @@ from rerankrt.core.errors import InputError
 from rerankrt.data.dataset_layout import DatasetLayout
 from rerankrt.data.descriptors import LocalDescriptorFile, read_global, read_nn, write_nn
 from rerankrt.runtime.loops import loop_of, reranker_for
-from rerankrt.search.store import AmesStore
+from rerankrt.search.protocols import RerankStore
 
 
 def _input_dim(backend, name: str) -> int:
@@ -40,7 +40,7 @@ def rerank_dataset(
     lam: float | None = None,
     gamma: float | None = None,
     log: Callable[[str], None] = lambda message: None,
-    store: AmesStore | None = None,
+    store: RerankStore | None = None,
     encoder=None,
     settings: dict | None = None,
 ) -> Path:
@@ -58,7 +58,7 @@ def rerank_dataset(
 class DatasetFiles:
     """The open descriptor files of a dataset (or its database store), checked against the backend."""
 
-    def __init__(self, layout: DatasetLayout, backend, store: AmesStore | None = None, encoder=None) -> None:
+    def __init__(self, layout: DatasetLayout, backend, store: RerankStore | None = None, encoder=None) -> None:
         self.loop = loop_of(backend.meta)
         if self.loop.stored != (store is not None and encoder is not None):
             raise ValueError(f"{backend.meta['model']}: " + ("a scorer re-ranks from a store, with the encoder of "
