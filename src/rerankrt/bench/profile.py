@@ -82,6 +82,14 @@ PRESETS: dict[str, dict] = {
 BACKENDS = ("torch", "ort", "ort-fused", "trt")
 
 
+def _times_int8(model: str, backend: str, backends: list[str]) -> bool:
+    """INT8 is a re-ranker's exported graph, timed in the form ONNX Runtime runs it (the fused one where
+    `ort-fused` is profiled) or as an engine."""
+    if not get_info(registered(model)).loop or backend == "torch":
+        return False
+    return backend != "ort" or "ort-fused" not in backends
+
+
 def profiled_models() -> list[str]:
     """What `rerankrt bench --models` takes: the registered models and the published code paths."""
     return [*MODELS, *HF_BASELINES]
@@ -226,11 +234,11 @@ def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[
         log(f"exporting {model} {precision} to {folder.root} (no validation ladder)")
         folder.root.mkdir(parents=True, exist_ok=True)
         export_model(model, checkpoint, out_dir=folder.root, precision=precision, **parts, **config)
-    if case.backend == "ort-fused":
+    if case.backend == "ort-fused" and folder.onnx(model, precision, fused=True).is_file():
         graph = folder.onnx(model, precision, fused=True)
-        if not graph.is_file():
-            raise UnavailableError(f"no fused graph {graph}: nothing of {model} fuses for ONNX Runtime (its "
-                                   f"standard graph is what ONNX Runtime runs)")
+    elif case.backend == "ort-fused" and model == case.model:  # the encoder of a scorer's query side: as it is
+        raise UnavailableError(f"no fused graph {folder.onnx(model, precision, fused=True)}: nothing of {model} "
+                               f"fuses for ONNX Runtime (its standard graph is what ONNX Runtime runs)")
     backend = open_backend(graph, "ort", device)
     if architecture(backend.meta) != _architecture(model, config):
         raise UnavailableError(f"{graph} was exported in another configuration than the one asked for; "
@@ -436,7 +444,7 @@ def run_bench(
     cases = [Case(m, b, p, s, c, files.get(m, {}), settings.get(m, {}))
              for m in models for c in model_variants(configs, m) for b in backends for p in precisions
              for s in (batches if get_info(registered(m)).kind in ENCODERS else shortlists)
-             if p != "int8" or (b != "torch" and get_info(registered(m)).loop)]  # INT8: a re-ranker's graphs
+             if p != "int8" or _times_int8(m, b, backends)]
     groups: dict[tuple[bool, int], list[Case]] = {}
     for case in cases:
         groups.setdefault((case.encoder, case.size), []).append(case)
@@ -457,7 +465,7 @@ def run_bench(
                 except UnavailableError as e:
                     skipped.append({"case": str(case), "reason": str(e)})
                     log(f"  skipped: {e}")
-            roofs |= _roofs({f"{p.case.backend} {p.case.precision}" for p in prepared} - set(roofs), device)
+            roofs |= _roofs(_roof_keys(p.case for p in prepared) - set(roofs), device)
             if sizing is None and roofs:
                 rounds = scaled_repeat(repeat, roofs, sized_for_gflops)
                 sizing = {"repeat": repeat, "sized_for_gflops": sized_for_gflops,
@@ -471,12 +479,15 @@ def run_bench(
                     p.times.append(p.timer(p.one_query))
                 progress(label, r + 1, rounds)
             rows += [_row(p, device) | {"ops": _ops(p)} for p in prepared]  # profiled after the timed rounds
-    roofs = _roofs({f"{row['backend']} {row['precision']}" for row in rows}, device, roofs)
+    roofs = _roofs(_roof_keys(Case(r["model"], r["backend"], r["precision"], 0) for r in rows), device, roofs)
     for row in rows:
-        roof = roofs[f"{row['backend']} {row['precision']}"]
+        roof = roofs[roof_key(row["backend"], row["precision"])]
         row["bound_gflops"] = bound(row["intensity"], roof["compute"], roof["memory"])
         row["roofline_fraction"] = row["gflops_per_s"] / row["bound_gflops"]
         row["above_roof"] = row["roofline_fraction"] > 1.0
+        if row["precision"] == "int8":  # its attention and normalisations stay FP32: both roofs bound it
+            fp32 = roofs[roof_key(row["backend"], "fp32")]
+            row["fp32_roof_fraction"] = row["gflops_per_s"] / bound(row["intensity"], fp32["compute"], fp32["memory"])
     add_ratios(rows)
     results = {"schema": SCHEMA, "preset": preset,
                "settings": {"models": models, "backends": backends, "precisions": precisions,
@@ -525,14 +536,19 @@ def _row(p: Prepared, device: str) -> dict:
             "peak_device_mb": p.peak_device_mb}
 
 
+def roof_key(backend: str, precision: str) -> str:
+    """The roof a case is measured against: its backend's kernels at its precision (a graph fused for ONNX
+    Runtime runs ONNX Runtime's kernels: one roof for both forms)."""
+    return f"{'ort' if backend == 'ort-fused' else backend} {precision}"
+
+
 def _roofs(keys: set[str], device: str, previous: dict | None = None) -> dict:
     """The compute roof of every "backend precision" in `keys` and the memory roof of its backend, each
     kernel's and the copy's best of this probe and `previous` (an earlier probe of the same run)."""
     roofs: dict[str, dict] = {}
     memory: dict[str, dict] = {}
     for key in sorted(keys):
-        name, precision = key.split(" ")
-        backend = "torch" if name == "torch" else "ort"  # a fused graph runs ONNX Runtime's kernels too
+        backend, precision = key.split(" ")
         if backend not in memory:
             memory[backend] = memory_roof(backend, device)
         compute = compute_roof(backend, precision, device)
@@ -544,6 +560,16 @@ def _roofs(keys: set[str], device: str, previous: dict | None = None) -> dict:
             copy = max(copy, before["memory"], key=lambda m: m["gb_per_s"])
         roofs[key] = {"compute": compute, "memory": copy}
     return roofs
+
+
+def _roof_keys(cases) -> set[str]:
+    """The roofs some cases are measured against (an INT8 case against the FP32 roof of its backend too)."""
+    keys = set()
+    for case in cases:
+        keys.add(roof_key(case.backend, case.precision))
+        if case.precision == "int8":
+            keys.add(roof_key(case.backend, "fp32"))
+    return keys
 
 
 def scaled_repeat(repeat: int, roofs: dict, sized_for_gflops: float | None) -> int:

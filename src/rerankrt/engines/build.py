@@ -1,9 +1,10 @@
 """`rerankrt build`: an exported ONNX graph → a TensorRT engine `NAME.plan` and its sidecar `NAME.plan.json`.
 
-The network is strongly typed (FP16 engines come from the FP16 graph's own types; TensorRT 11 has no
-other way), with one optimisation profile from the graph's sidecar unless overridden, a timing cache
-loaded and saved, the builder optimisation level, a workspace limit and detailed profiling verbosity
-(for the engine inspector). Both files are written atomically.
+The network is strongly typed (FP16 engines come from the FP16 graph's own types, INT8 engines from the
+INT8 graph's QuantizeLinear / DequantizeLinear pairs, explicit quantization; TensorRT 11 has no other way),
+with one optimisation profile from the graph's sidecar unless overridden, a timing cache loaded and saved,
+the builder optimisation level, a workspace limit and detailed profiling verbosity (for the engine
+inspector). Both files are written atomically.
 
 `import tensorrt` sits at the top for the type checker; `rerankrt.engines` imports this module lazily.
 """
