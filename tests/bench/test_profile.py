@@ -75,16 +75,21 @@ def test_the_report_opens_with_the_comparison(run):
     text = (out / "results.md").read_text()
     headings = [line for line in text.splitlines() if line.startswith("#")]
     assert headings == ["# rerankrt bench: custom preset on cpu", "## Re-ranking a shortlist of 5",
-                        "## Re-ranking a shortlist of 30", "## Encoders", "## Roofline"]
+                        "## Re-ranking a shortlist of 30", "## The deployed graphs side by side",
+                        "## Where ONNX Runtime's time goes", "## Encoders", "## Roofline"]
     rows = {(r["model"], r["backend"], r["precision"], r["shortlist"], r["batch"]): r for r in results["results"]}
     ames, rrt = rows["ames", "ort", "fp32", 30, None], rows["rrt", "ort", "fp32", 30, None]
     at_30 = text.split("## Re-ranking a shortlist of 30")[1].split("##")[0]
     line = next(line for line in at_30.splitlines() if line.startswith(
         "| ames (num_layers=1, query_descriptors=20, db_descriptors=5) | ort | fp32 |"))
-    assert f"| {rrt['median'] / ames['median']:.2f}× | — |" in line  # only RRT is a baseline here
+    assert ames["vs_baseline"] is None and "| — | — |" in line  # RRT runs reduced here: never the headline ratio
+    deployed = text.split("## The deployed graphs side by side")[1].split("##")[0]
+    torch_ames = rows["ames", "torch", "fp32", 30, None]
+    assert f"| {ames['label']} | 30 | {torch_ames['median']:.1f}, " in deployed
+    assert f"{ames['median']:.1f}, {torch_ames['median'] / ames['median']:.2f}×, " in deployed
     locore, hf = rows["locore", "torch", "fp32", 5, None], rows["locore-hf", "torch", "fp32", 5, None]
     line = next(line for line in text.splitlines() if line.startswith("| locore (") and "| torch | fp32 |" in line)
-    assert line.count("×") == 2 and f"| {hf['median'] / locore['median']:.2f}× |" in line
+    assert line.count("×") == 1 and f"| — | {hf['median'] / locore['median']:.2f}× |" in line  # vs its published code
     section = text.split("## Re-ranking a shortlist of 5")[1].split("##")[0]
     assert section.index("| locore (") < section.index("| rrt (") < section.index("(baseline)")
     raml = rows["raml", "ort", "fp32", None, 2]
@@ -156,6 +161,11 @@ def test_schema_and_cases(run):
     assert reasons["raml trt fp16 batch=2"].startswith("no engine ")
     for row in results["results"]:
         assert row["n"] == 2 and 0 < row["min"] <= row["median"] <= row["max"]
+        if row["backend"] == "ort":  # where ONNX Runtime's time goes, by operator type
+            assert row["ops"]["ops"] and 0 < row["ops"]["products"] <= 1 and row["ops"]["total_ms"] > 0
+            assert sum(share for _, share in row["ops"]["ops"]) <= 1.0 + 1e-9
+        else:
+            assert row["ops"] is None
         assert set(row) >= {"p90", "p99", "mean", "std", "gflops_per_s", "storage_bytes_per_image", "peak_rss_mb"}
 
 
@@ -200,14 +210,15 @@ def test_compare_two_runs(run, tmp_path, capsys):
 
 def test_presets_and_bad_arguments(capsys):
     quick = preset_settings("quick")
-    assert quick["shortlists"] == [25, 100] and quick["backends"] == ["torch", "ort"]
+    assert quick["shortlists"] == [25] and quick["backends"] == ["torch", "ort", "ort-fused"]
+    assert quick["precisions"] == ["fp32", "int8"]  # every deployed form side by side
     assert {"ames", "locore-small", "rrt", "r2former", "cvnet-rerank"} <= set(quick["models"])  # the comparison
     from rerankrt.bench.profile import scaled_repeat, variant
 
     assert [variant(m, quick["configs"].get(m, {})) for m in quick["models"]] == [
         "ames", "ames-scorer", "locore-small", "rrt (local_descriptors=100)", "r2former",
         "cvnet-rerank (map_height=12, map_width=16)", "raml"]
-    assert quick["repeat"] == 3 and quick["sized_for_gflops"] == 400
+    assert quick["repeat"] == 3 and quick["sized_for_gflops"] == 200
 
     def roofs(*gflops):
         return {f"backend{i}": {"compute": {"gflops": g}} for i, g in enumerate(gflops)}
@@ -223,6 +234,8 @@ def test_presets_and_bad_arguments(capsys):
         preset_settings("edge", shortlist=[7])
     assert main(["bench", "--models", "ames,bert"]) == 2
     assert "--models: unknown ['bert']" in capsys.readouterr().err
+    assert main(["bench", "--models", "ames", "--backends", "onnx"]) == 2
+    assert "--backends: expected some of torch, ort, ort-fused, trt, got onnx" in capsys.readouterr().err
 
 
 def test_baselines_and_the_hugging_face_path(tmp_path):
@@ -428,3 +441,17 @@ def test_run_settings_change_the_workload_not_the_graph(tmp_path, capsys):
                           (["--setting", "shortlist=50"], "--setting shortlist: set by --shortlist, not --setting")):
         assert main(["bench", "--models", "ames", "--out", str(tmp_path / "cli"), *argv]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_reduced_baseline_is_never_the_headline_ratio():
+    from rerankrt.bench.report import add_ratios
+
+    def row(model, median, baseline=False, reduced=False):
+        return {"model": model, "median": median, "baseline": baseline, "reduced": reduced, "kind": "pair-wise",
+                "backend": "ort", "precision": "fp32", "shortlist": 25}
+
+    rows = [row("ames", 100.0), row("rrt", 20.0, baseline=True, reduced=True), row("r2former", 300.0, baseline=True)]
+    add_ratios(rows)
+    assert rows[0]["vs_baseline"] == pytest.approx(3.0)  # R2Former at its published size, not RRT at 100 locals
+    add_ratios(rows[:2])
+    assert rows[0]["vs_baseline"] is None

@@ -20,8 +20,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_info_json(capsys):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert set(info) == {"python", "platform", "rerankrt", "numpy", "torch", "onnx", "onnxruntime", "tensorrt",
-                         "cuda-python", "onnxruntime_providers", "cuda_device"}
+    assert set(info) == {"python", "platform", "cpu", "rerankrt", "numpy", "torch", "onnx", "onnxruntime",
+                         "tensorrt", "cuda-python", "onnxruntime_providers", "cuda_device"}
+    assert set(info["cpu"]) == {"model", "cpus", "isa"} and set(info["cpu"]["isa"]) <= set(environment.ISA)
     assert "CPUExecutionProvider" in info["onnxruntime_providers"]
     import numpy
 

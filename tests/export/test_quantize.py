@@ -33,9 +33,11 @@ def exported(tmp_path_factory):
     """Small AMES exported FP32, then INT8 calibrated on a synthetic dataset with planted matches."""
     from rerankrt.export.onnx_export import export_model
 
+    from rerankrt.bench.profile import _graph_folder
+
     root = tmp_path_factory.mktemp("int8")
     data = _synth(root / "data")
-    out = root / "art"
+    out = _graph_folder(root / "art", "ames", SMALL, {}).root  # where the profiler looks for this configuration
     export_model("ames", out_dir=out, precision="fp32", **SMALL)
     export_model("ames", out_dir=out, precision="int8", calibration=data, **SMALL)
     return out, data
@@ -184,3 +186,26 @@ def test_quantized_products_share_one_scale_per_activation():
     assert [n.op_type for n in q.graph.node].count("QuantizeLinear") == 2  # a pair per product: ORT fuses each
     w_scale = numpy_helper.to_array(next(i for i in q.graph.initializer if i.name == "a_rrt_w_scale"))
     np.testing.assert_allclose(w_scale, np.array([1, 2, 3, 4]) / 127, rtol=1e-6)
+
+
+def test_the_profiler_times_every_deployed_form(exported, tmp_path):
+    pytest.importorskip("matplotlib")
+    from rerankrt.bench.profile import run_bench
+
+    out, _ = exported
+    artifacts = out.parents[1]
+    results = run_bench(["ames"], ["torch", "ort", "ort-fused"], ["fp32", "int8"], [6], repeat=1, out=tmp_path,
+                        artifacts=artifacts, configs={"ames": SMALL}, log=lambda message: None)
+    rows = {(r["backend"], r["precision"]): r for r in results["results"]}
+    # INT8 in the form ONNX Runtime runs (fused), never on torch
+    assert set(rows) == {("torch", "fp32"), ("ort", "fp32"), ("ort-fused", "fp32"), ("ort-fused", "int8")}
+    assert rows["ort-fused", "int8"]["graph"].endswith("ames.int8.ort.onnx")
+    assert rows["ort", "fp32"]["graph"].endswith("ames.onnx")
+    assert rows["ort-fused", "int8"]["agreement"] == json.loads((out / "ames.json").read_text())["quantization"][
+        "agreement"]
+    assert set(results["roofs"]) == {"torch fp32", "ort fp32", "ort int8"}
+    int8 = rows["ort-fused", "int8"]
+    assert 0 < int8["fp32_roof_fraction"] and int8["roofline_fraction"] < int8["fp32_roof_fraction"]
+    assert "MultiHeadAttention" in dict(rows["ort-fused", "fp32"]["ops"]["ops"])
+    text = (tmp_path / "results.md").read_text()
+    assert "| ort fp32 | ort-fused fp32 | ort-fused int8 | INT8 agreement |" in text

@@ -33,6 +33,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             value = ", ".join(value) or "none"
         elif key == "cuda_device":
             value = f"{value['name']} (compute capability {value['compute_capability']})" if value else "no CUDA device"
+        elif key == "cpu":
+            value = f"{value['model']}, {value['cpus']} CPUs, {', '.join(value['isa']) or 'no AVX2'}"
         elif value is None:
             value = "not installed"
         print(f"{key:<22} {value}")

@@ -71,11 +71,32 @@ def cuda_device() -> dict | None:
     return {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
 
 
+#: the instruction sets a CPU's GEMM kernels pick from (the flags /proc/cpuinfo names them by)
+ISA = {"avx2": "avx2", "avx512": "avx512f", "vnni": "avx512_vnni", "avx_vnni": "avx_vnni", "amx": "amx_int8"}
+
+
+def cpu() -> dict:
+    """{"model", "cpus", "isa"}: the CPU a figure was measured on (its FP32 and INT8 roofs depend on the
+    instruction sets its kernels use: AVX2, AVX-512, VNNI, AMX). Empty fields where /proc/cpuinfo is absent."""
+    import os
+
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return {"model": platform.processor() or None, "cpus": os.cpu_count(), "isa": []}
+    fields = dict(line.split(":", 1) for line in text.split("\n\n", 1)[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name"), "cpus": os.cpu_count(),
+            "isa": [name for name, flag in ISA.items() if flag in flags]}
+
+
 def describe() -> dict:
     """Everything `rerankrt info` prints, as one dict (also recorded beside benchmark figures)."""
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu(),
         **{name: package_version(name) for name in DISTRIBUTIONS},
         "onnxruntime_providers": onnxruntime_providers(),
         "cuda_device": cuda_device(),
