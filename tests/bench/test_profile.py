@@ -78,7 +78,7 @@ def test_the_report_opens_with_the_comparison(run):
                         "## Re-ranking a shortlist of 30", "## The deployed graphs side by side",
                         "## Where ONNX Runtime's time goes", "## Encoders", "## Roofline"]
     rows = {(r["model"], r["backend"], r["precision"], r["shortlist"], r["batch"]): r for r in results["results"]}
-    ames, rrt = rows["ames", "ort", "fp32", 30, None], rows["rrt", "ort", "fp32", 30, None]
+    ames = rows["ames", "ort", "fp32", 30, None]
     at_30 = text.split("## Re-ranking a shortlist of 30")[1].split("##")[0]
     line = next(line for line in at_30.splitlines() if line.startswith(
         "| ames (num_layers=1, query_descriptors=20, db_descriptors=5) | ort | fp32 |"))

@@ -31,9 +31,8 @@ def _synth(folder, **sizes):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Small AMES exported FP32, then INT8 calibrated on a synthetic dataset with planted matches."""
-    from rerankrt.export.onnx_export import export_model
-
     from rerankrt.bench.profile import _graph_folder
+    from rerankrt.export.onnx_export import export_model
 
     root = tmp_path_factory.mktemp("int8")
     data = _synth(root / "data")
