@@ -1,4 +1,5 @@
-"""Rewrite the README's measured tables from the profiler's output, so that none is typed by hand.
+"""Rewrite the documentation's measured tables (README.md and docs/*.md) from the profiler's output, so that
+none is typed by hand.
 
 A generated table sits between `<!-- table: KIND measured/FILE.json -->` and `<!-- /table -->`: KIND is
 one of RENDERERS, FILE a results.json of `rerankrt bench` (or store_scale.json of
@@ -6,8 +7,8 @@ one of RENDERERS, FILE a results.json of `rerankrt bench` (or store_scale.json o
 search_scale.json of `python -m rerankrt.bench.search_scale`, search.json of `rerankrt bench --search` or
 `python -m rerankrt.bench.search_latency`) kept
 under measured/. After a new run, copy its output there
-and rewrite: `python scripts/readme_tables.py [README.md]`; `--check` exits 1 when a table is stale
-(the test suite runs it).
+and rewrite: `python scripts/readme_tables.py [FILE.md …]` (default: README.md and docs/*.md); `--check`
+exits 1 when a table is stale (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -100,8 +101,22 @@ def serve_load(results: dict) -> list[str]:
     return table(results)
 
 
-RENDERERS = {"backends": backends, "comparison": comparison, "store": store, "scale": scale, "serve_load": serve_load,
-             "search_scale": search_scale, "search": search}
+def deployed(results: dict) -> list[str]:
+    """Every deployed form of each model side by side (the profiler's report prints the same table)."""
+    from rerankrt.bench.report import deployed as table
+
+    return table(results)[2:-2]  # the table alone: its heading and its note are the page's
+
+
+def operators(results: dict) -> list[str]:
+    """Where ONNX Runtime's time goes, by operator type (the profiler's report prints the same table)."""
+    from rerankrt.bench.report import operators as table
+
+    return table(results)[2:-2]
+
+
+RENDERERS = {"deployed": deployed, "operators": operators, "backends": backends, "comparison": comparison,
+             "store": store, "scale": scale, "serve_load": serve_load, "search_scale": search_scale, "search": search}
 
 
 def rewrite(text: str, root: Path = ROOT) -> str:
@@ -115,21 +130,28 @@ def rewrite(text: str, root: Path = ROOT) -> str:
     return BLOCK.sub(render, text)
 
 
+def documents() -> list[Path]:
+    """The files whose tables are measured: the README and the documentation pages."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("readme", nargs="?", default=str(ROOT / "README.md"))
+    parser.add_argument("files", nargs="*", help="markdown files (default: README.md and docs/*.md)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a table differs from its data")
     args = parser.parse_args()
-    path = Path(args.readme)
-    text = path.read_text()
-    new = rewrite(text)
+    stale = []
+    for path in [Path(f) for f in args.files] or documents():
+        text = path.read_text()
+        new = rewrite(text)
+        if args.check:
+            stale += [f"{m.group(2)} {m.group(3)} in {path.name}" for m, n in
+                      zip(BLOCK.finditer(text), BLOCK.finditer(new), strict=True) if m.group(0) != n.group(0)]
+        elif new != text:
+            path.write_text(new)
     if args.check:
-        stale = [m.group(2) + " " + m.group(3) for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(new), strict=True)
-                 if m.group(0) != n.group(0)]
-        print("\n".join(f"stale table: {s}" for s in stale) or "the README's tables match their data")
-        return 1 if stale else 0
-    path.write_text(new)
-    return 0
+        print("\n".join(f"stale table: {s}" for s in stale) or "the documentation's tables match their data")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -160,6 +160,26 @@ def test_the_python_form_has_the_production_forms_name_io_and_batching(repo, art
         write_repository(artifacts, tmp_path / "x", platform="onnx")
 
 
+def test_check_validates_the_warm_up_against_the_inputs(repo, tmp_path):
+    """A warm-up sample of the wrong dims, type or inputs is reported: Triton would refuse to load the model."""
+    from google.protobuf import text_format
+
+    broken = tmp_path / "repo"
+    shutil.copytree(repo, broken)
+    path = broken / "ames/config.pbtxt"
+    config = _config(broken, "ames")
+    warm = config.model_warmup[0]
+    warm.inputs["q_desc"].dims[:] = [600, 512]  # another descriptor dimension
+    warm.inputs["db_desc"].dims[:] = [2000, 768]  # past the profile's 1024 database descriptors
+    warm.inputs["q_mask"].data_type = _dtype("TYPE_FP32")
+    path.write_text(text_format.MessageToString(config))
+    assert check_repository(broken) == [
+        f"{path}: model_warmup 'opt_shapes' input db_desc: dims [2000, 768], expected ['db_descriptors 1…1024', 768]",
+        f"{path}: model_warmup 'opt_shapes' input q_desc: dims [600, 512], expected ['query_descriptors 1…1024', 768]",
+        f"{path}: model_warmup 'opt_shapes' input q_mask: data_type TYPE_FP32, expected TYPE_BOOL",
+    ]
+
+
 def test_check_reads_the_precision_from_the_sidecar(repo, artifacts, tmp_path):
     """A graph of the other precision under a sidecar that says fp16 is named, not guessed around."""
     broken = tmp_path / "repo"
@@ -212,8 +232,10 @@ class _Tensor:
 
 
 class _Error:
-    def __init__(self, message):
-        self._message = message
+    INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"  # pb_utils.TritonError's codes (the real stub's names)
+
+    def __init__(self, message, code=None):
+        self._message, self.code = message, code
 
     def message(self):
         return self._message
@@ -346,12 +368,12 @@ def _kind(name):
 
 
 def test_readme_client_example_reranks_through_the_loop_model(repo, artifacts, monkeypatch):
-    """The README's client code, run as written against the generated `ames_rerank` (its BLS calls served
+    """The serving guide's client code, run as written against the generated `ames_rerank` (its BLS calls served
     by ONNX Runtime) through a stand-in for the gRPC client that decodes the real `InferInput`s."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import triton_to_np_dtype
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "docs" / "serving.md").read_text()
     example = readme.split("Re-rank one query")[1].split("```python\n")[1].split("```")[0]
     model = _loop_model(repo, "ames_rerank", fake_pb_utils(repo, []), monkeypatch)
     config = _config(repo, "ames_rerank")

@@ -355,6 +355,7 @@ def test_bad_requests_get_an_error_naming_the_input_and_the_server_stays_good(se
     with pytest.raises(InferenceServerException) as e:
         _infer(grpcclient, client, model, edit(good))
     assert message in e.value.message()
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"  # the request is at fault, not the server
     assert client.is_server_ready()
     again = _infer(grpcclient, client, model, good)
     assert sorted(again["order"].tolist()) == list(range(len(good["global_sim"])))

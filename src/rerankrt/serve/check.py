@@ -18,7 +18,15 @@ from rerankrt.runtime.loops import LOOPS
 from rerankrt.runtime.naming import plan_sidecar_path
 from rerankrt.runtime.plan import PLAN_FORMAT
 from rerankrt.runtime.sidecar import check_sidecar
-from rerankrt.serve.configs import MODEL_FILES, SHARD, batch_dim, loop_tensor_config, schema, tensor_config
+from rerankrt.serve.configs import (
+    MODEL_FILES,
+    SHARD,
+    TRITON_DTYPES,
+    batch_dim,
+    loop_tensor_config,
+    schema,
+    tensor_config,
+)
 from rerankrt.serve.triton_bls import LOOP_MODELS, TARGET_FILE, AmesStoreRerankModel
 
 
@@ -89,6 +97,35 @@ def _check_model(repo: Path, name: str, config, configs: dict) -> list[str]:
         problems += _compare_io(field, tensors, [tensor_config(t, precision, lead is not None) for t in expected])
     if config.HasField("dynamic_batching") and config.max_batch_size == 0:
         problems.append("dynamic_batching: needs max_batch_size > 0")
+    return problems + _check_warmup(config, meta, precision, lead is not None)
+
+
+def _check_warmup(config, meta: dict, precision: str, batched: bool) -> list[str]:
+    """Each warm-up sample against the model's inputs: every input named once, its type, and its dims those of
+    the input (without the batch dimension of a batched model), a symbolic one inside its profile: Triton
+    refuses to load a model whose warm-up its backend rejects."""
+    model_config_pb2, _, _ = schema()
+    problems = []
+    inputs = {t["name"]: t for t in meta["inputs"]}
+    for w in config.model_warmup:
+        if set(w.inputs) != set(inputs):
+            problems.append(f"model_warmup {w.name!r}: inputs {sorted(w.inputs)}, expected {sorted(inputs)}")
+            continue
+        for name, sample in w.inputs.items():
+            t = inputs[name]
+            want_type = TRITON_DTYPES[t["dtype"][precision]]
+            if model_config_pb2.DataType.Name(sample.data_type) != want_type:
+                problems.append(f"model_warmup {w.name!r} input {name}: data_type "
+                                f"{model_config_pb2.DataType.Name(sample.data_type)}, expected {want_type}")
+            shape = t["shape"][1 if batched else 0:]
+            dims = list(sample.dims)
+            fits = len(dims) == len(shape) and all(
+                d == s if isinstance(s, int) else meta["profiles"][s]["min"] <= d <= meta["profiles"][s]["max"]
+                for d, s in zip(dims, shape, strict=True))
+            if not fits:
+                limits = [s if isinstance(s, int) else f"{s} {meta['profiles'][s]['min']}…{meta['profiles'][s]['max']}"
+                          for s in shape]
+                problems.append(f"model_warmup {w.name!r} input {name}: dims {dims}, expected {limits}")
     return problems
 
 

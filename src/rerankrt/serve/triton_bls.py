@@ -87,6 +87,16 @@ def bls_infer(pb, model: str, feeds: dict[str, np.ndarray], outputs: list[str]) 
     return out
 
 
+def error_response(pb, error: Exception, prefix: str = ""):
+    """A request's own error response: INVALID_ARGUMENT where the request is at fault (an InputError or
+    another ValueError names the input), INTERNAL where the model failed; the other requests are still
+    answered."""
+    code = getattr(pb.TritonError, "INVALID_ARG" if isinstance(error, ValueError) else "INTERNAL", None)
+    message = f"{prefix}{error}"
+    return pb.InferenceResponse(output_tensors=[], error=pb.TritonError(message, code) if code is not None
+                                else pb.TritonError(message))
+
+
 def checked_input(tensor, spec: IOSpec) -> np.ndarray:
     """A request's input against the loop's own I/O, so that errors name the caller's shapes (Triton
     checks them too, but the adapter does not rely on it)."""
@@ -162,7 +172,7 @@ class _RerankModel:
                                                                                   strict=True)]
                 responses.append(pb.InferenceResponse(output_tensors=tensors))
             except (InputError, ValueError, RuntimeError) as e:
-                responses.append(pb.InferenceResponse(output_tensors=[], error=pb.TritonError(str(e))))
+                responses.append(error_response(pb, e))
         return responses
 
 
@@ -269,7 +279,7 @@ class GraphModel:
         responses = []
         for r in results:
             if isinstance(r, Exception):
-                responses.append(pb.InferenceResponse(output_tensors=[], error=pb.TritonError(f"{self.name}: {r}")))
+                responses.append(error_response(pb, r, f"{self.name}: "))
             else:
                 responses.append(pb.InferenceResponse(output_tensors=[
                     pb.Tensor(s.name, np.ascontiguousarray(r[s.name])) for s in outputs]))

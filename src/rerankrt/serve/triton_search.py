@@ -38,7 +38,7 @@ from rerankrt.runtime.loops import loop_of
 from rerankrt.search.index import SearchIndex
 from rerankrt.search.searcher import Searcher
 from rerankrt.search.shards import ShardedIndex, merge_top, open_index
-from rerankrt.serve.triton_bls import TARGET_FILE, BlsBackend, bls_infer, checked_input
+from rerankrt.serve.triton_bls import TARGET_FILE, BlsBackend, bls_infer, checked_input, error_response
 
 #: the models the search model calls, by role: its parameters name them (`<role>_model`); an index with
 #: RAML's first stage adds RAML's query encoder (`raml_model`)
@@ -177,7 +177,7 @@ def _respond(pb, answer, request):
     try:
         return pb.InferenceResponse(output_tensors=answer(request))
     except (InputError, ValueError, RuntimeError) as e:
-        return pb.InferenceResponse(output_tensors=[], error=pb.TritonError(str(e)))
+        return error_response(pb, e)
 
 
 class SearchModel:
