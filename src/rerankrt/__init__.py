@@ -28,8 +28,12 @@ def __getattr__(name: str):
         from rerankrt.search.searcher import Searcher
 
         return Searcher
+    if name == "BackendRequest":
+        from rerankrt.runtime.request import BackendRequest
+
+        return BackendRequest
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["MODELS", "CheckpointError", "DescriptorFileError", "InputError", "ModelFileError", "OutputError",
-           "Searcher", "UnavailableError", "__version__", "get_info", "load_model"]
+__all__ = ["MODELS", "BackendRequest", "CheckpointError", "DescriptorFileError", "InputError", "ModelFileError",
+           "OutputError", "Searcher", "UnavailableError", "__version__", "get_info", "load_model"]

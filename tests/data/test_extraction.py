@@ -209,7 +209,7 @@ def _read(out, split, dim=64):
 
 def test_cli_extracts_the_official_files_through_onnx_runtime(artifacts, folder, tmp_path):
     from rerankrt.models import TorchBackend
-    from rerankrt.runtime.artifacts import open_backend
+    from rerankrt.runtime.request import open_backend
 
     data = tmp_path / "data"
     args = ["extract", "--images", str(folder), "--split", "gallery", "--out", str(data), "--backend", "ort",

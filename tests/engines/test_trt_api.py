@@ -106,7 +106,7 @@ def test_build_fails_clearly_without_a_gpu_and_writes_nothing(release, tmp_path)
 BACKEND_PROBE = """
 import json, sys
 from rerankrt.core.errors import ModelFileError, UnavailableError
-from rerankrt.runtime.artifacts import open_backend
+from rerankrt.runtime.request import open_backend
 out = {}
 for plan in sys.argv[1:]:
     try:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from rerankrt.core.errors import InputError, ModelFileError, UnavailableError
-from rerankrt.runtime.artifacts import open_backend
 from rerankrt.runtime.loops import architecture, released_settings, reranker_for
 from rerankrt.runtime.ort_backend import OrtBackend
+from rerankrt.runtime.request import open_backend
 from rerankrt.runtime.rerankers import AmesReranker, LocoreReranker
 from rerankrt.runtime.sliding import sliding_rerank
 
@@ -151,7 +151,7 @@ def test_a_silent_fallback_to_the_cpu_is_an_error(artifacts, monkeypatch):
     import onnxruntime as ort
 
     class FellBack:
-        def __init__(self, path, providers):
+        def __init__(self, path, options, providers):
             assert providers == ["CUDAExecutionProvider"]
 
         def get_providers(self):
@@ -196,7 +196,8 @@ def test_artifacts_resolve_names_and_say_how_to_make_what_is_missing(artifacts):
     from rerankrt.runtime.artifacts import Artifacts
 
     folder = Artifacts(artifacts)
-    assert folder.find("ames", "fp32") == folder.find("ames", "fp32", "ort") == artifacts / "ames.onnx"
+    assert folder.find("ames", "fp32") == folder.find("ames", "fp32", "ort") == artifacts / "ames.ort.onnx"  # fused
+    assert folder.find("ames", "fp32", "ort", fused=False) == artifacts / "ames.onnx"
     assert folder.plan("ames", "fp16") == artifacts / "ames.fp16.plan"
     assert sorted(folder.exported()) == ["ames", "locore"]
     with pytest.raises(ModelFileError, match=r"^no engine .*ames.plan: build it on this GPU with `rerankrt build "):
@@ -379,3 +380,36 @@ def test_prechecked_skips_the_models_own_checks():
         assert not checking()
         assert model(tiny).shape == (1, 512)
     assert checking()
+
+
+def test_one_request_resolves_every_auto_rule(tmp_path):
+    """`runtime.request.resolve` is the one owner of `auto`: weights mean torch, an engine built means TensorRT,
+    else ONNX Runtime on the fused form the sidecar lists, and an INT8 request of a model no loop drives runs
+    its FP32 graph."""
+    import json as json_
+
+    from rerankrt.runtime.request import BackendRequest, resolve
+
+    for name in ("ames.onnx", "ames.ort.onnx", "ames.int8.onnx", "ames-encoder.onnx", "first-stage.plan"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "ames.json").write_text(json_.dumps({"loop": "ames", "fused": {"fp32": {"file": "ames.ort.onnx"}}}))
+    (tmp_path / "ames-encoder.json").write_text(json_.dumps({"loop": None, "fused": {}}))
+    ckpt = tmp_path / "ames.pt"
+    assert resolve("ames", BackendRequest(checkpoint=ckpt)).kind == "torch"  # weights, no artifacts: torch
+    with pytest.raises(ValueError, match=r"^--checkpoint: the torch backend's; an exported graph or engine carries"):
+        resolve("ames", BackendRequest("ort", tmp_path, checkpoint=ckpt))
+    ort = resolve("ames", BackendRequest("ort", tmp_path))
+    assert (ort.kind, ort.path, ort.provider) == ("ort", tmp_path / "ames.ort.onnx", "cpu")  # the fused form
+    assert resolve("ames", BackendRequest("ort", tmp_path, "int8")).path == tmp_path / "ames.int8.onnx"
+    assert resolve("ames-encoder", BackendRequest("ort", tmp_path, "int8")).path == tmp_path / "ames-encoder.onnx"
+    assert resolve("first-stage", BackendRequest("auto", tmp_path)).kind == "trt"  # an engine built: TensorRT
+    assert BackendRequest("auto", tmp_path).runs_engine("first-stage")
+    assert not BackendRequest("auto", tmp_path).runs_engine("ames")
+    explicit = resolve("ames", BackendRequest("ort", engine=tmp_path / "ames.onnx"))
+    assert explicit.path == tmp_path / "ames.onnx"
+    with pytest.raises(ModelFileError, match=r"no engine .*ames\.plan: build it on this GPU with `rerankrt build"):
+        resolve("ames", BackendRequest("trt", tmp_path))
+    with pytest.raises(ValueError, match=r"^backend: expected one of auto, trt, ort, torch, got 'tvm'$"):
+        BackendRequest("tvm")
+    with pytest.raises(ValueError, match=r"^precision: expected fp32, fp16 or int8, got 'int4'$"):
+        BackendRequest(precision="int4")

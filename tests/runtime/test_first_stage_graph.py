@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from rerankrt.bench.store_scale import synthesize_store  # noqa: E402
 from rerankrt.bench.synth import low_rank_globals  # noqa: E402
 from rerankrt.core.errors import InputError  # noqa: E402
-from rerankrt.runtime.artifacts import open_backend  # noqa: E402
+from rerankrt.runtime.request import BackendRequest, open_backend  # noqa: E402
 from rerankrt.search.exact import global_shortlist  # noqa: E402
 from rerankrt.search.first_stage import GraphFirstStage  # noqa: E402
 from rerankrt.search.index import write_index  # noqa: E402
@@ -95,7 +95,7 @@ def test_a_searcher_runs_the_exact_first_stage_through_the_graph(graphs, gallery
     logs: list[str] = []
     results = {}
     for graph in (False, True):
-        with Searcher(index, artifacts=out, backend="ort", rerank=None, exact_graph=graph, log=logs.append) as s:
+        with Searcher(index, BackendRequest("ort", out), rerank=None, exact_graph=graph, log=logs.append) as s:
             assert isinstance(s.index.first_stage, GraphFirstStage) is graph
             results[graph] = [[(h.index, h.global_) for h in r.hits] for r in s.search_many(queries, top=20)]
     assert [[i for i, _ in q] for q in results[True]] == [[i for i, _ in q] for q in results[False]]
@@ -106,7 +106,7 @@ def test_a_searcher_runs_the_exact_first_stage_through_the_graph(graphs, gallery
     hnsw = write_index(tmp_path / "hnsw", gallery, lambda path: synthesize_store(path, N), first_stage="HNSW16")
     with pytest.raises(InputError, match=rf"^exact_graph: the first stage of {hnsw} is approximate \(faiss\); the "
                                          r"first-stage graph scans an exact one$"):
-        Searcher(hnsw, artifacts=out, backend="ort", rerank=None, exact_graph=True)
+        Searcher(hnsw, BackendRequest("ort", out), rerank=None, exact_graph=True)
 
 
 def test_a_gallery_outside_the_profile_is_refused(graphs, tmp_path):

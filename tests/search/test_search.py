@@ -17,6 +17,7 @@ from weights import perturb  # noqa: E402
 from rerankrt.cli import main  # noqa: E402
 from rerankrt.core.errors import InputError  # noqa: E402
 from rerankrt.data.descriptors import read_nn  # noqa: E402
+from rerankrt.runtime.request import BackendRequest  # noqa: E402
 from rerankrt.search.searcher import QueryDescriptors, Searcher  # noqa: E402
 
 IMSIZE, TOPK, DB, S = "112", "50", "20", 6
@@ -160,7 +161,7 @@ def test_the_searcher_api(world, ort_index):
     message; --rerank none is the first stage; the extractor opens on the first image only."""
     _, data, index, _ = ort_index
     said: list[str] = []
-    with Searcher(index, artifacts=world["art"], backend="ort", log=said.append) as searcher:
+    with Searcher(index, BackendRequest("ort", world["art"]), log=said.append) as searcher:
         image = world["queries"] / "q0.png"
         by_path = searcher.search(image, top=4, shortlist=S)
         assert searcher.extractor is not None
@@ -191,7 +192,7 @@ def test_the_searcher_api(world, ort_index):
                                              "q"))
         with pytest.raises(InputError, match=r"^query q: every local descriptor is padding"):
             searcher.search(QueryDescriptors(described.global_, described.desc, np.ones(50, bool), "q"))
-    with Searcher(index, artifacts=world["art"], backend="ort", rerank=None) as first:
+    with Searcher(index, BackendRequest("ort", world["art"]), rerank=None) as first:
         assert first.scorer is None
         hits = first.search(described, top=10).hits
         with pytest.raises(ValueError, match=r"^batch: a re-ranker's setting, and this search re-ranks nothing$"):
@@ -435,8 +436,8 @@ def test_searcher_from_rerankrt_runs_without_torch(world, ort_index):
     import sys
 
     _, data, index, reranked = ort_index
-    code = (f"import json, sys\nfrom rerankrt import Searcher\n"
-            f"with Searcher({str(index)!r}, artifacts={str(world['art'])!r}, backend='ort') as s:\n"
+    code = (f"import json, sys\nfrom rerankrt import BackendRequest, Searcher\n"
+            f"with Searcher({str(index)!r}, BackendRequest('ort', {str(world['art'])!r})) as s:\n"
             f"    hits = s.search({str(world['queries'] / 'q1.png')!r}, top=10, shortlist={S}).hits\n"
             f"print(json.dumps({{'torch': 'torch' in sys.modules, 'rows': [h.index for h in hits]}}))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -557,7 +558,7 @@ def test_raml_first_stage_equals_the_composed_commands(world, tmp_path, capsys):
         np.testing.assert_allclose([h["score"] for h in result["results"]], sims[q], rtol=1e-5, atol=1e-6)
     first_sims, first_idx = read_nn(data / "nn_raml.pkl")
     assert first_idx[:, :S].tolist() != idx[:, :S].tolist()  # re-ranked: the comparison can fail
-    with Searcher(index, artifacts=world["art"], backend="ort", raml_checkpoint=raml, rerank=None) as alone:
+    with Searcher(index, BackendRequest("ort", world["art"]), rerank=None, weights={"raml": raml}) as alone:
         result = alone.search(world["queries"] / "q1.png", top=10)
         assert alone.extractor is None and result.timing_ms["rerank"] is None
     assert [h.index for h in result.hits] == first_idx[1].tolist()

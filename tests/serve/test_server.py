@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from rerankrt.cli import main
-from rerankrt.runtime import AmesReranker, LocoreReranker, OrtBackend
+from rerankrt.runtime import AmesReranker, BackendRequest, LocoreReranker, OrtBackend
 from rerankrt.search.store import AmesStore, build_store
 
 pytest.importorskip("torch")
@@ -93,7 +93,7 @@ def _search_index(out: Path, encoder) -> None:
     cv2 = pytest.importorskip("cv2", reason="OpenCV (images extra) is not installed")
     from rerankrt.data.extraction import extract, image_list
     from rerankrt.export.onnx_export import export_model
-    from rerankrt.runtime.artifacts import open_backend
+    from rerankrt.runtime.request import open_backend
     from rerankrt.search.index import build_index
 
     export_model("dinov2-extractor", out_dir=out, precision="fp32", **EXTRACTOR_768)
@@ -264,7 +264,7 @@ def test_search_equals_the_searcher_in_process(server, artifacts, protocol):
     from rerankrt.search.searcher import Searcher
 
     module, client = (grpcclient, _grpc(server)) if protocol == "grpc" else (httpclient, _http(server))
-    with Searcher(artifacts / "index-one", artifacts=artifacts, backend="ort") as searcher:
+    with Searcher(artifacts / "index-one", BackendRequest("ort", artifacts)) as searcher:
         for query in sorted((artifacts / "queries").iterdir()):
             got = _search(module, client, query.read_bytes(), top=4)
             hits = searcher.search(query, top=4).hits

@@ -50,7 +50,9 @@ from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.loops import LOOPS, architecture
 from rerankrt.runtime.naming import PRECISIONS
 from rerankrt.runtime.ort_backend import OrtBackend
+from rerankrt.runtime.request import BackendRequest
 from rerankrt.runtime.sliding import window_starts
+from rerankrt.search.backends import open_model
 
 PRESETS: dict[str, dict] = {
     # < 3 minutes on a 2-core CPU, the main job's profile step: AMES (whole and as stored) and LOCORE-small in
@@ -197,9 +199,7 @@ def _architecture(model: str, config: dict) -> dict:
 def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[[str], None], model: str = ""):
     """The backend of the case's model (or `model`): torch (or the Hugging Face path) from the registry,
     else the exported graph or engine of the wanted configuration (a missing graph is exported, without
-    the validation ladder)."""
-    from rerankrt.runtime.artifacts import open_backend
-
+    the validation ladder). INT8 is what a re-ranker runs at: a scorer's encoder runs its FP32 graph."""
     model = model or case.model
     checkpoint = case.files.get("checkpoint")
     parts = {k: v for k, v in case.files.items() if k in get_info(registered(model)).parts}
@@ -217,29 +217,30 @@ def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[
 
         return TorchBackend(model, device=device, dtype=dtype, checkpoint=checkpoint, **parts, **config)
     folder = _graph_folder(artifacts, model, config, case.files)
-    # INT8 is what a re-ranker runs at: the encoder of a store scorer's query side runs its FP32 graph
-    precision = "fp32" if case.precision == "int8" and get_info(registered(model)).loop is None else case.precision
+    request = BackendRequest("trt" if case.backend == "trt" else "ort", folder.root, case.precision, device)
     if case.backend == "trt":
         try:
-            return open_backend(folder.find(model, precision, "trt"), "trt", device, log=lambda m: None)
+            return open_model(model, request, log=lambda m: None)
         except ModelFileError as e:
             raise UnavailableError(str(e)) from None
-    graph = folder.onnx(model, precision)
-    if not graph.is_file() and precision == "int8":
-        raise UnavailableError(f"no INT8 graph {graph}: export it with `rerankrt export {model} --precision int8 "
-                               f"--calibration DATA --out {folder.root}` (INT8 is calibrated on your data)")
-    if not graph.is_file():
+    fused = case.backend == "ort-fused"
+    try:
+        graph = folder.find(model, case.precision, "ort", fused=fused)
+    except ModelFileError:
+        if case.precision == "int8":
+            raise UnavailableError(f"no INT8 graph {folder.onnx(model, 'int8')}: export it with `rerankrt export "
+                                   f"{model} --precision int8 --calibration DATA --out {folder.root}` (INT8 is "
+                                   f"calibrated on your data)") from None
         from rerankrt.export.onnx_export import export_model
 
-        log(f"exporting {model} {precision} to {folder.root} (no validation ladder)")
+        log(f"exporting {model} {case.precision} to {folder.root} (no validation ladder)")
         folder.root.mkdir(parents=True, exist_ok=True)
-        export_model(model, checkpoint, out_dir=folder.root, precision=precision, **parts, **config)
-    if case.backend == "ort-fused" and folder.onnx(model, precision, fused=True).is_file():
-        graph = folder.onnx(model, precision, fused=True)
-    elif case.backend == "ort-fused" and model == case.model:  # the encoder of a scorer's query side: as it is
-        raise UnavailableError(f"no fused graph {folder.onnx(model, precision, fused=True)}: nothing of {model} "
-                               f"fuses for ONNX Runtime (its standard graph is what ONNX Runtime runs)")
-    backend = open_backend(graph, "ort", device)
+        export_model(model, checkpoint, out_dir=folder.root, precision=case.precision, **parts, **config)
+        graph = folder.find(model, case.precision, "ort", fused=fused)
+    if fused and model == case.model and not graph.name.endswith(".ort.onnx"):  # a scorer's encoder: as it is
+        raise UnavailableError(f"no fused graph {folder.onnx(model, case.precision, fused=True)}: nothing of "
+                               f"{model} fuses for ONNX Runtime (its standard graph is what ONNX Runtime runs)")
+    backend = open_model(model, request.replace(engine=graph), log=lambda m: None)
     if architecture(backend.meta) != _architecture(model, config):
         raise UnavailableError(f"{graph} was exported in another configuration than the one asked for; "
                                f"export it again or profile from another --artifacts folder")

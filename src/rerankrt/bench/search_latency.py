@@ -38,6 +38,7 @@ from rerankrt.core.atomic import atomic_output, check_outputs
 from rerankrt.core.errors import InputError
 from rerankrt.data.extraction import extract
 from rerankrt.data.images import RamlEncoder
+from rerankrt.runtime.request import BackendRequest
 from rerankrt.search.backends import open_model
 from rerankrt.search.index import build_index
 from rerankrt.search.searcher import Searcher
@@ -74,12 +75,13 @@ def build(work: Path, images: int, artifacts: Path) -> list[Path]:
     gallery = write_photos(work / "gallery", images, 1000)
     if not (data / "dinov2_gallery_local.hdf5").exists():
         data.mkdir(parents=True, exist_ok=True)
-        with open_model("dinov2-extractor", "ort", artifacts) as backend, open_model("raml", "ort", artifacts) as raml:
+        request = BackendRequest("ort", artifacts)
+        with open_model("dinov2-extractor", request) as backend, open_model("raml", request) as raml:
             extract(backend, gallery, data, "gallery", IMSIZE, TOPK, batch=1,
                     raml=RamlEncoder(raml, raml.config["teacher_size"]))
     for name, globals_desc in (("dinov2", None), ("raml", "raml")):
         if not indexes[name].exists():
-            with open_model("ames-encoder", "ort", artifacts) as encoder:
+            with open_model("ames-encoder", BackendRequest("ort", artifacts)) as encoder:
                 build_index(encoder, data, indexes[name], globals_desc=globals_desc, first_stage="exact")
     return list(indexes.values())
 
@@ -106,8 +108,8 @@ def run_search_bench(indexes: Sequence[str | os.PathLike], queries: Sequence, ba
                 cases[index.name, rerank, backend] = index, None if rerank is None else "index"
     timings: dict[tuple, list[dict]] = {key: [] for key in cases}
     with contextlib.ExitStack() as stack:
-        searchers = {key: stack.enter_context(Searcher(index, artifacts, key[2], precision, device, rerank=rerank))
-                     for key, (index, rerank) in cases.items()}
+        searchers = {key: stack.enter_context(Searcher(index, BackendRequest(key[2], artifacts, precision, device),
+                                                       rerank=rerank)) for key, (index, rerank) in cases.items()}
         for searcher in searchers.values():
             searcher.search(queries[0])
         for i, query in enumerate(queries):

@@ -151,10 +151,11 @@ def in_process(artifacts: Path, store: Path, requests: list[dict]) -> dict:
 def in_process_search(artifacts: Path, index: Path, requests: list[bytes]) -> dict:
     """`Searcher` on ONNX Runtime over the same index and photos, decoding included, one at a time."""
     from rerankrt.data.extraction import decode_image
+    from rerankrt.runtime.request import BackendRequest
     from rerankrt.search.searcher import Searcher
 
     latencies, stages = [], []
-    with Searcher(index, artifacts=artifacts, backend="ort") as searcher:
+    with Searcher(index, BackendRequest("ort", artifacts)) as searcher:
         searcher.search(decode_image(requests[0]))  # warm, as the server is: the extractor opens on first use
         for data in requests:
             start = time.perf_counter()

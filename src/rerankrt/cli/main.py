@@ -167,21 +167,27 @@ def _dataset_files(args: argparse.Namespace) -> list:
             *layout.root.glob("gnd_*.pkl")]
 
 
+def _request(args: argparse.Namespace, precision: str | None = None, parts: dict | None = None):
+    """The backend request of --backend, --artifacts, --engine, --precision, --device, --checkpoint and
+    `parts` (the extractor's detector)."""
+    from rerankrt.runtime.request import BackendRequest
+
+    return BackendRequest(args.backend, args.artifacts, precision or args.precision, args.device,
+                          getattr(args, "checkpoint", None), getattr(args, "engine", None), parts or {})
+
+
 def _backend_for(args: argparse.Namespace, precision: str, model: str | None = None, parts: dict | None = None):
-    """The backend of `model` (default --model) from --backend, --artifacts or --engine, --checkpoint and
-    `parts` (the extractor's detector), by the one rule of `search.backends`."""
+    """The backend of `model` (default --model) from the command's request (`search.backends.open_model`)."""
     from rerankrt.search.backends import open_model
 
-    return open_model(model or args.model, args.backend, args.artifacts, precision, args.device, args.checkpoint,
-                      getattr(args, "engine", None), parts, log=_log)
+    return open_model(model or args.model, _request(args, precision, parts), log=_log)
 
 
 def _rerankers(args: argparse.Namespace, precision: str, stack: contextlib.ExitStack) -> dict:
-    """`search.backends.open_reranking` of --model, --backend, --artifacts, --checkpoint, --engine, --index."""
+    """`search.backends.open_reranking` of --model, the command's request and --index."""
     from rerankrt.search.backends import open_reranking
 
-    return open_reranking(stack, args.model, args.backend, args.artifacts, precision, args.device, args.checkpoint,
-                          getattr(args, "engine", None), getattr(args, "index", None), log=_log)
+    return open_reranking(stack, args.model, _request(args, precision), getattr(args, "index", None), log=_log)
 
 
 def _reranking_flags(p: argparse.ArgumentParser, f: Flags) -> None:
@@ -344,9 +350,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = {"top": args.top, "shortlist": args.shortlist, "lam": args.lam, "gamma": args.gamma,
                 "nprobe": args.nprobe, "ef_search": args.ef_search, **_settings(args)}
     index = args.index[0] if len(args.index) == 1 else args.index
-    with Searcher(index, args.artifacts, args.backend, args.precision, args.device, args.checkpoint,
-                  args.detector, args.rerank_checkpoint, rerank, args.imsize, log=_log,
-                  raml_checkpoint=args.raml_checkpoint) as searcher:
+    weights = {"extractor": args.checkpoint, "detector": args.detector, "rerank": args.rerank_checkpoint,
+               "raml": args.raml_checkpoint}
+    with Searcher(index, _request(args).replace(checkpoint=None), rerank, weights, {"imsize": args.imsize},
+                  log=_log) as searcher:
         queries: list  # of QueryDescriptors, or of image paths
         if args.queries:
             queries, extractor = query_descriptors(args.queries, args.desc, searcher.index.desc, searcher.index.dim)

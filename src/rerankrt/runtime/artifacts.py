@@ -1,17 +1,13 @@
-"""An artifacts folder (its files named by `runtime.naming`), and the backend that runs one of them. The
-CLI, the profiler, Triton, export and validation all find files here."""
+"""An artifacts folder (its files named by `runtime.naming`): which file a backend kind runs. The CLI, the
+profiler, Triton, export and validation all find files here; `runtime.request` opens them."""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rerankrt.core.errors import ModelFileError
-from rerankrt.core.optional import require
-from rerankrt.runtime.feeds import Backend
 from rerankrt.runtime.naming import (
     PRECISIONS,
     check_precision,
@@ -21,7 +17,6 @@ from rerankrt.runtime.naming import (
     sidecar_path,
     stem,
 )
-from rerankrt.runtime.ort_backend import ORT_PROVIDERS, OrtBackend
 from rerankrt.runtime.sidecar import FORMAT
 
 BACKENDS = ("auto", "trt", "ort")
@@ -54,10 +49,10 @@ class Artifacts:
                 found[meta["model"]] = meta
         return found
 
-    def find(self, model: str, precision: str, backend: str = "auto") -> Path:
+    def find(self, model: str, precision: str, backend: str = "auto", fused: bool = True) -> Path:
         """The file `backend` runs: "trt" the engine, "ort" the graph (its form fused for ONNX Runtime where
-        the export wrote one), "auto" the engine where one was built, else as "ort". A missing file is an
-        error that says which command makes it.
+        the export wrote one, unless `fused` is False: the standard graph), "auto" the engine where one was
+        built, else as "ort". A missing file is an error that says which command makes it.
 
         INT8 is what a re-ranker runs at: a model no loop drives (an encoder, the extractor, RAML, the first
         stage: calibrated from images or run once per gallery image) has no INT8 graph, and at "int8" its
@@ -75,8 +70,8 @@ class Artifacts:
             extra = " --precision int8 --calibration DATA" if precision == "int8" else ""
             raise ModelFileError(f"no graph {graph}: export it with `rerankrt export {model}{extra} --out "
                                  f"{self.root}`")
-        fused = self.onnx(model, precision, fused=True)
-        return fused if fused.is_file() and self._lists(model, fused) else graph
+        form = self.onnx(model, precision, fused=True)
+        return form if fused and form.is_file() and self._lists(model, form) else graph
 
     def _reranker(self, model: str) -> bool:
         """Whether the model's sidecar names a loop that drives it (a model never exported counts as one: the
@@ -97,32 +92,5 @@ class Artifacts:
                                               for e in (meta.get("fused") or {}).values())
 
 
-def open_backend(source: str | os.PathLike, backend: str = "auto", device: str = "cpu",
-                 log: Callable[[str], None] = print) -> Backend:
-    """The backend of an exported graph (`.onnx` beside its sidecar) or a TensorRT engine (`.plan`).
-    For a graph, "auto" prefers ONNX Runtime with CUDA where it is present, then the CPU, and says which it
-    chose; "ort" takes the CPU unless `device` is CUDA. (The PyTorch model is `rerankrt.models.TorchBackend`.)"""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
-    path = Path(source)
-    if path.suffix == ".plan" and backend in ("auto", "trt"):
-        require("cuda.bindings", "trt", "a TensorRT engine")
-        require("tensorrt", "trt", "a TensorRT engine")
-        from rerankrt.runtime.trt_backend import TrtBackend
-
-        log(f"backend {backend}: TensorRT engine {path}")
-        return TrtBackend(path)
-    if path.suffix != ".onnx":
-        raise ValueError(f"{path}: backend {backend!r} runs an exported .onnx graph"
-                         + (" or a .plan engine" if backend == "auto" else ""))
-    if backend == "ort":
-        return OrtBackend(path, "cuda" if device.startswith("cuda") else "cpu")
-    import onnxruntime as ort
-
-    provider = "cuda" if ORT_PROVIDERS["cuda"] in ort.get_available_providers() else "cpu"
-    log(f"backend auto: ONNX Runtime with {ORT_PROVIDERS[provider]} for {path}")
-    return OrtBackend(path, provider)
-
-
-__all__ = ["BACKENDS", "PRECISIONS", "Artifacts", "check_precision", "onnx_name", "open_backend", "plan_name",
+__all__ = ["BACKENDS", "PRECISIONS", "Artifacts", "check_precision", "onnx_name", "plan_name",
            "plan_sidecar_path", "sidecar_path", "stem"]

@@ -22,10 +22,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -33,9 +32,10 @@ from rerankrt.core.errors import InputError, ModelFileError
 from rerankrt.data.dataset_layout import DatasetLayout
 from rerankrt.data.descriptors import COL_MASK, META_COLUMNS, LocalDescriptorFile, read_global
 from rerankrt.data.extraction import weights_record
-from rerankrt.runtime.artifacts import Artifacts
+from rerankrt.runtime.feeds import Backend
 from rerankrt.runtime.loops import LOOPS, reranker_for
-from rerankrt.search.backends import DEFAULT_ARTIFACTS, backend_kind, open_model
+from rerankrt.runtime.request import BackendRequest, resolve
+from rerankrt.search.backends import open_model
 from rerankrt.search.first_stage import GraphFirstStage, normalised
 from rerankrt.search.index import SearchIndex, read_record
 from rerankrt.search.protocols import FirstStage
@@ -47,6 +47,9 @@ FIRST_STAGE = "first-stage"
 DEFAULT_TOP = 10
 #: the extraction settings of a gallery that records none (`rerankrt extract`'s defaults)
 DEFAULT_EXTRACTION = {"imsize": 770, "topk": 700}
+#: the torch weights a search takes by role: the extractor's backbone and detector, the re-ranker's, RAML's
+#: 224-px student (an index with RAML's first stage)
+WEIGHTS = ("extractor", "detector", "rerank", "raml")
 
 
 @dataclass(frozen=True)
@@ -126,37 +129,51 @@ class Searcher:
     those models; they are checked against the index all the same."""
 
     def __init__(self, index: str | os.PathLike | Sequence[str | os.PathLike] | SearchIndex | ShardedIndex,
-                 artifacts: str | os.PathLike | None = None, backend: str = "auto",
-                 precision: str = "fp32", device: str = "cpu", checkpoint: str | os.PathLike | None = None,
-                 detector: str | os.PathLike | None = None, rerank_checkpoint: str | os.PathLike | None = None,
-                 rerank: str | None = "index", imsize: int | None = None, topk: int | None = None,
-                 log: Callable[[str], None] = lambda message: None, models: dict | None = None,
-                 raml_checkpoint: str | os.PathLike | None = None, exact_graph: bool | None = None) -> None:
+                 request: BackendRequest | None = None, rerank: str | None = "index",
+                 weights: Mapping[str, str | os.PathLike | None] | None = None,
+                 extraction: Mapping[str, int | None] | None = None, log: Callable[[str], None] = lambda message: None,
+                 models: dict | None = None, exact_graph: bool | None = None) -> None:
         self.index = index if isinstance(index, (SearchIndex, ShardedIndex)) else open_index(index)
         self.models = dict(models or {})
         self.log = log
-        self._open: dict[str, Any] = {"backend": backend, "artifacts": artifacts, "precision": precision,
-                                      "device": device, "log": log}
-        self._extractor_files = {"checkpoint": checkpoint, "parts": {"detector": detector} if detector else None}
-        self._raml_checkpoint = raml_checkpoint
+        self._request = (request or BackendRequest()).replace(checkpoint=None, parts={})
+        given = {k: v for k, v in (weights or {}).items() if v}
+        unknown = sorted(set(given) - set(WEIGHTS))
+        if unknown:
+            raise ValueError(f"weights: {', '.join(unknown)}: expected some of {', '.join(WEIGHTS)}")
+        self._weights = given
         self.raml = None
-        extraction = self.index.extractor or DEFAULT_EXTRACTION
-        self.imsize = _positive("imsize", imsize) if imsize is not None else int(extraction["imsize"])
-        self.topk = _positive("topk", topk) if topk is not None else int(extraction["topk"])
-        if checkpoint or detector:  # the torch extractor's files: refused now for a backend that takes none
-            backend_kind(backend, True, artifacts)
+        recorded = self.index.extractor or DEFAULT_EXTRACTION
+        asked = {k: v for k, v in (extraction or {}).items() if v is not None}
+        unknown = sorted(set(asked) - set(DEFAULT_EXTRACTION))
+        if unknown:
+            raise ValueError(f"extraction: {', '.join(unknown)}: expected imsize and/or topk")
+        self.imsize = _positive("imsize", asked["imsize"]) if "imsize" in asked else int(recorded["imsize"])
+        self.topk = _positive("topk", asked["topk"]) if "topk" in asked else int(recorded["topk"])
+        if "extractor" in given or "detector" in given:  # the torch extractor's files: refused now where unused
+            resolve(EXTRACTOR, self._extractor_request())
         self._said: set[str] = set()
         self._stack = contextlib.ExitStack()
         self.extractor = None
         self.model = self.index.model if rerank == "index" else rerank
         try:
-            self._open_reranker(rerank_checkpoint)
+            self._open_reranker()
             self._open_first_stage(exact_graph)
         except BaseException:
             self._stack.close()
             raise
 
-    def _open_reranker(self, checkpoint) -> None:
+    def _extractor_request(self) -> BackendRequest:
+        """The request of the DINOv2 extractor: the torch weights `weights` names for it."""
+        detector = self._weights.get("detector")
+        return self._request.replace(checkpoint=self._weights.get("extractor"),
+                                     parts={"detector": detector} if detector else {})
+
+    def _open(self, name: str, request: BackendRequest, flag: str = "--checkpoint") -> Backend:
+        """A backend the caller gave (`models`), else `name` opened from `request` on this searcher's stack."""
+        return self.models.get(name) or self._stack.enter_context(open_model(name, request, flag, self.log))
+
+    def _open_reranker(self) -> None:
         self.encoder = self.scorer = None
         if self.model is None:
             return
@@ -168,15 +185,14 @@ class Searcher:
                                  f"(search it with --rerank none, or build one with `rerankrt index build --model "
                                  f"{self.model}`)")
         info = get_info(self.model)
+        rerank = self._request.replace(checkpoint=self._weights.get("rerank"))
         if info.loop is not None and LOOPS[info.loop].reads_globals:  # one list-wise graph over globals and locals
-            self.scorer = self.models.get(self.model) or self._stack.enter_context(open_model(
-                self.model, checkpoint=checkpoint, flag="--rerank-checkpoint", **self._open))
+            self.scorer = self._open(self.model, rerank, "--rerank-checkpoint")
             self.index.store.check_reranker(self.scorer.meta)
             return
         assert info.store is not None  # a re-ranker with a store in an index: AMES (encoder, scorer) or LOCORE
         encoder, scorer = info.store
-        self.encoder, self.scorer = (self.models.get(name) or self._stack.enter_context(open_model(
-            name, checkpoint=checkpoint, flag="--rerank-checkpoint", **self._open)) for name in (encoder, scorer))
+        self.encoder, self.scorer = (self._open(name, rerank, "--rerank-checkpoint") for name in (encoder, scorer))
         self.index.store.check_encoder(self.encoder.meta)
         self.index.store.check_scorer(self.scorer.meta)
 
@@ -184,18 +200,16 @@ class Searcher:
         """An exact first stage through the `first-stage` graph where asked (`exact_graph`), or by default where
         the engines run: `--backend trt`, or `auto` with a first-stage engine in the artifacts. Its gallery is
         copied to the device once (`GraphFirstStage`)."""
-        backend, artifacts = self._open["backend"], self._open["artifacts"]
         shards = getattr(self.index, "shards", [self.index])
         exact = all(s.globals is not None for s in shards)
         if exact_graph and not exact:
             raise InputError(f"exact_graph: the first stage of {self.index.path} is approximate (faiss); the "
                              f"{FIRST_STAGE} graph scans an exact one")
         if exact_graph is None:
-            engine = Artifacts(Path(artifacts or DEFAULT_ARTIFACTS)).plan(FIRST_STAGE, self._open["precision"])
-            exact_graph = exact and (backend == "trt" or (backend == "auto" and engine.is_file()))
+            exact_graph = exact and self._request.runs_engine(FIRST_STAGE)
         if not exact_graph:
             return
-        graph = self.models.get(FIRST_STAGE) or self._stack.enter_context(open_model(FIRST_STAGE, **self._open))
+        graph = self._open(FIRST_STAGE, self._request)
         stages: list[FirstStage] = [GraphFirstStage(graph, s.globals) for s in shards]
         if isinstance(self.index.first_stage, ShardedFirstStage):
             self.index.first_stage.stages = stages
@@ -207,22 +221,20 @@ class Searcher:
     def _extractor(self):
         """The extractor, opened on the first image query and checked against the gallery's."""
         if self.extractor is None:
-            files = self._extractor_files
-            backend = self.models.get(EXTRACTOR) or self._stack.enter_context(open_model(
-                EXTRACTOR, checkpoint=files["checkpoint"], parts=files["parts"], **self._open))
+            backend = self._open(EXTRACTOR, self._extractor_request())
             self.check_extractor(weights_record(backend.meta))
             self.extractor = backend
         return self.extractor
 
     def _raml(self):
         """RAML's query encoder for an index with RAML's first stage, opened on the first query: torch with
-        `raml_checkpoint` (as `extract --raml-checkpoint`), else `backend` over the artifacts."""
+        the "raml" weights (as `extract --raml-checkpoint`), else the request over the artifacts."""
         if self.raml is None:
             from rerankrt.data.images import RamlEncoder
 
-            kind = "torch" if self._raml_checkpoint else self._open["backend"]
-            backend = self.models.get("raml") or self._stack.enter_context(open_model(
-                "raml", checkpoint=self._raml_checkpoint, flag="--raml-checkpoint", **(self._open | {"backend": kind})))
+            checkpoint = self._weights.get("raml")
+            request = self._request.replace(kind="torch", checkpoint=checkpoint) if checkpoint else self._request
+            backend = self._open("raml", request, "--raml-checkpoint")
             self.raml = RamlEncoder(backend)
         return self.raml
 
