@@ -105,18 +105,27 @@ def deployed(results: dict) -> list[str]:
     """Every deployed form of each model side by side (the profiler's report prints the same table)."""
     from rerankrt.bench.report import deployed as table
 
-    return table(results)[2:-2]  # the table alone: its heading and its note are the page's
+    return table(results)[2:-3]  # the table alone: its heading and its note are the page's
 
 
 def operators(results: dict) -> list[str]:
     """Where ONNX Runtime's time goes, by operator type (the profiler's report prints the same table)."""
     from rerankrt.bench.report import operators as table
 
-    return table(results)[2:-2]
+    return table(results)[2:-3]
 
 
-RENDERERS = {"deployed": deployed, "operators": operators, "backends": backends, "comparison": comparison,
-             "store": store, "scale": scale, "serve_load": serve_load, "search_scale": search_scale, "search": search}
+def options(result: dict) -> list[str]:
+    """ONNX Runtime's session options side by side (`python -m rerankrt.bench.ort_options`)."""
+    base = result["median_ms"]["rerankrt"]
+    lines = ["| session options | median ms | vs rerankrt's |", "|---|---:|---:|"]
+    lines += [f"| {name} | {_ms(ms)} | {ms / base:.2f}× |" for name, ms in result["median_ms"].items()]
+    return lines
+
+
+RENDERERS = {"deployed": deployed, "options": options, "operators": operators, "backends": backends,
+             "comparison": comparison, "store": store, "scale": scale, "serve_load": serve_load,
+             "search_scale": search_scale, "search": search}
 
 
 def rewrite(text: str, root: Path = ROOT) -> str:

@@ -245,8 +245,8 @@ CASES = [
          r"NaN or infinite values in 1 tensor\(s\): mtc_token",
          setup=lambda w: _ames_checkpoint(w, lambda sd: sd["mtc_token"].__setitem__(0, float("nan")))),
     # --- one clear error, no traceback ---------------------------------------------------------------
-    Case("truncated graph", [*RERANK, "--out", "o.pkl"], r"art/ames.onnx: ONNX Runtime cannot load it",
-         setup=lambda w: (w / "art/ames.onnx").write_bytes((w / "art/ames.onnx").read_bytes()[:5000])),
+    Case("truncated graph", [*RERANK, "--out", "o.pkl"], r"art/ames.ort.onnx: ONNX Runtime cannot load it",
+         setup=lambda w: (w / "art/ames.ort.onnx").write_bytes((w / "art/ames.ort.onnx").read_bytes()[:5000])),
     Case("missing graph", [*RERANK, "--out", "o.pkl"], r"no graph art/ames.onnx: export it",
          setup=lambda w: (w / "art/ames.onnx").unlink()),
     Case("sidecar without config", [*RERANK, "--out", "o.pkl"], r"config: missing",

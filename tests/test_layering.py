@@ -45,3 +45,10 @@ def test_imports_stay_light(module, absent):
     code = f"import sys, {module}; print(sorted(m for m in {absent!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_command_is_a_small_module():
+    """The CLI is one module per command group, each parse → one library call → print: none over 250 lines."""
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "src" / "rerankrt" / "cli").glob("*.py")}
+    assert {"main.py", "args.py", "export.py", "datasets.py", "search.py", "bench.py", "serve.py"} <= set(sizes)
+    assert max(sizes.values()) <= 250, sizes

@@ -48,10 +48,23 @@ def exported(request, tmp_path_factory):
     return name, out, meta
 
 
+#: the models where onnxscript's ONNX Runtime fusions apply (attention, skip-LayerNorm): a fused graph beside
+FUSES = {"ames", "ames-dist", "ames-scorer", "ames-dist-scorer", "rrt", "locore", "locore-small", "r2former",
+         "dinov2-extractor"}
+
+
 def test_export_writes_both_graphs_and_the_sidecar(exported):
     name, out, meta = exported
-    assert sorted(p.name for p in out.iterdir()) == sorted([f"{name}.onnx", f"{name}.fp16.onnx", f"{name}.json"])
+    fused = [f"{name}.ort.onnx"] if name in FUSES else []
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{name}.onnx", f"{name}.fp16.onnx", f"{name}.json",
+                                                            *fused])
     side = json.loads(meta.read_text())
+    assert {p: e["file"] for p, e in side["fused"].items()} == ({"fp32": fused[0]} if fused else {})
+    if fused:
+        import onnx as onnx_
+
+        ops = {n.op_type for n in onnx_.load(str(out / fused[0])).graph.node if n.domain == "com.microsoft"}
+        assert "MultiHeadAttention" in ops and side["fused"]["fp32"]["fusions"]["sdpa"] > 0
     spec = spec_for(name, _config(name))
     assert side["model"] == name and side["opset"] == 20 and side["checkpoint"] is None
     assert side["files"] == {"fp32": f"{name}.onnx", "fp16": f"{name}.fp16.onnx"}
@@ -88,6 +101,8 @@ def test_ladder_passes(exported):
                 "(d) PyTorch .half() overflow check"}
     if name not in ("raml", "cvnet-backbone", "ames-encoder", "ames-dist-encoder"):
         expected.add("(f) FP16 vs FP32 ranking agreement")  # the re-rankers, the baselines included
+    if name in FUSES:  # the fused graph through the same ladder
+        expected |= {"(a) onnx checker + shape inference [fp32 fused]", "(b) ONNX Runtime fused FP32 vs PyTorch FP32"}
     assert set(names) == expected
 
 
@@ -156,10 +171,15 @@ def test_injected_op_fails_validate(exported, tmp_path, capsys):
     onnx.save(model, str(tmp_path / "ames.onnx"))
     assert main(["validate", str(tmp_path / "ames.onnx")]) == 1
     table = capsys.readouterr().out
-    lint_row = "(e) TensorRT parser lint [fp32]              FAIL    ops TensorRT parses badly or not at all: NonZero"
-    assert lint_row in table
-    assert "(e) TensorRT parser lint [fp16]              PASS" in table
+    assert _row(table, "(e) TensorRT parser lint [fp32]") == "FAIL    ops TensorRT parses badly or not at all: NonZero"
+    assert _row(table, "(e) TensorRT parser lint [fp16]").startswith("PASS")
     assert table.rstrip().endswith("1 check(s) FAILED")
+
+
+def _row(table: str, check: str) -> str:
+    """The result and detail of one check's row of a ladder's table (the columns padded to the widest name)."""
+    line = next(line for line in table.splitlines() if line.startswith(check + " "))
+    return line[len(check):].strip()
 
 
 # --- bad input ----------------------------------------------------------------------------------------
@@ -178,11 +198,11 @@ def test_a_sidecar_whose_dims_differ_from_the_graph_fails_before_any_runner(expo
     row = ("FAIL    input q_desc: the sidecar's dims [pairs, query_descriptors, 384], the graph's "
            "[pairs, query_descriptors, 768]; input db_desc: the sidecar's configuration makes dims "
            "[pairs, db_descriptors, 384], the graph's are [pairs, db_descriptors, 768]")
-    assert f"(a) graph I/O = sidecar I/O [fp32]         {row}" in table
-    assert f"(a) graph I/O = sidecar I/O [fp16]         {row}" in table
-    assert "(b)–(f) comparisons                        SKIP    not run: the graph and its sidecar disagree" in table
+    for graph in ("fp32", "fp16", "fp32 fused"):  # every graph of the sidecar, the fused form among them
+        assert _row(table, f"(a) graph I/O = sidecar I/O [{graph}]") == row
+    assert _row(table, "(b)–(f) comparisons").startswith("SKIP    not run: the graph and its sidecar disagree")
     assert not any(line.startswith(("(b) ONNX", "(c)", "(d)", "(f)")) for line in table.splitlines())
-    assert table.rstrip().endswith("2 check(s) FAILED")
+    assert table.rstrip().endswith("3 check(s) FAILED")
 
 
 @pytest.mark.parametrize("exported", ["raml"], indirect=True)
@@ -220,7 +240,9 @@ def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     ({"opset": 16}, ValueError, "opset: expected 17–20 (or 23), got 16"),
-    ({"precision": "int8"}, ValueError, "precision: expected fp32, fp16 or both, got 'int8'"),
+    ({"precision": "int4"}, ValueError, "precision: expected fp32, fp16, int8 or both, got 'int4'"),
+    ({"precision": "int8"}, ValueError, "--precision int8 needs --calibration DATA (a dataset folder in the official "
+                                        "layout)"),
     ({"profiles": {"pairs": Profile(10, 5, 20)}}, ValueError,
      "profile pairs: expected 1 ≤ min ≤ opt ≤ max, got 10/5/20"),
     ({"profiles": {"pairs": Profile(5, 10, 20)}}, ValueError,

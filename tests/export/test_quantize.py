@@ -98,26 +98,28 @@ def test_ort_loads_the_fused_graph_when_present(exported, tmp_path):
     assert Artifacts(copy).find("ames", "fp32", "ort") == copy / "ames.onnx"
 
 
-def _refused(capsys, argv, out):
-    """The export's exit status 1 and its one error line (after its progress lines); nothing written."""
-    assert main(argv) == 1
-    err = capsys.readouterr().err.strip().splitlines()
+def _refused(data, out):
+    """The INT8 export's refusal: one line with the figures, and nothing written."""
+    from rerankrt.core.errors import QuantizationError
+    from rerankrt.export.onnx_export import export_model
+
+    with pytest.raises(QuantizationError) as e:
+        export_model("ames", out_dir=out, precision="int8", calibration=data, **SMALL)
+    assert "\n" not in str(e.value)
     assert not out.exists() or not any(out.iterdir())
-    return err[-1]
+    return str(e.value)
 
 
-def test_all_zero_descriptors_cannot_calibrate(tmp_path, capsys):
+def test_all_zero_descriptors_cannot_calibrate(tmp_path):
     data = _synth(tmp_path / "data")
     for split, n, k in (("query", 6, 20), ("gallery", 60, 10)):
         write_local(data / f"dinov2_{split}_local.hdf5", np.zeros((n, k, 768), np.float32), np.zeros((n, k), bool))
-    out = tmp_path / "art"
-    line = _refused(capsys, ["export", "ames", "--precision", "int8", "--calibration", str(data), "--out", str(out),
-                             "--parts", "whole"], out)
-    assert line.startswith("rerankrt export: --precision int8: no quantization of ames keeps the FP32 ranking on ")
+    line = _refused(data, tmp_path / "art")
+    assert line.startswith("--precision int8: no quantization of ames keeps the FP32 ranking on ")
     assert "Spearman n/a" in line and "needed Spearman ≥ 0.98 and top-10 ≥ 0.9); nothing written" in line
 
 
-def test_one_gallery_image_cannot_calibrate(tmp_path, capsys):
+def test_one_gallery_image_cannot_calibrate(tmp_path):
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
     data.mkdir()
@@ -128,10 +130,21 @@ def test_one_gallery_image_cannot_calibrate(tmp_path, capsys):
     write_global(data / "dinov2_query_global.pt", q.mean(1))
     write_global(data / "dinov2_gallery_global.pt", g.mean(1))
     write_nn(data / "nn_superglobal.pkl", np.ones((4, 1), np.float32), np.zeros((4, 1), np.int64))
-    out = tmp_path / "art"
-    line = _refused(capsys, ["export", "ames", "--precision", "int8", "--calibration", str(data), "--out", str(out),
-                             "--parts", "whole"], out)
+    line = _refused(data, tmp_path / "art")
     assert "no quantization of ames keeps the FP32 ranking" in line and "Spearman n/a" in line
+
+
+def test_a_refused_int8_export_exits_1_with_its_one_line(tmp_path, capsys, monkeypatch):
+    from rerankrt.core.errors import QuantizationError
+
+    def refuse(*args, **kwargs):
+        raise QuantizationError("--precision int8: no quantization of ames keeps the FP32 ranking on D (…)")
+
+    monkeypatch.setattr("rerankrt.export.pipeline.export_and_validate", refuse)
+    assert main(["export", "ames", "--precision", "int8", "--calibration", str(tmp_path), "--out",
+                 str(tmp_path / "a")]) == 1
+    assert capsys.readouterr().err == ("rerankrt export: --precision int8: no quantization of ames keeps the FP32 "
+                                       "ranking on D (…)\n")
 
 
 def test_int8_needs_calibration_and_a_loop(tmp_path, capsys):

@@ -214,7 +214,7 @@ def test_cli_builds_describes_and_reranks_from_a_store(checkpoints, tmp_path, ca
     assert capsys.readouterr().out.count("all checks passed") == 3
     assert sorted(p.name for p in art.iterdir()) == [
         "ames-dist-encoder.json", "ames-dist-encoder.onnx", "ames-dist-scorer.json", "ames-dist-scorer.onnx",
-        "ames-dist.json", "ames-dist.onnx"]
+        "ames-dist-scorer.ort.onnx", "ames-dist.json", "ames-dist.onnx", "ames-dist.ort.onnx"]
     store = tmp_path / "store"
     common = ["--backend", "ort", "--artifacts", str(art), "--data", str(data)]
     assert main(["rerank", "--model", "ames-dist", *common, "--shortlist", "20",

@@ -174,9 +174,9 @@ def test_check_validates_the_warm_up_against_the_inputs(repo, tmp_path):
     warm.inputs["q_mask"].data_type = _dtype("TYPE_FP32")
     path.write_text(text_format.MessageToString(config))
     assert check_repository(broken) == [
-        f"{path}: model_warmup 'opt_shapes' input db_desc: dims [2000, 768], expected ['db_descriptors 1…1024', 768]",
         f"{path}: model_warmup 'opt_shapes' input q_desc: dims [600, 512], expected ['query_descriptors 1…1024', 768]",
         f"{path}: model_warmup 'opt_shapes' input q_mask: data_type TYPE_FP32, expected TYPE_BOOL",
+        f"{path}: model_warmup 'opt_shapes' input db_desc: dims [2000, 768], expected ['db_descriptors 1…1024', 768]",
     ]
 
 

@@ -127,3 +127,32 @@ def format_table(dataset: str, tables: dict[str, dict]) -> str:
                 cells = "  ".join(f"{p[0].upper()} {100 * t[p]['map']:.2f}" for p in ("easy", "medium", "hard"))
             lines.append(f"{dataset:<10} {name:<14} {column:<12} mAP  {cells}")
     return "\n".join(lines)
+
+
+def evaluate(model: str, request, data: str | os.PathLike, dataset: str, precisions: list[str],
+             shortlist: int | None = None, desc: str = "dinov2", nn_file: str = "nn_superglobal.pkl",
+             lam: float | None = None, gamma: float | None = None, plus1m: bool = False, index=None,
+             settings: dict | None = None, log: Callable[[str], None] = lambda m: None) -> dict:
+    """`rerankrt eval`: `model` at each of `precisions` (one, or two compared) from `request` (a
+    `BackendRequest`; its precision is each one in turn), from `index`'s store where given: {"tables":
+    {"MODEL PRECISION": `score`'s table}, and with two precisions their `comparison` ("agreement",
+    "map_delta")}."""
+    import contextlib
+
+    from rerankrt.runtime.loops import released_settings
+    from rerankrt.search.backends import open_reranking
+
+    results, tables, s = {}, {}, shortlist or 0
+    for precision in precisions:
+        with contextlib.ExitStack() as stack:
+            loop = open_reranking(stack, model, request.replace(precision=precision), index, log=log)
+            backend = loop.pop("backend")
+            results[precision] = rankings(backend, data, dataset, shortlist, desc, nn_file, lam, gamma, plus1m,
+                                          log=log, settings=settings, **loop)
+            tables[f"{model} {precision}"] = score(dataset, results[precision])
+            s = shortlist or released_settings(backend.meta)["shortlist"]
+    report: dict = {"tables": tables}
+    if len(precisions) == 2:
+        a, b = precisions
+        report |= comparison(results[a], results[b], tables[f"{model} {a}"], tables[f"{model} {b}"], s)
+    return report

@@ -111,8 +111,8 @@ def _check_warmup(config, meta: dict, precision: str, batched: bool) -> list[str
         if set(w.inputs) != set(inputs):
             problems.append(f"model_warmup {w.name!r}: inputs {sorted(w.inputs)}, expected {sorted(inputs)}")
             continue
-        for name, sample in w.inputs.items():
-            t = inputs[name]
+        for name, t in inputs.items():  # in the model's input order
+            sample = w.inputs[name]
             want_type = TRITON_DTYPES[t["dtype"][precision]]
             if model_config_pb2.DataType.Name(sample.data_type) != want_type:
                 problems.append(f"model_warmup {w.name!r} input {name}: data_type "
