@@ -205,7 +205,7 @@ def test_compare_two_runs(run, tmp_path, capsys):
     assert table.rstrip().endswith("1 case(s) measured by one run only are left out.")
     (tmp_path / "bad.json").write_text(json.dumps({"schema": "rerankrt-bench/1"}))
     assert main(["bench", "--compare", str(out / "results.json"), str(tmp_path / "bad.json")]) == 2
-    assert "expected a results.json of schema 'rerankrt-bench/2', got 'rerankrt-bench/1'" in capsys.readouterr().err
+    assert "bad.json: expected schema 'rerankrt-bench/2', got 'rerankrt-bench/1'" in capsys.readouterr().err
 
 
 def test_presets_and_bad_arguments(capsys):

@@ -13,11 +13,11 @@ holds every row. `compare_runs` puts two runs side by side (FP32 vs FP16, or two
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 
 from rerankrt.core.atomic import atomic_output
+from rerankrt.core.manifest import read_tagged_json
 from rerankrt.models import MODELS
 
 #: the version of results.json: written by the profiler, read here (and by --compare)
@@ -269,17 +269,8 @@ def _save(fig, path: Path) -> None:
 
 
 def load_results(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file (a results.json of `rerankrt bench`)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(results, dict) or results.get("schema") != SCHEMA:
-        found = results.get("schema") if isinstance(results, dict) else type(results).__name__
-        raise ValueError(f"{path}: expected a results.json of schema {SCHEMA!r}, got {found!r}")
-    return results
+    return read_tagged_json(Path(path), (SCHEMA,), missing="no such file (a results.json of `rerankrt bench`)",
+                            key="schema", missing_error=FileNotFoundError)
 
 
 def compare_runs(a: dict, b: dict, names: tuple[str, str] = ("A", "B")) -> str:

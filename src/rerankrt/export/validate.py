@@ -281,36 +281,14 @@ def validate(onnx_path: str | Path, checkpoint: str | Path | None = None, model=
                                                     f"sidecar, missing")
     protos = {p: (model_proto if g.resolve() == path.resolve() else load_onnx(g)) for p, g in graphs.items()}
 
-    import onnx
-
     mismatched = False
     for p, proto in protos.items():
-        mismatch = _io_mismatch(proto, meta, p, spec)
-        if mismatch:
-            mismatched = True
-            report.add(f"(a) graph I/O = sidecar I/O [{p}]", False, "; ".join(mismatch))
-        try:
-            onnx.checker.check_model(proto, full_check=True)
-            report.add(f"(a) onnx checker + shape inference [{p}]", True, f"{len(proto.graph.node)} nodes")
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-            report.add(f"(a) onnx checker + shape inference [{p}]", False, str(e).splitlines()[0])
+        mismatched |= _check_graph(proto, p, meta, spec, report)
         problems = lint(proto, spec)
         report.add(f"(e) TensorRT parser lint [{p}]", not problems, "; ".join(problems) or
                    f"opset {meta['opset']}, {len({n.op_type for n in proto.graph.node})} op types, all supported")
-
-    for p, g in fused.items():
-        proto = load_onnx(g)
-        mismatch = _io_mismatch(proto, meta, p, spec)
-        if mismatch:
-            mismatched = True
-            report.add(f"(a) graph I/O = sidecar I/O [{p} fused]", False, "; ".join(mismatch))
-        try:
-            onnx.checker.check_model(proto, full_check=True)
-            ops = sorted({n.op_type for n in proto.graph.node if n.domain == "com.microsoft"})
-            report.add(f"(a) onnx checker + shape inference [{p} fused]", True,
-                       f"{len(proto.graph.node)} nodes; ONNX Runtime's {', '.join(ops) or 'none'}")
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-            report.add(f"(a) onnx checker + shape inference [{p} fused]", False, str(e).splitlines()[0])
+    for p, g in fused.items():  # ONNX Runtime's own operators: not linted for TensorRT
+        mismatched |= _check_graph(load_onnx(g), p, meta, spec, report, fused=True)
     if mismatched:  # the feeds would follow the sidecar, not the graph: no runner can start
         report.add("(b)–(f) comparisons", None, "not run: the graph and its sidecar disagree (export it again)")
         return report
@@ -363,6 +341,25 @@ def _int8_checks(proto, session, fused, meta: dict, spec: ExportSpec, feeds: lis
         return
     agreed = Agreement.from_dict(recorded)
     report.add("(g) INT8 ranking agreement (at export)", agreed.ok, agreed.text())
+
+
+def _check_graph(proto, precision: str, meta: dict, spec: ExportSpec, report: Report, fused: bool = False) -> bool:
+    """(a) of one graph: its I/O against the sidecar's (True where they disagree), the onnx checker with
+    strict shape inference."""
+    import onnx
+
+    label = f"{precision} fused" if fused else precision
+    mismatch = _io_mismatch(proto, meta, precision, spec)
+    if mismatch:
+        report.add(f"(a) graph I/O = sidecar I/O [{label}]", False, "; ".join(mismatch))
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        ops = sorted({n.op_type for n in proto.graph.node if n.domain == "com.microsoft"})
+        report.add(f"(a) onnx checker + shape inference [{label}]", True, f"{len(proto.graph.node)} nodes"
+                   + (f"; ONNX Runtime's {', '.join(ops) or 'none'}" if fused else ""))
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        report.add(f"(a) onnx checker + shape inference [{label}]", False, str(e).splitlines()[0])
+    return bool(mismatch)
 
 
 def _dims(value) -> list[str | int]:

@@ -10,11 +10,11 @@ embed it in theirs (`runtime.plan`).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 from rerankrt.core.errors import ModelFileError
+from rerankrt.core.manifest import read_tagged_json
 from rerankrt.runtime.feeds import DTYPES
 from rerankrt.runtime.naming import PRECISIONS, sidecar_path
 
@@ -61,17 +61,9 @@ def precision_of(onnx_path: str | os.PathLike, meta: dict) -> str:
 
 def read_json_sidecar(owner: str | os.PathLike, path: Path, fmt: str, writer: str) -> dict:
     """The JSON sidecar `path` of file `owner`, checked for its format tag."""
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelFileError(f"{owner}: its sidecar {path} is missing (written by `{writer}`)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != fmt:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise ModelFileError(f"{path}: expected format {fmt!r}, got {found!r} (written by another rerankrt: "
-                             f"run `{writer}` again)")
-    return meta
+    return read_tagged_json(path, (fmt,), str(owner) if Path(owner) != path else None,
+                            f"its sidecar {path} is missing (written by `{writer}`)",
+                            f" (written by another rerankrt: run `{writer}` again)", error=ModelFileError)
 
 
 def read_sidecar(onnx_path: str | os.PathLike) -> dict:

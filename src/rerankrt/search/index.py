@@ -38,6 +38,7 @@ import numpy as np
 
 from rerankrt.core.atomic import staging_folder, swap_in
 from rerankrt.core.errors import DescriptorFileError, InputError, ModelFileError
+from rerankrt.core.manifest import read_tagged_json
 from rerankrt.data.dataset_layout import DatasetLayout
 from rerankrt.data.descriptors import LocalDescriptorFile, read_global
 from rerankrt.data.extraction import RECORD_FORMAT
@@ -81,21 +82,12 @@ def open_rerank_store(path: Path) -> RerankStore:
     return LocoreStore(path) if found == LOCORE_FORMAT else ames_store.AmesStore(path)
 
 
-def _manifest(path: Path) -> dict:
+def read_index_manifest(path: Path) -> dict:
     """The manifest of an index or a store folder; a missing or foreign one is an error that says how to
     rebuild."""
-    manifest = path / MANIFEST
-    if not manifest.is_file():
-        why = "no such folder" if not path.exists() else f"no {MANIFEST} (not an index, or an unfinished build)"
-        raise ModelFileError(f"index {path}: {why}")
-    try:
-        m = json.loads(manifest.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"index {path}: {MANIFEST} is not valid JSON ({e}): {rebuild_hint()}") from None
-    if not isinstance(m, dict) or m.get("format") not in (FORMAT, SHARDS_FORMAT, ames_store.FORMAT):
-        found = m.get("format") if isinstance(m, dict) else type(m).__name__
-        raise ModelFileError(f"index {path}: expected format {FORMAT!r}, got {found!r}: {rebuild_hint()}")
-    return m
+    why = "no such folder" if not path.exists() else f"no {MANIFEST} (not an index, or an unfinished build)"
+    return read_tagged_json(path / MANIFEST, (FORMAT, SHARDS_FORMAT, ames_store.FORMAT), f"index {path}", why,
+                            f": {rebuild_hint()}", error=ModelFileError)
 
 
 class SearchIndex:
@@ -106,7 +98,7 @@ class SearchIndex:
 
     def __init__(self, path: str | os.PathLike, first_stage: bool = True) -> None:
         self.path = Path(path)
-        m = self.manifest = _manifest(self.path)
+        m = self.manifest = read_index_manifest(self.path)
         if m["format"] == ames_store.FORMAT:
             raise ModelFileError(f"index {self.path}: an AMES store, not a search index (no first stage): "
                                  f"{rebuild_hint(m['model'])}")
@@ -152,7 +144,7 @@ def index_info(path: str | os.PathLike) -> dict:
     """What `rerankrt index info` prints of an index (or of an older store folder): the manifest's facts and
     the bytes per image of each part and in total, measured from the files (manifests included)."""
     path = Path(path)
-    if _manifest(path)["format"] == ames_store.FORMAT:
+    if read_index_manifest(path)["format"] == ames_store.FORMAT:
         return ames_store.store_info(path)
     index = SearchIndex(path)
     m = index.manifest

@@ -27,7 +27,7 @@ import numpy as np
 
 from rerankrt.core.errors import InputError, ModelFileError
 from rerankrt.search import store as ames_store
-from rerankrt.search.index import MANIFEST, SHARDS_FORMAT, SearchIndex, _manifest, index_info, rebuild_hint
+from rerankrt.search.index import MANIFEST, SHARDS_FORMAT, SearchIndex, index_info, read_index_manifest, rebuild_hint
 from rerankrt.search.locore_store import LocoreStore
 from rerankrt.search.protocols import FirstStage, RerankStore
 from rerankrt.search.store import AmesStore
@@ -164,7 +164,7 @@ def open_index(index: str | os.PathLike | Sequence[str | os.PathLike],
         paths = list(index)
         return SearchIndex(paths[0], first_stage) if len(paths) == 1 else ShardedIndex(paths, None, first_stage)
     path = Path(index)
-    m = _manifest(path)
+    m = read_index_manifest(path)
     if m["format"] != SHARDS_FORMAT:
         return SearchIndex(path, first_stage)
     opened = ShardedIndex(_shard_paths(path, m), path, first_stage)
@@ -179,7 +179,7 @@ def open_store(path: str | os.PathLike) -> AmesStore | ShardedStore:
     """The AMES store of an index or a shard set (by gallery row), or a store folder as `index build`
     wrote it before indexes."""
     path = Path(path)
-    m = _manifest(path)
+    m = read_index_manifest(path)
     if m["format"] == ames_store.FORMAT:
         return ames_store.AmesStore(path)
     index = open_index(path)
@@ -195,7 +195,7 @@ def shards_info(path: str | os.PathLike) -> dict:
     """`index_info` of an index, a store folder or a shard set: a set's totals over its shards (bytes per
     image counted from every file, its own manifest included) and each shard's own info under `shards`."""
     path = Path(path)
-    m = _manifest(path)
+    m = read_index_manifest(path)
     if m["format"] != SHARDS_FORMAT:
         return index_info(path)
     open_index(path)  # validated as a whole

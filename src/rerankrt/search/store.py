@@ -29,6 +29,7 @@ import numpy as np
 
 from rerankrt.core.atomic import staging_folder, swap_in
 from rerankrt.core.errors import InputError, ModelFileError
+from rerankrt.core.manifest import read_tagged_json
 from rerankrt.data.descriptors import LocalDescriptorFile
 
 FORMAT = "rerankrt-ames-store/1"
@@ -54,18 +55,8 @@ def _checkpoint_sha(meta: dict) -> str | None:
 
 def read_manifest(path: Path, form: str) -> dict:
     """A store folder's manifest, of format `form`; a missing, unreadable or foreign one is a ModelFileError."""
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        why = "no such folder" if not path.exists() else f"no {MANIFEST} (not a store, or an unfinished build)"
-        raise ModelFileError(f"store {path}: {why}")
-    try:
-        m = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"store {path}: {MANIFEST} is not valid JSON ({e})") from None
-    if not isinstance(m, dict) or m.get("format") != form:
-        found = m.get("format") if isinstance(m, dict) else type(m).__name__
-        raise ModelFileError(f"store {path}: expected format {form!r}, got {found!r}")
-    return m
+    why = "no such folder" if not path.exists() else f"no {MANIFEST} (not a store, or an unfinished build)"
+    return read_tagged_json(path / MANIFEST, (form,), f"store {path}", why, error=ModelFileError)
 
 
 class AmesStore:
