@@ -14,7 +14,7 @@ import pytest
 from rerankrt.bench.store_scale import synthesize_store
 from rerankrt.bench.synth import low_rank_globals
 from rerankrt.core.errors import InputError, ModelFileError
-from rerankrt.search.first_stage import FAISS_FILE, resolve, sample_rows
+from rerankrt.search.first_stage import FAISS_FILE, ivf_lists, ivf_pq, sample_rows
 from rerankrt.search.index import SearchIndex, index_info, write_index
 from rerankrt.search.shards import open_index
 
@@ -87,12 +87,15 @@ def test_faiss_first_stage_within_its_recorded_recall(tmp_path, gallery, factory
     assert entry["params"] == ({"efSearch": 128} if factory == "HNSW16" else {"nprobe": 8})
     recall = entry["recall"]
     assert (recall["at"], recall["queries"], recall["seed"]) == (100, 1000, 0)
+    assert recall["held_out"] == "gallery images, each removed from its own ground truth"
     assert f"first stage {factory}: recall@100 {recall['value']:.3f} against the exact scan" in logs[-1]
     index = SearchIndex(out)
     rows = sample_rows(N, recall["queries"], recall["seed"])
-    exact = numpy_top(gallery[rows], gallery, 100)
-    found = index.first_stage.search(gallery[rows], 100)[1]
-    independent = np.mean([len(set(e) & set(f)) / 100 for e, f in zip(exact, found, strict=True)])
+    exact = numpy_top(gallery[rows], gallery, 101)
+    found = index.first_stage.search(gallery[rows], 101)[1]
+    # an image never finds itself: each query's own row leaves its ground truth and the stage's answer
+    independent = np.mean([len(set(e[e != r][:100]) & set(f[f != r][:100])) / 100
+                           for e, f, r in zip(exact, found, rows, strict=True)])
     assert independent == pytest.approx(recall["value"], abs=1e-9)
     assert 0.3 < recall["value"] <= 1.0
     others = low_rank_globals(300, D, latent=16, seed=3, start=N)  # new images of the same distribution
@@ -142,9 +145,9 @@ def test_whole_database_side_within_1_kb_per_image(tmp_path):
     assert index_info(exact)["bytes_per_image_by_part"]["first_stage"] == 768 * 4  # the raw globals: 3 KB
 
 
-def test_auto_is_exact_up_to_its_limit():
-    assert resolve("auto", 100_000) == "exact" and resolve("auto", 100_001) == "IVF1024,PQ64"
-    assert resolve("auto", 1_000_000) == "IVF4096,PQ64" and resolve("HNSW32", 10) == "HNSW32"
+def test_inverted_lists_about_four_root_n():
+    assert (ivf_lists(100_001), ivf_lists(1_000_000), ivf_lists(3000)) == (1024, 4096, 256)
+    assert ivf_pq(1_000_000) == "IVF4096,PQ64"
 
 
 def test_a_gallery_not_l2_normalised_is_normalised_and_said(tmp_path, gallery):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,65 @@ def low_rank_globals(images: int, dim: int = 768, latent: int = LATENT, noise: f
     rng = np.random.default_rng([seed, start])
     z = rng.standard_normal((images, latent), dtype=np.float32)
     return _unit(z @ embed + noise * rng.standard_normal((images, dim), dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class Clustered:
+    """Landmark-like global vectors: image globals of landmarks are strongly clustered (many photos of few
+    places, a few places photographed very often), so an inverted file finds its lists full of one
+    landmark's images — the easy case, beside `low_rank_globals`' unclustered worst case.
+
+    `clusters` centres drawn N(0, I_latent) in a `latent`-d space, of power-law sizes (cluster c holds a
+    share ∝ (c + 1)^-`alpha` of the gallery), each image its centre plus `spread` × N(0, I_latent), mapped
+    into `dim` dims by one fixed random matrix, plus isotropic `noise`, L2-normalised (the scales of
+    `low_rank_globals`). The queries (`queries`) are not gallery images: each is an image of a cluster
+    drawn the same way, seen through `query_noise` (more than the gallery's, as a query encoder at another
+    resolution sees it), and the gallery's first `queries` × `positives` rows are its planted positives
+    (query q's: rows q·positives …), its latent point plus `positive_spread` × N(0, I_latent)."""
+
+    dim: int = 768
+    latent: int = LATENT
+    clusters: int = 1000
+    alpha: float = 1.0
+    spread: float = 0.35
+    noise: float = NOISE
+    queries: int = 100
+    positives: int = 5
+    positive_spread: float = 0.15
+    query_noise: float = 0.5
+    seed: int = 0
+
+    def _structure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, 1])
+        embed = rng.standard_normal((self.latent, self.dim), dtype=np.float32) / np.float32(np.sqrt(self.latent))
+        centres = rng.standard_normal((self.clusters, self.latent), dtype=np.float32)
+        share = (np.arange(1, self.clusters + 1) ** -self.alpha)
+        return embed, centres, share / share.sum()
+
+    def _query_latents(self) -> np.ndarray:
+        _, centres, share = self._structure()
+        rng = np.random.default_rng([self.seed, 2])
+        cluster = rng.choice(self.clusters, size=self.queries, p=share)
+        return centres[cluster] + self.spread * rng.standard_normal((self.queries, self.latent), dtype=np.float32)
+
+    def gallery(self, images: int, start: int = 0) -> np.ndarray:
+        """Gallery rows `start` … `start + images` (each block from its own generator: bounded memory)."""
+        embed, centres, share = self._structure()
+        rng = np.random.default_rng([self.seed, 3, start])
+        rows = np.arange(start, start + images)
+        z = centres[rng.choice(self.clusters, size=images, p=share)]
+        z = z + self.spread * rng.standard_normal((images, self.latent), dtype=np.float32)
+        planted = rows < self.queries * self.positives
+        if planted.any():
+            owner = self._query_latents()[rows[planted] // self.positives]
+            z[planted] = owner + self.positive_spread * rng.standard_normal(owner.shape, dtype=np.float32)
+        return _unit(z @ embed + self.noise * rng.standard_normal((images, self.dim), dtype=np.float32))
+
+    def query_vectors(self) -> np.ndarray:
+        embed, _, _ = self._structure()
+        rng = np.random.default_rng([self.seed, 4])
+        return _unit(self._query_latents() @ embed
+                     + self.query_noise * rng.standard_normal((self.queries, self.dim), dtype=np.float32))
+
+    def positives_of(self, query: int) -> np.ndarray:
+        return np.arange(query * self.positives, (query + 1) * self.positives)

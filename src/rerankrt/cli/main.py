@@ -3,7 +3,7 @@
 Each command group is a module of `rerankrt.cli` that declares its parsers from the shared argument groups
 (`cli.args`) and runs one library call; this module composes them and maps failures to exit codes: a
 bad input or environment is one line and exit 2, a measurement that refuses (an INT8 graph that would
-reorder the shortlists) its figures and exit 1.
+reorder the shortlists, no first stage within the budget reaching the target recall) its figures and exit 1.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from rerankrt.cli import bench, datasets, export, info, search, serve
-from rerankrt.core.errors import QuantizationError, ServerError, UnavailableError
+from rerankrt.core.errors import QuantizationError, ServerError, TargetNotMetError, UnavailableError
 
 #: the command groups, in the order `rerankrt --help` lists them
 GROUPS = (info, export, bench, datasets, search, serve)
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `rerankrt models | head`
         sys.stderr.close()
         return 0
-    except QuantizationError as e:  # measured, not malformed: the figures say why the INT8 graph was not kept
+    except (QuantizationError, TargetNotMetError) as e:  # measured, not malformed: the figures say why
         print(f"rerankrt {args.command}: {e}", file=sys.stderr)
         return 1
     except (ValueError, OSError, UnavailableError, ServerError) as e:  # bad input or environment: the message says it

@@ -11,6 +11,7 @@ from rerankrt.cli.paths import Flags
 from rerankrt.models import MODELS
 from rerankrt.runtime.loops import LOOPS
 from rerankrt.search.first_stage import AUTO, EXACT_UP_TO, TRAIN_SAMPLE
+from rerankrt.search.first_stage_choice import TARGET_RECALL, table_lines
 from rerankrt.search.searcher import DEFAULT_TOP
 
 
@@ -24,21 +25,36 @@ def cmd_index(args: argparse.Namespace) -> int:
             print(json.dumps(info, indent=2))
             return 0
         for key, value in info.items():
-            if key == "shard_info":
+            if key == "shard_info" or key == "choice" and value:
                 continue
             if isinstance(value, dict):
                 value = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
             print(f"{key:<24} {value:.1f}" if isinstance(value, float) else f"{key:<24} {value}")
+        if info.get("choice"):
+            print(f"{'choice':<24} {info['choice']['reason']}")
+            for line in table_lines(info["choice"]["tried"]):
+                print(f"  {line}")
         return 0
+    from contextlib import nullcontext
+
     from rerankrt.models import get_info
     from rerankrt.search.backends import open_model
+    from rerankrt.search.first_stage_choice import Selection
 
-    parts = get_info(args.model).store
+    selection = Selection(args.budget_bytes, args.target_recall, allow_below_target=args.allow_below_target)
+    if args.model is None:
+        given = [flag for flag, value in (("--artifacts", args.artifacts), ("--checkpoint", args.checkpoint),
+                                          ("--engine", getattr(args, "engine", None))) if value]
+        if given:
+            raise ValueError(f"{given[0]}: an index without --model holds no re-ranker's store (nothing to encode)")
+    parts = get_info(args.model).store if args.model else None
     reranker = parts[0] if parts else args.model  # AMES encodes its store; LOCORE's holds descriptors
-    with open_model(reranker, BackendArgs.request(args), log=log) as backend:  # an --out over --data: refused
+    opened = open_model(reranker, BackendArgs.request(args), log=log) if reranker else nullcontext(None)
+    with opened as backend:  # an --out over --data: refused
         out = build_index(backend, args.data, args.out, args.desc, args.db_descriptors, args.force, log=log,
                           globals_desc=args.globals, first_stage=args.first_stage, train_sample=args.train_sample,
-                          nprobe=args.nprobe, ef_search=args.ef_search, shards=args.shards)
+                          nprobe=args.nprobe, ef_search=args.ef_search, shards=args.shards, selection=selection,
+                          recall_queries=args.recall_queries)
     info = shards_info(out)
     log(f"wrote {out}: {info['images']} images, {info['bytes_per_image']:.1f} bytes per image "
         f"({info['bytes_per_image_by_part']['store']:.1f} of them the store)")
@@ -94,13 +110,13 @@ def _gallery_files(args: argparse.Namespace) -> list:
 def register(sub) -> None:
     p = sub.add_parser("index", help="search indexes: `index build` makes one of a gallery, `index info` shows one")
     index = p.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
-    q = index.add_parser("build", help="a gallery's search index: its globals (the first stage), its names and its "
-                                       "local descriptors encoded into a memory-mapped AMES store")
+    q = index.add_parser("build", help="a gallery's search index: its globals (the first stage), its names and, with "
+                                       "--model, the re-ranker's store (AMES's encoded locals, LOCORE's FP16 ones)")
     f = Flags(q)
     indexed = [n for n, info in MODELS.items() if info.store or (info.loop and LOOPS[info.loop].reads_globals)]
-    q.add_argument("--model", required=True, choices=indexed,
+    q.add_argument("--model", choices=indexed,
                    help="the re-ranker whose database side the index holds: AMES's encoded store, or LOCORE's FP16 "
-                        "globals and locals")
+                        "globals and locals (default: none, an index of the globals alone for --rerank none)")
     DatasetArgs(nn=False, files=_gallery_files, help="dataset folder holding {desc}_gallery_local.hdf5 and "
                                                      "_global.pt (and {desc}_gallery_images.json, written by "
                                                      "extract)").add(q, f)
@@ -113,7 +129,19 @@ def register(sub) -> None:
                                               "RAML's teacher vectors, raml_gallery_global.pt)")
     f.value("--first-stage", default=AUTO, metavar="exact|FACTORY|auto",
             help=f"exact, or a faiss index_factory string over the normalised globals (IVF1024,PQ64, HNSW32, …; "
-                 f"rerankrt[search]); auto (default): exact up to {EXACT_UP_TO:,} images, IVF-PQ above")
+                 f"rerankrt[search]); auto (default): exact up to {EXACT_UP_TO:,} images without --budget-bytes, "
+                 f"else the fastest measured candidate within the budget that reaches --target-recall")
+    q.add_argument("--budget-bytes", type=float, metavar="B",
+                   help="bytes per image for the whole index, every file counted, the store included (auto chooses "
+                        "within it)")
+    q.add_argument("--target-recall", type=float, default=TARGET_RECALL, metavar="R",
+                   help=f"recall@S against the exact scan that auto must reach on held-out queries (default "
+                        f"{TARGET_RECALL})")
+    f.input("--recall-queries", metavar="DIR", help="a dataset folder whose {globals}_query_global.pt are the "
+                                                   "held-out queries (default: gallery images, each removed from "
+                                                   "its own ground truth)")
+    q.add_argument("--allow-below-target", action="store_true",
+                   help="build the best candidate when none reaches --target-recall (said so) instead of refusing")
     q.add_argument("--train-sample", type=int, help=f"gallery vectors a faiss first stage is trained on (default "
                                                     f"min(images, {TRAIN_SAMPLE:,}))")
     KnobArgs("the default a search runs with").add(q)

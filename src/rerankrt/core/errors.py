@@ -29,6 +29,10 @@ class QuantizationError(ValueError):
     """No INT8 graph keeps the FP32 graph's ranking on the calibration data (the message has the figures)."""
 
 
+class TargetNotMetError(ValueError):
+    """No first stage within the byte budget reaches the target recall (the message has the table)."""
+
+
 class UnavailableError(RuntimeError):
     """A library, provider or device the caller asked for is not available on this machine."""
 

@@ -5,13 +5,16 @@
     FACTORY   a faiss `index_factory` string (`IVF1024,PQ64`, `OPQ64,IVF1024,PQ64`, `HNSW32`, …) over inner
               products of the L2-normalised globals: `first_stage.faiss` only, no raw vectors (IVF-PQ at 64
               bytes a code: ~72 B per image with its id); trained on a sample of the gallery
-    auto      exact up to `EXACT_UP_TO` images, `IVF{lists},PQ64` above (faiss needed then)
+    auto      exact up to `EXACT_UP_TO` images without a byte budget; else the candidate measured fastest
+              within the budget that reaches the target recall (`first_stage_choice`; faiss needed then)
 
 An approximate first stage loses some of the exact shortlist, by an amount that depends on the gallery (on
 synthetic 768-d data of high intrinsic dimension, IVF256,PQ64 kept 41 % of the exact top 100, HNSW32 85 %):
-so `build` measures it on the gallery itself, recall@S of `RECALL_QUERIES` gallery vectors used as queries
-(rows `sample_rows(N, n, seed)`, each its own nearest image) against the exact scan, at the search knobs
-it records (`nprobe`, `efSearch`) as the defaults a search runs with. faiss is imported only for a faiss
+so `build` measures it, recall@S against the exact scan (`RecallProbe`) of queries that are not the images
+they find: `RECALL_QUERIES` gallery rows (`sample_rows(N, n, seed)`), each removed from its own ground
+truth and from what the stage returns, or the user's own queries; at the search knobs it records
+(`nprobe`, `efSearch`, a refine's `k_factor_rf`) as the defaults a search runs with. `auto` with a byte
+budget measures candidates before it chooses (`first_stage_choice`). faiss is imported only for a faiss
 first stage (`rerankrt[search]`).
 """
 
@@ -49,7 +52,7 @@ CHUNK = 65536
 NORM_TOLERANCE = 1e-3
 
 
-def _faiss():
+def faiss_module():
     return require("faiss", "search", "an approximate first stage")
 
 
@@ -60,17 +63,15 @@ def _faiss_message(e: Exception) -> str:
     return match.group(1) if match else text
 
 
-def resolve(first_stage: str, images: int) -> str:
-    """The first stage `auto` picks for `images` images: exact up to `EXACT_UP_TO`, else IVF-PQ with about
-    4·√N lists (a power of two)."""
-    if first_stage != AUTO:
-        return first_stage
-    return EXACT if images <= EXACT_UP_TO else ivf_pq(images)
+def ivf_lists(images: int) -> int:
+    """About 4·√N inverted lists, a power of two."""
+    return 2 ** max(1, round(math.log2(4 * math.sqrt(images))))
 
 
 def ivf_pq(images: int) -> str:
-    """IVF-PQ for `images` images: about 4·√N inverted lists (a power of two), 64-byte codes."""
-    return f"IVF{2 ** round(math.log2(4 * math.sqrt(images)))},PQ64"
+    """The rule `auto` was before it measured (the scale bench's baseline): IVF with `ivf_lists` lists,
+    64-byte PQ codes."""
+    return f"IVF{ivf_lists(images)},PQ64"
 
 
 def sample_rows(images: int, n: int, seed: int = SEED) -> np.ndarray:
@@ -159,11 +160,11 @@ class GraphFirstStage:
 
 
 class FaissFirstStage:
-    """A faiss index read from `path`, checked against the index's dimension and metric; `search` takes the
-    knobs (default: the ones recorded at build)."""
+    """A faiss index read from `path`, checked against the index's dimension and metric, its recorded knobs
+    set; `search` takes nprobe and efSearch (default: the ones recorded at build)."""
 
     def __init__(self, path: Path, dim: int, images: int, params: dict) -> None:
-        faiss = _faiss()
+        faiss = faiss_module()
         if not path.is_file():
             raise ModelFileError(f"{path}: no such file (an unfinished build?)")
         try:
@@ -179,6 +180,7 @@ class FaissFirstStage:
         self.params = dict(params)
         self.kind = "faiss"
         self._space = faiss.ParameterSpace()
+        set_params(self.index, self.params)
 
     def check_knobs(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
         for name, flag, value in (("nprobe", "nprobe", nprobe), ("efSearch", "ef-search", ef_search)):
@@ -195,28 +197,54 @@ class FaissFirstStage:
         for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
             if name in self.params:
                 self._space.set_index_parameter(self.index, name, value or self.params[name])
-        sims, idx = self.index.search(np.ascontiguousarray(queries, np.float32), min(k, self.index.ntotal))
-        found = int((idx >= 0).sum(axis=1).min()) if len(idx) else 0
-        return sims[:, :found], idx[:, :found].astype(np.int64)
+        return faiss_search(self.index, queries, k)
+
+
+def faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, indices) [B, ≤k] of a faiss `index`, best first, cut to the results every query has
+    (the probed lists may hold fewer than k)."""
+    sims, idx = index.search(np.ascontiguousarray(queries, np.float32), min(k, index.ntotal))
+    found = int((idx >= 0).sum(axis=1).min()) if len(idx) else 0
+    return sims[:, :found], idx[:, :found].astype(np.int64)
 
 
 def default_params(index) -> dict:
     """The knobs of a faiss index that `search` can set, at rerankrt's defaults: nprobe (IVF) capped at its
     lists, efSearch (HNSW, also behind a transform such as PCA or OPQ)."""
-    faiss = _faiss()
+    faiss = faiss_module()
     params = {}
     try:
         params["nprobe"] = min(DEFAULT_NPROBE, faiss.extract_index_ivf(index).nlist)
     except RuntimeError:
         pass
-    if hasattr(_innermost(index), "hnsw"):
+    if hasattr(innermost(index), "hnsw"):
         params["efSearch"] = DEFAULT_EF_SEARCH
     return params
 
 
-def _innermost(index):
+def set_params(index, params: dict) -> None:
+    """Set faiss search knobs by their ParameterSpace names (nprobe, efSearch, k_factor_rf)."""
+    space = faiss_module().ParameterSpace()
+    for name, value in params.items():
+        space.set_index_parameter(index, name, value)
+
+
+def without_polysemous(index):
+    """`index` (a factory's, untrained) set not to train "polysemous" PQ codes, in its base and refine
+    codes alike: faiss's IVF-PQ trains them by default for a Hamming pre-filter that a search enables with
+    polysemous_ht; rerankrt's never does, and that training costs ~15× the PQ's own (30 s vs 2 s here)."""
+    faiss = faiss_module()
+    inner = innermost(index)
+    parts = [inner.base_index, inner.refine_index] if isinstance(inner, faiss.IndexRefine) else [inner]
+    for part in map(faiss.downcast_index, parts):
+        if hasattr(part, "do_polysemous_training"):
+            part.do_polysemous_training = False
+    return index
+
+
+def innermost(index):
     """The index behind a chain of transforms (PCA, OPQ, …), as its own faiss class."""
-    faiss = _faiss()
+    faiss = faiss_module()
     inner = faiss.downcast_index(index)
     while isinstance(inner, faiss.IndexPreTransform):
         inner = faiss.downcast_index(inner.index)
@@ -227,11 +255,12 @@ class FaissBuild:
     """A faiss first stage about to be built: `FaissBuild(factory, images, dim, …)` checks the factory string
     and the settings before anything is written (the gallery may be large); `write(vectors, path)` trains it
     on `train_sample` rows (default min(N, TRAIN_SAMPLE)) of the unit `vectors` [N, D], adds them in chunks
-    and writes it; `entry` is its part of the manifest."""
+    and writes it; `entry` is its part of the manifest. `tuned`: knobs measured for it (`first_stage_choice`),
+    over rerankrt's defaults."""
 
     def __init__(self, factory: str, images: int, dim: int, train_sample: int | None = None,
-                 nprobe: int | None = None, ef_search: int | None = None) -> None:
-        faiss = _faiss()
+                 nprobe: int | None = None, ef_search: int | None = None, tuned: dict | None = None) -> None:
+        faiss = faiss_module()
         try:
             self.index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
@@ -246,12 +275,8 @@ class FaissBuild:
         if lists is not None and sample < lists:
             raise InputError(f"--train-sample: {sample} vectors cannot train {factory}'s {lists} inverted lists "
                              f"(give at least {lists}, ideally {39 * lists})")
-        # faiss's PQ indexes train "polysemous" codes by default, for a Hamming pre-filter that a search enables
-        # with polysemous_ht; rerankrt's never does, and that training costs ~15× the PQ's own (30 s vs 2 s here)
-        inner = _innermost(self.index)
-        if hasattr(inner, "do_polysemous_training"):
-            inner.do_polysemous_training = False
-        params = default_params(self.index)
+        without_polysemous(self.index)
+        params = default_params(self.index) | (tuned or {})
         for name, flag, value in (("nprobe", "nprobe", nprobe), ("efSearch", "ef-search", ef_search)):
             if positive_knob(flag, value) is not None:
                 if name not in params:
@@ -262,7 +287,7 @@ class FaissBuild:
                       "params": params}
 
     def write(self, vectors: np.ndarray, path: Path, log: Callable[[str], None] = lambda message: None) -> None:
-        faiss = _faiss()
+        faiss = faiss_module()
         images = len(vectors)
         if not self.index.is_trained:
             log(f"training {self.factory} on {self.sample} of {images} gallery vectors")
@@ -284,16 +309,36 @@ def open_first_stage(folder: Path, entry: dict, images: int, vectors: np.ndarray
     return FaissFirstStage(folder / entry["file"], int(entry["dim"]), images, entry.get("params", {}))
 
 
-def measure_recall(stage, vectors: np.ndarray, at: int, queries: int = RECALL_QUERIES, seed: int = SEED) -> dict:
-    """recall@`at` of `stage` against the exact scan of `vectors`, over `queries` gallery rows
-    (`sample_rows`): the mean share of each exact top `at` that the stage returns in its top `at`."""
-    images = len(vectors)
-    at = min(at, images)
-    rows = sample_rows(images, queries, seed)
-    hits = 0
-    for start in range(0, len(rows), 256):
-        q = np.asarray(vectors[rows[start:start + 256]], np.float32)
-        exact = global_shortlist(q, vectors, at)[1]
-        approx = stage.search(q, at)[1]
-        hits += sum(len(np.intersect1d(e, a)) for e, a in zip(exact, approx, strict=True))
-    return {"at": at, "queries": len(rows), "seed": seed, "value": hits / (at * len(rows))}
+class RecallProbe:
+    """recall@`at` against the exact scan of the unit gallery `vectors`, of held-out queries: `queries` (the
+    user's own, not gallery images), else `count` gallery rows (`sample_rows`) each removed from its own
+    ground truth and from what the stage returns (an image never finds itself). The exact shortlists are
+    computed once; `measure(search)` takes `search(queries, k) -> indices` and returns the manifest's
+    record: the mean share of each exact top `at` found in the stage's top `at`."""
+
+    def __init__(self, vectors: np.ndarray, at: int, queries: np.ndarray | None = None, count: int = RECALL_QUERIES,
+                 seed: int = SEED, source: str | None = None) -> None:
+        images = len(vectors)
+        self.rows = None if queries is not None else sample_rows(images, count, seed)
+        self.queries = np.asarray(queries if queries is not None else vectors[self.rows], np.float32)
+        self.at = min(at, images - (self.rows is not None))
+        self.truth = [t for s in range(0, len(self.queries), 256)
+                      for t in self._drop_self(global_shortlist(self.queries[s:s + 256], vectors, self.at + 1)[1], s)]
+        self.record = {"at": self.at, "queries": len(self.queries),
+                       "held_out": source or "gallery images, each removed from its own ground truth"}
+        if self.rows is not None:
+            self.record["seed"] = seed
+
+    def _drop_self(self, found: np.ndarray, start: int) -> list[np.ndarray]:
+        if self.rows is None:
+            return [f[:self.at] for f in found]
+        rows = self.rows[start:start + len(found)]
+        return [f[f != r][:self.at] for f, r in zip(found, rows, strict=True)]
+
+    def measure(self, search: Callable[[np.ndarray, int], np.ndarray]) -> dict:
+        hits = 0
+        for start in range(0, len(self.queries), 256):
+            found = self._drop_self(search(self.queries[start:start + 256], self.at + 1), start)
+            truth = self.truth[start:start + len(found)]
+            hits += sum(len(np.intersect1d(e, a)) for e, a in zip(truth, found, strict=True))
+        return self.record | {"value": hits / (self.at * len(self.queries))}

@@ -26,6 +26,7 @@ rebuilds them as an index.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import json
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from rerankrt.core.atomic import staging_folder, swap_in
-from rerankrt.core.errors import DescriptorFileError, InputError, ModelFileError
+from rerankrt.core.errors import DescriptorFileError, InputError, ModelFileError, TargetNotMetError
 from rerankrt.core.manifest import read_tagged_json
 from rerankrt.data.dataset_layout import DatasetLayout
 from rerankrt.data.descriptors import LocalDescriptorFile, read_global
@@ -45,17 +46,21 @@ from rerankrt.data.extraction import RECORD_FORMAT
 from rerankrt.runtime.loops import LOOPS
 from rerankrt.search import store as ames_store
 from rerankrt.search.first_stage import (
+    AUTO,
     EXACT,
+    EXACT_UP_TO,
     FAISS_FILE,
     GLOBALS,
     FaissBuild,
-    measure_recall,
+    RecallProbe,
+    faiss_module,
     normalised,
     open_first_stage,
-    resolve,
 )
+from rerankrt.search.first_stage_choice import Selection, choose, confirm, table_lines
 from rerankrt.search.locore_store import FORMAT as LOCORE_FORMAT
 from rerankrt.search.locore_store import LocoreStore, build_locore_store
+from rerankrt.search.locore_store import entry_bytes as locore_entry_bytes
 from rerankrt.search.protocols import FirstStage, RerankStore
 
 FORMAT = "rerankrt-search-index/1"
@@ -66,6 +71,10 @@ NAMES = "names.json"
 STORE = "store"
 #: gallery vectors copied per step while building (bounded memory)
 CHUNK = 65536
+#: what a budget sets aside for the manifest (its record of the candidates tried included)
+MANIFEST_BYTES = 16_384
+#: the shortlist an index of globals alone measures its recall at
+SHORTLIST = 100
 
 
 def rebuild_hint(model: str = "MODEL") -> str:
@@ -159,7 +168,8 @@ def index_info(path: str | os.PathLike) -> dict:
     store = index.store and {"descriptors_per_image": index.store.descriptors,
                              "checkpoint_sha256": index.store.manifest["checkpoint_sha256"]}
     return {"path": str(path), "format": FORMAT, "images": index.images,
-            "first_stage": m["first_stage"], "recall": m["first_stage"].get("recall"), "model": index.model,
+            "first_stage": {k: v for k, v in m["first_stage"].items() if k != "choice"},
+            "recall": m["first_stage"].get("recall"), "choice": m["first_stage"].get("choice"), "model": index.model,
             "descriptors_per_image": store and store["descriptors_per_image"],
             "named_images": sum(n is not None for n in index.names), "extractor": index.extractor,
             "checkpoint_sha256": store and store["checkpoint_sha256"], "bytes": total,
@@ -214,14 +224,17 @@ def _gallery_vectors(path: Path, images: int, dim: int | None) -> np.memmap:
 def build_index(reranker, data: str | os.PathLike, out: str | os.PathLike, desc: str = "dinov2",
                 descriptors: int | None = None, force: bool = False,
                 log: Callable[[str], None] = lambda message: None, globals_desc: str | None = None,
-                first_stage: str = "auto", shards: int = 1, **faiss_settings) -> Path:
+                first_stage: str = "auto", shards: int = 1, selection: Selection | None = None,
+                recall_queries: str | os.PathLike | None = None, **faiss_settings) -> Path:
     """An index of the gallery of the dataset folder `data`: its globals as the first stage (`globals_desc`:
     another prefix's, e.g. RAML's teacher vectors `raml_gallery_global.pt`; default `desc`; `first_stage`:
     exact, a faiss factory string or auto, with `faiss_settings` train_sample, nprobe, ef_search), the
     re-ranker's store of its locals: encoded by an entered AMES encoder `reranker` (its first `descriptors`
     each, default released), or, for an entered LOCORE backend, its globals and first locals in FP16
-    (`locore_store`), and its names and extractor from the extraction record. An approximate first stage's
-    recall is measured at the re-ranker's released shortlist. `shards` > 1: a shard set (`SHARDS_FORMAT`)
+    (`locore_store`), and its names and extractor from the extraction record; `reranker` None: an index of
+    the globals alone (no store). An approximate first stage's recall is measured at the re-ranker's released
+    shortlist, on `recall_queries` (a dataset folder: its `{globals_desc}_query_global.pt`) when given;
+    `selection`: how `auto` chooses (`first_stage_choice.Selection`). `shards` > 1: a shard set (`SHARDS_FORMAT`)
     of that many indexes over consecutive gallery rows, each with its own first stage (`first_stage`
     resolved at the shard's size, trained on its rows) and store, opened as one by `index_shards.open_index`."""
     layout = DatasetLayout(Path(data), desc)
@@ -233,7 +246,9 @@ def build_index(reranker, data: str | os.PathLike, out: str | os.PathLike, desc:
     if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= images:
         raise InputError(f"--shards: expected 1 to the gallery's {images} images, got {shards!r}")
     globals_desc = globals_desc or desc
-    locore = bool(reranker.meta["loop"]) and LOOPS[reranker.meta["loop"]].reads_globals  # LOCORE's own store
+    if reranker is None and descriptors is not None:
+        raise InputError("--db-descriptors: an index without --model holds no re-ranker's store")
+    locore = reranker is not None and bool(reranker.meta["loop"]) and LOOPS[reranker.meta["loop"]].reads_globals
     if locore and (globals_desc != desc or descriptors is not None):
         flag = "--globals" if globals_desc != desc else "--db-descriptors"
         raise InputError(f"{flag}: {reranker.meta['model']} reads the gallery's own {desc} globals and its first "
@@ -244,7 +259,15 @@ def build_index(reranker, data: str | os.PathLike, out: str | os.PathLike, desc:
     encoded_by = (record or {}).get("extractor" if globals_desc == desc else globals_desc)
     names = record["images"] if record else [None] * images
     source = {"path": str(layout.root.resolve()), "desc": desc}
-    shortlist = reranker.config.get("shortlist", 100)
+    shortlist = SHORTLIST if reranker is None else reranker.config.get("shortlist", SHORTLIST)
+    selection = selection or Selection()
+    if recall_queries is not None:
+        queries_path = DatasetLayout(Path(recall_queries), globals_desc).global_("query")
+        queries, _ = normalised(np.asarray(read_global(queries_path, vectors.shape[1]), np.float32),
+                                f"--recall-queries {queries_path}")
+        selection = dataclasses.replace(selection, recall_queries=queries, recall_source=str(queries_path))
+    store_bytes = 0.0 if reranker is None else (
+        locore_entry_bytes(reranker.meta) if locore else ames_store.entry_bytes(reranker.config, descriptors))
 
     def write(target: Path, rows: range) -> Path:
         def make_store(path: Path) -> Path:
@@ -253,10 +276,12 @@ def build_index(reranker, data: str | os.PathLike, out: str | os.PathLike, desc:
                                           rows, log)
             return ames_store.build_store(reranker, layout.local("gallery"), path, descriptors, log=log, rows=rows)
 
-        return write_index(target, vectors[rows.start:rows.stop], make_store, names[rows.start:rows.stop],
+        return write_index(target, vectors[rows.start:rows.stop], make_store if reranker is not None else None,
+                           names[rows.start:rows.stop],
                            record["extractor"] if record else None,
                            source | ({"rows": [rows.start, rows.stop]} if shards > 1 else {}), globals_desc,
-                           str(globals_path), encoded_by, first_stage, shortlist, log, **faiss_settings)
+                           str(globals_path), encoded_by, first_stage, shortlist, log, selection, store_bytes,
+                           **faiss_settings)
 
     if shards == 1:
         return write(Path(out), range(images))
@@ -277,20 +302,30 @@ def build_index(reranker, data: str | os.PathLike, out: str | os.PathLike, desc:
     return Path(out)
 
 
-def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callable[[Path], Path],
+def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callable[[Path], Path] | None,
                 names: list | None = None, extractor: dict | None = None, source: dict | None = None,
                 desc: str = "dinov2", what: str = "global vectors", encoded_by: dict | None = None,
                 first_stage: str = "auto", shortlist: int = 100, log: Callable[[str], None] = lambda message: None,
-                **faiss_settings) -> Path:
+                selection: Selection | None = None, store_bytes: float = 0.0, **faiss_settings) -> Path:
     """An index at `out` from gallery `vectors` [N, D] (copied in chunks, checked finite, L2-normalised where
     they are not, which is said; `desc`: their prefix, `encoded_by`: the weights record of what made them),
-    the first stage `first_stage` over them (`index_first_stage`: its recall measured at `shortlist`), the
-    store that `make_store(path)` writes at `path` (for the same N images), the gallery's names and
+    the first stage `first_stage` over them (its recall measured at `shortlist` on held-out queries;
+    `auto` with a `selection` budget or above `EXACT_UP_TO` images: chosen by `first_stage_choice`), the
+    store that `make_store(path)` writes at `path` (for the same N images; None: an index of globals alone),
+    of `store_bytes` per image (what the budget counts before it is built), the gallery's names and
     extractor record; assembled in a staging folder and swapped in."""
     images, dim = vectors.shape
-    kind = resolve(first_stage, images)
-    faiss_build = FaissBuild(kind, images, dim, **faiss_settings) if kind != EXACT else None
-    if faiss_build is None and any(v is not None for v in faiss_settings.values()):
+    selection = selection or Selection()
+    names = names if names is not None else [None] * images
+    first_budget = selection.first_stage_budget(store_bytes, (len(json.dumps(names)) + MANIFEST_BYTES) / images)
+    measured = first_stage == AUTO and (selection.budget_bytes is not None or images > EXACT_UP_TO)
+    kind = EXACT if first_stage == AUTO and not measured else first_stage
+    if measured and any(v is not None for k, v in faiss_settings.items() if k != "train_sample"):
+        given = next(k for k, v in faiss_settings.items() if v is not None and k != "train_sample")
+        raise InputError(f"--{given.replace('_', '-')}: --first-stage auto tunes the search knobs itself (give a "
+                         f"factory string to set them)")
+    faiss_build = FaissBuild(kind, images, dim, **faiss_settings) if kind not in (EXACT, AUTO) else None
+    if kind == EXACT and any(v is not None for v in faiss_settings.values()):
         given = next(k for k, v in faiss_settings.items() if v is not None)
         raise InputError(f"--{given.replace('_', '-')}: the first stage is exact (it takes no {given})")
     staging = staging_folder(out)
@@ -309,29 +344,65 @@ def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callabl
             log(f"{what}: not L2-normalised; normalised them (the first stage is a cosine similarity)")
         entry = {"kind": EXACT, "metric": "cosine", "desc": desc, "dim": dim, "file": GLOBALS,
                  "encoded_by": encoded_by}
+        unit = np.memmap(staging / GLOBALS, dtype=np.float32, mode="r", shape=(images, dim))
+        choice = None
+        if measured:
+            choice = choose(unit, shortlist, first_budget, selection.target_recall, selection.recall_queries, log,
+                            selection.candidates)
+            for line in table_lines(choice.table()):
+                log(line)
+            log(choice.reason)
+            if not choice.factory or (not choice.reaches and not selection.allow_below_target):
+                raise TargetNotMetError(f"--target-recall: {choice.reason} (--allow-below-target builds the best "
+                                        f"one); tried: " + "; ".join(
+                                            f"{t['factory']} {t['bytes_per_image']:.0f} B "
+                                            f"{'–' if t['recall'] is None else format(t['recall'], '.3f')}"
+                                            for t in choice.table()))
+            kind = choice.factory
+            if kind != EXACT:
+                faiss_build = FaissBuild(kind, images, dim, tuned=choice.params, **faiss_settings)
         if faiss_build is not None:
-            unit = np.memmap(staging / GLOBALS, dtype=np.float32, mode="r", shape=(images, dim))
             faiss_build.write(unit, staging / FAISS_FILE, log)
             entry |= faiss_build.entry
-            stage = open_first_stage(staging, entry, images, None)
-            entry["recall"] = measure_recall(stage, unit, shortlist)
-            log(f"first stage {kind}: recall@{entry['recall']['at']} {entry['recall']['value']:.3f} against the "
-                f"exact scan ({entry['recall']['queries']} gallery vectors as queries)")
-            del unit, stage
+            probe = RecallProbe(unit, shortlist, selection.recall_queries, source=selection.recall_source)
+            if choice is not None:
+                trial = next(t for t in choice.trials if t.factory == kind)
+                entry["params"], entry["recall"] = confirm(faiss_build.index, probe, trial.front,
+                                                           selection.target_recall)
+                faiss_module().write_index(faiss_build.index, str(staging / FAISS_FILE))
+            else:
+                stage = open_first_stage(staging, entry, images, None)
+                entry["recall"] = probe.measure(lambda q, k: stage.search(q, k)[1])
+                del stage
+            recall = entry["recall"]
+            log(f"first stage {kind}: recall@{recall['at']} {recall['value']:.3f} against the exact scan "
+                f"({recall['queries']} held-out queries: {recall['held_out']})")
+            if choice is not None and recall["value"] < selection.target_recall and not selection.allow_below_target:
+                raise TargetNotMetError(f"--target-recall: {kind} keeps recall {recall['value']:.3f} over the whole "
+                                        f"gallery at its best knobs, below {selection.target_recall} (it kept "
+                                        f"{trial.recall:.3f} on the tuning sample; --allow-below-target builds it)")
+        del unit
+        if faiss_build is not None:
             (staging / GLOBALS).unlink()
-        store = open_rerank_store(make_store(staging / STORE))
-        if store.images != images:
+        if choice is not None:
+            entry["choice"] = selection.record(choice, first_budget)
+        store = open_rerank_store(make_store(staging / STORE)) if make_store is not None else None
+        if store is not None and store.images != images:
             raise ValueError(f"index: {images} global vectors, but the store holds {store.images} images")
-        (staging / NAMES).write_text(json.dumps(names if names is not None else [None] * images) + "\n")
+        (staging / NAMES).write_text(json.dumps(names) + "\n")
         manifest = {
             "format": FORMAT, "images": images, "first_stage": entry,
             "names": NAMES, "extractor": extractor,
-            "rerank": {"model": store.model, "store": STORE,
-                       "checkpoint_sha256": store.manifest["checkpoint_sha256"]},
+            "rerank": store and {"model": store.model, "store": STORE,
+                                 "checkpoint_sha256": store.manifest["checkpoint_sha256"]},
             "source": source,
             "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        built = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file()) / images
+        if selection.budget_bytes is not None and built > selection.budget_bytes:
+            raise TargetNotMetError(f"--budget-bytes: the index as built takes {built:,.0f} B per image, over the "
+                                    f"budget of {selection.budget_bytes:,.0f}")
         swap_in(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already when swapped in

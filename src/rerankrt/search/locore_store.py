@@ -39,6 +39,13 @@ def _shapes(images: int, n: int, dim: int, global_dim: int) -> dict[str, tuple[i
     return {"globals": (images, global_dim), "locals": (images, n, dim), "masks": (images, -(-n // 8))}
 
 
+def entry_bytes(meta: dict) -> float:
+    """The bytes per image of the store of a LOCORE backend (`meta`): FP16 global and locals, packed masks."""
+    facts = reranker_facts(meta)
+    n = facts["locals_per_image"]
+    return 2 * facts["global_dim"] + 2 * n * facts["descriptor_dim"] + -(-n // 8)
+
+
 def reranker_facts(meta: dict) -> dict:
     """What a store must agree on with a LOCORE backend (its sidecar or torch `meta`)."""
     cfg = meta["config"]

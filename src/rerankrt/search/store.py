@@ -49,6 +49,15 @@ def _entry_shape(variant: str, descriptors: int, token_dim: int) -> tuple[int, i
     return (descriptors, token_dim // 8) if variant == "dist" else (descriptors, token_dim)
 
 
+def entry_bytes(config: dict, descriptors: int | None = None) -> float:
+    """The bytes per image of a store of AMES `config` at `descriptors` per image (default released): its
+    entries and packed masks (what a byte budget counts before the store is encoded)."""
+    t = config["db_descriptors"] if descriptors is None else descriptors
+    variant = _variant(config)
+    rows, width = _entry_shape(variant, t, config["model_dim"])
+    return rows * width * np.dtype(ENTRIES[variant][1]).itemsize + -(-t // 8)
+
+
 def _checkpoint_sha(meta: dict) -> str | None:
     return (meta.get("checkpoint") or {}).get("sha256")
 

@@ -1,0 +1,179 @@
+"""`--first-stage auto` within a byte budget: candidates priced before training as faiss builds them, the
+choice the fastest that reaches the target on held-out queries and fits, its table in the manifest; an
+index of globals alone; recall never counts an image finding itself; the landmark-like generator; every
+refusal in one line with nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rerankrt.bench.store_scale import synthesize_store
+from rerankrt.bench.synth import Clustered
+from rerankrt.cli.main import main
+from rerankrt.core.errors import InputError, TargetNotMetError
+from rerankrt.search.exact import global_shortlist
+from rerankrt.search.first_stage import RecallProbe, faiss_module, without_polysemous
+from rerankrt.search.first_stage_choice import Selection, candidates, choose, estimated_bytes
+from rerankrt.search.index import SearchIndex, index_info, write_index
+from rerankrt.search.store import entry_bytes
+
+faiss = pytest.importorskip("faiss", reason="faiss-cpu (the search extra) is not installed")
+
+N, D = 3000, 64
+GEN = Clustered(dim=D, latent=16, clusters=40, queries=20, positives=3)
+
+
+@pytest.fixture(scope="module")
+def gallery() -> np.ndarray:
+    return GEN.gallery(N)
+
+
+def test_clustered_generator_plants_positives_queries_are_not_gallery_images(gallery):
+    landmarks = Clustered(clusters=50)  # the scale bench's 768-d defaults
+    images = landmarks.gallery(5000)
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1, rtol=1e-5)
+    queries = landmarks.query_vectors()
+    assert queries.shape == (100, 768) and images.shape == (5000, 768)
+    top = global_shortlist(queries, images, 10)[1]
+    found = np.mean([np.isin(landmarks.positives_of(q), top[q]).mean() for q in range(100)])
+    assert found >= 0.95  # the planted positives are among each query's ten nearest images
+    assert (queries @ images.T).max() < 0.99  # no query is a gallery image
+    np.testing.assert_array_equal(GEN.gallery(N), gallery)  # the same blocks for the same arguments
+    # clustered: an image's nearest neighbours are far nearer than a random image's
+    sims = gallery[:200] @ gallery.T
+    assert np.median(np.sort(sims, axis=1)[:, -11]) > np.median(sims) + 0.3
+
+
+@pytest.mark.parametrize("factory", ["IVF64,PQ16", "IVF64,PQ32x4fs", "IVF64,PQ16x4fs,Refine(PQ32)", "HNSW32"])
+def test_estimated_bytes_are_what_faiss_stores_per_image(gallery, factory):
+    index = without_polysemous(faiss.index_factory(D, factory, faiss.METRIC_INNER_PRODUCT))
+    index.train(gallery)
+    empty = faiss.serialize_index(index).nbytes
+    index.add(gallery)
+    measured = (faiss.serialize_index(index).nbytes - empty) / N
+    assert estimated_bytes(factory, D, N) == pytest.approx(measured, rel=0.1)
+
+
+def test_candidates_divide_their_dimension():
+    at_768 = candidates(1_000_000, 768)
+    assert "IVF4096,PQ64x4fs" in at_768 and "OPQ32_128,IVF4096,PQ32" in at_768 and "HNSW32" in at_768
+    assert any("Refine(" in c for c in at_768)
+    for factory in candidates(N, D):  # every one is a factory faiss accepts at this dimension
+        faiss.index_factory(D, factory, faiss.METRIC_INNER_PRODUCT)
+
+
+def test_recall_probe_never_counts_an_image_finding_itself(gallery):
+    probe = RecallProbe(gallery, 10, count=50)
+    assert probe.measure(lambda q, k: global_shortlist(q, gallery, k)[1])["value"] == 1.0
+    # a stage that returns each query's own image and then the exact rest: still exact once it is removed
+    assert probe.measure(lambda q, k: global_shortlist(q, gallery, k)[1])["held_out"] == \
+        "gallery images, each removed from its own ground truth"
+    for truth, row in zip(probe.truth, probe.rows, strict=True):
+        assert row not in truth and len(truth) == 10
+
+
+def test_choice_is_the_fastest_fitting_candidate_that_reaches_the_target(gallery):
+    logs: list[str] = []
+    choice = choose(gallery, 20, budget=100.0, target=0.5, queries=GEN.query_vectors(), log=logs.append)
+    table = choice.table()
+    assert {t["factory"] for t in table} == set(candidates(N, D))
+    chosen = [t for t in table if t["note"].startswith("chosen")]
+    assert len(chosen) == 1 and chosen[0]["factory"] == choice.factory and choice.reaches
+    fits = [t for t in table if t["recall"] is not None and t["bytes_per_image"] <= 100]
+    reaching = [t for t in fits if t["recall"] >= 0.5]
+    assert chosen[0]["ms_per_query"] == min(t["ms_per_query"] for t in reaching)
+    for t in table:  # priced out before training, or measured within the budget
+        assert t["recall"] is not None or t["note"].startswith("over budget before training")
+    assert any(t["note"].startswith("over budget before training") for t in table)
+    assert logs[0].startswith(f"tuning {len(table) - sum(t['recall'] is None for t in table)} first stages on ")
+    assert choose(gallery, 20, budget=4 * D, target=0.99).factory == "exact"  # exact fits: it reaches any target
+
+
+def test_budget_builds_within_it_and_records_the_choice(tmp_path, gallery, capsys):
+    store = entry_bytes({"db_descriptors": 50, "binarized": True, "model_dim": 128})
+    assert store == 50 * 16 + 7
+    selection = Selection(store + 120, 0.6)
+    out = write_index(tmp_path / "index", gallery, lambda path: synthesize_store(path, N, "ames-dist"),
+                      selection=selection, store_bytes=store)
+    info = index_info(out)
+    assert info["bytes_per_image"] <= store + 120
+    choice = info["choice"]
+    assert (choice["budget_bytes"], choice["target_recall"], choice["recall_queries"]) == (store + 120, 0.6, "gallery")
+    assert choice["reaches_target"] and choice["reason"].startswith(info["first_stage"]["factory"] + ": the fastest")
+    assert info["recall"]["value"] >= 0.6 and info["recall"]["held_out"].startswith("gallery images, each removed")
+    index = SearchIndex(out)
+    assert set(index.first_stage.params) <= {"nprobe", "efSearch", "k_factor_rf"}
+    assert main(["index", "info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"choice                   {choice['reason']}" in printed and "ms/query" in printed
+
+
+def test_budget_below_the_store_is_refused_before_training(tmp_path, gallery):
+    with pytest.raises(InputError) as e:
+        write_index(tmp_path / "index", gallery, lambda path: synthesize_store(path, N, "ames-dist"),
+                    selection=Selection(800), store_bytes=807.0)
+    assert str(e.value).startswith("--budget-bytes: 800 B per image leaves nothing for a first stage: the re-ranker's "
+                                   "store alone takes 807 B per image (and the names and manifest ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_target_no_candidate_reaches_is_refused_unless_allowed(tmp_path, gallery):
+    with pytest.raises(TargetNotMetError) as e:
+        write_index(tmp_path / "index", gallery, None, selection=Selection(100, 0.999))
+    assert str(e.value).startswith("--target-recall: ") and "; tried: " in str(e.value)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    logs: list[str] = []
+    out = write_index(tmp_path / "index", gallery, None, selection=Selection(100, 0.999, allow_below_target=True),
+                      log=logs.append)
+    info = index_info(out)
+    assert not info["choice"]["reaches_target"] and "none within" in info["choice"]["reason"]
+    assert any("below target" in t["note"] for t in info["choice"]["tried"] if t["note"].startswith("chosen"))
+
+
+@pytest.mark.parametrize("target", [0.0, 1.5, -1])
+def test_target_outside_zero_one_is_refused(target):
+    with pytest.raises(InputError) as e:
+        Selection(1000, target)
+    assert str(e.value) == f"--target-recall: expected a recall in (0, 1], got {target}"
+
+
+def test_index_of_globals_alone_over_the_cli(tmp_path, capsys):
+    from rerankrt.bench.synth import synthesize
+
+    data = synthesize(tmp_path / "data", queries=4, database=64, dim=32, query_locals=8, db_locals=8)
+    assert main(["index", "build", "--data", str(data), "--out", str(tmp_path / "index"),
+                 "--recall-queries", str(data)]) == 0
+    info = index_info(tmp_path / "index")
+    assert (info["model"], info["bytes_per_image_by_part"]["store"], info["first_stage"]["kind"]) == (None, 0, "exact")
+    from rerankrt.search.searcher import Searcher, query_descriptors
+
+    queries, _ = query_descriptors(data)
+    with Searcher(tmp_path / "index") as searcher:
+        result = searcher.search(queries[0], top=5)
+    sims = np.fromfile(data / "dinov2_gallery_global.pt", np.float32).reshape(64, 32)
+    expected = global_shortlist(queries[0].global_[None] / np.linalg.norm(queries[0].global_),
+                                sims / np.linalg.norm(sims, axis=1, keepdims=True), 5)[1][0]
+    assert [hit.index for hit in result.hits] == expected.tolist()
+    capsys.readouterr()
+    assert main(["index", "build", "--data", str(data), "--out", str(tmp_path / "other"), "--budget-bytes", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("rerankrt index: error: --budget-bytes: 10 B per image leaves nothing for a first stage: the names "
+                   f"and manifest take {(len(json.dumps([None] * 64)) + 16_384) / 64:,.0f} B per image")
+    assert not (tmp_path / "other").exists()
+
+
+def test_recall_queries_of_the_user_are_the_held_out_set(tmp_path, gallery):
+    queries = GEN.query_vectors()
+    selection = Selection(100, 0.3, queries, "their queries", allow_below_target=True)
+    out = write_index(tmp_path / "index", gallery, None, selection=selection)
+    recall = json.loads((out / "manifest.json").read_text())["first_stage"]["recall"]
+    assert (recall["queries"], recall["held_out"]) == (20, "their queries")
+    index = SearchIndex(out)
+    found = index.first_stage.search(queries, recall["at"])[1]
+    exact = global_shortlist(queries, gallery, recall["at"])[1]
+    independent = np.mean([len(np.intersect1d(e, f)) for e, f in zip(exact, found, strict=True)]) / recall["at"]
+    assert independent == pytest.approx(recall["value"], rel=1e-9)
+    assert faiss_module().downcast_index(index.first_stage.index) is not None
