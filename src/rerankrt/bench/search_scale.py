@@ -271,7 +271,8 @@ def table(rows: list[dict]) -> list[str]:
         name = r["first_stage"] if r["factory"] == "exact" else f"{r['first_stage']} `{r['factory']}`"
         knobs = ",".join(f"{k}={v}" for k, v in r.get("params", {}).items())
         ap = "–" if r.get("map_reranked") is None else f"{r['map_reranked']:.3f}"
-        lines.append(f"| {r.get('generator', 'unclustered')} | {r['images']:,} | {name}{f' {knobs}' if knobs else ''} | "
+        name += f" {knobs}" if knobs else ""
+        lines.append(f"| {r.get('generator', 'unclustered')} | {r['images']:,} | {name} | "
                      f"{r['build_s']:.1f} s | {r['peak_rss_mb']:,.0f} MB | "
                      f"{r['bytes_per_image']:,.0f} ({r['bytes_per_image_by_part']['first_stage']:,.0f}) | "
                      f"{r['recall_at_100']:.3f} / {r['recall_held_out']:.3f} | {ap} | {r['first_stage_ms']:.2f} | "
