@@ -58,7 +58,7 @@ def candidates(images: int, dim: int) -> list[str]:
     out = [f"{ivf},PQ{m}" for m in (32, 64, 128) if dim % m == 0]
     out += [f"{ivf},PQ{m}x4fs" for m in (64, 128, 256) if dim % m == 0]
     out += [f"PCAR256,{ivf},PQ{m}x4fs" for m in (64, 128)] if dim > 256 else []
-    out += [f"OPQ{m}_{4 * m},{ivf},PQ{m}" for m in (32, 64, 96, 128, 192) if 4 * m <= dim]
+    out += [f"OPQ{m}_{4 * m},{ivf},PQ{m}" for m in (32, 64, 96, 128) if 4 * m <= dim]
     out += [f"{ivf},PQ{m}x4fs,Refine(PQ{m2})" for m, m2 in ((32, 96), (32, 128), (64, 128), (64, 192))
             if dim % m2 == 0]
     out += [f"PCAR256,{ivf},PQ64x4fs,Refine(SQ{bits})" for bits in (4, 8)] if dim > 256 else []
