@@ -206,8 +206,9 @@ def choose(vectors: np.ndarray, at: int, budget: float | None, target: float = T
     for i, factory in enumerate(fitting, 1):
         trial = _trial(faiss, factory, tune, q, truth, images, target, quantizers)
         trials.append(trial)
-        log(f"[{i}/{len(fitting)}] {factory}: {trial.bytes_per_image:.0f} B/image, recall {trial.recall:.3f}, "
-            f"{trial.ms_per_query:.2f} ms/query {trial.params or ''} ({trial.build_s:.1f} s)")
+        log(f"[{i}/{len(fitting)}] {factory}: " + (trial.note if trial.recall is None else
+            f"{trial.bytes_per_image:.0f} B/image, recall {trial.recall:.3f}, {trial.ms_per_query:.2f} ms/query "
+            f"{trial.params or ''} ({trial.build_s:.1f} s)"))
     measured = [t for t in trials if t.recall is not None]
     over = [t for t in measured if t.bytes_per_image > budget]
     for t in over:
