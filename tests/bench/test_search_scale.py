@@ -35,11 +35,27 @@ def test_every_stage_is_built_measured_and_tabled(tmp_path, monkeypatch, capsys)
         assert budget["choice"]["reason"].startswith(budget["factory"])
         if g == "clustered":  # the planted positives, after the same re-ranking of each shortlist
             assert 0 < by["exact"]["map_reranked"] <= 1 and budget["map_reranked"] <= 1
+            assert by["exact"]["positives_at_100"] == 1.0  # each planted positive is in its exact top 100
+            assert 0 < budget["positives_at_100"] <= 1
         else:
-            assert by["exact"]["map_reranked"] is None
+            assert by["exact"]["map_reranked"] is None and by["exact"]["positives_at_100"] is None
     for r in rows:
         assert r["peak_rss_mb"] > 0 and r["first_stage_ms"] > 0 and r["rerank_ms"] > 0
         assert r["total_ms"] >= r["first_stage_ms"]
     out = capsys.readouterr().out.splitlines()
     assert out[:2] == search_scale.table(rows)[:2] and len(out) == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["search_scale.json"]  # the work folder removed
+
+
+def test_the_clustered_gallery_holds_the_positives_of_the_queries_it_times(tmp_path):
+    import numpy as np
+
+    from rerankrt.search.exact import global_shortlist
+
+    search_scale.write_gallery(tmp_path / "g.npy", 2000, "clustered", 3)
+    gallery, queries = np.load(tmp_path / "g.npy"), search_scale.held_out(2000, "clustered", 3)
+    assert queries.shape == (4, 768)  # the three timed and the one that warms up
+    top = global_shortlist(queries, gallery, 10)[1]
+    planted = search_scale.clustered(2000, 3)
+    for q in range(4):  # each query's planted positives among its ten nearest gallery images
+        assert np.isin(planted.positives_of(q), top[q]).all()
