@@ -27,8 +27,8 @@ run interleaved, query by query over every case (drift hits all alike): the firs
 re-ranking those 100 from the store (the query encoded once, the scorer on ONNX Runtime). On the clustered
 gallery, the share of the planted positives in the first stage's top 100 (the mAP of an ideal re-ranker:
 what any re-ranker can make of the shortlist) sits beside the exact top 100's, and the mAP after AMES's
-re-ranking (of random weights here, which tell no positive apart). Medians are reported; a table is
-printed and `search_scale.json` written (docs' table is rendered from it).
+re-ranking (of random weights here: its fused score orders by the first stage's similarity). Medians are
+reported; a table is printed and `search_scale.json` written (docs' table is rendered from it).
 """
 
 from __future__ import annotations
@@ -270,7 +270,8 @@ def _positives_found(found: list[tuple[np.ndarray, np.ndarray]], generator: Clus
     """The share of the timed queries' planted positives in their first stage's top 100: the mAP of an ideal
     re-ranker (every positive it is given ranked first), the most any re-ranker can make of the shortlist.
     With random weights AMES's own scores do not tell a positive (its query's codes, 10 % of the bits
-    flipped) from a random image: 0.24 against 0.24, so its mAP says nothing of the shortlist; this does."""
+    flipped) from a random image, 0.24 against 0.24; its fused score keeps the first stage's similarity, so
+    its mAP follows that stage's scores as well as its shortlist. This counts the shortlist alone."""
     return float(np.mean([np.isin(generator.positives_of(i + 1), shortlist).mean()
                           for i, (shortlist, _) in enumerate(found)]))
 
