@@ -217,6 +217,14 @@ def test_gnd_index_out_of_range(tmp_path):
         read_gnd(path)
 
 
+def test_gnd_bare_number_is_no_index_list(tmp_path):
+    """A bare index where a list belongs is a malformed file, not a list of one (hypothesis found {'easy': 0})."""
+    path = tmp_path / "gnd_bad.pkl"
+    path.write_bytes(pickle.dumps({"gnd": [{"easy": 0}], "imlist": ["a", "b"], "qimlist": ["q"]}))
+    with pytest.raises(DescriptorFileError, match=re.escape(f"{path}: query 0 'easy' is not a list of image indices")):
+        read_gnd(path)
+
+
 def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     path = tmp_path / "nn.pkl"
     write_nn(path, np.zeros((1, 2)), np.zeros((1, 2)))

@@ -256,7 +256,10 @@ def read_gnd(path: str | os.PathLike) -> dict:
         out = dict(entry)
         for key, values in lists.items():
             try:
-                raw = np.asarray(values, dtype=np.float64).reshape(-1)
+                raw = np.asarray(values, dtype=np.float64)
+                if raw.ndim == 0:  # a bare number is no list (a reader that took it as one hid the malformed file)
+                    raise ValueError
+                raw = raw.reshape(-1)
             except (TypeError, ValueError):
                 raise DescriptorFileError(f"{path}: query {q} '{key}' is not a list of image indices") from None
             if not np.isfinite(raw).all() or (raw != np.round(raw)).any():
