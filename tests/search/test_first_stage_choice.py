@@ -16,7 +16,7 @@ from rerankrt.cli.main import main
 from rerankrt.core.errors import InputError, TargetNotMetError
 from rerankrt.search.exact import global_shortlist
 from rerankrt.search.first_stage import RecallProbe, faiss_module, without_polysemous
-from rerankrt.search.first_stage_choice import Selection, candidates, choose, estimated_bytes
+from rerankrt.search.first_stage_choice import Selection, candidates, choose, confirm, estimated_bytes, pick
 from rerankrt.search.index import SearchIndex, index_info, write_index
 from rerankrt.search.store import entry_bytes
 
@@ -131,6 +131,33 @@ def test_a_target_no_candidate_reaches_is_refused_unless_allowed(tmp_path, galle
     info = index_info(out)
     assert not info["choice"]["reaches_target"] and "none within" in info["choice"]["reason"]
     assert any("below target" in t["note"] for t in info["choice"]["tried"] if t["note"].startswith("chosen"))
+
+
+def test_below_the_target_the_best_recall_is_taken_up_to_one_shortlist_image():
+    """A front that flattens short of the target: its highest recall is bought with ever more time; within 1/S of
+    it (less than one image per query of an S-long shortlist) the fastest point is taken."""
+    front = [(0.70, 0.001, {"nprobe": 64}), (0.733, 0.002, {"nprobe": 128}), (0.738, 0.004, {"nprobe": 256}),
+             (0.741, 0.008, {"nprobe": 512})]
+    assert pick(front, 0.9, 100) == (0.733, 0.002, {"nprobe": 128}, False)  # 0.741 - 0.733 ≤ 1/100
+    assert pick(front, 0.9, 1000) == (0.741, 0.008, {"nprobe": 512}, False)  # 1/1000: only the highest
+    assert pick(front, 0.735, 100) == (0.738, 0.004, {"nprobe": 256}, True)  # reaching: the cheapest that does
+
+
+def test_confirm_on_the_whole_gallery_keeps_the_same_rule(gallery):
+    index = without_polysemous(faiss.index_factory(D, "IVF64,PQ8", faiss.METRIC_INNER_PRODUCT))
+    index.train(gallery)
+    index.add(gallery)
+    probe = RecallProbe(gallery, 10, count=50)
+    front = [(0.0, 1e-4 * n, {"nprobe": n}) for n in (1, 2, 4, 8, 16, 32, 64)]
+    recalls = {}
+    for n in (1, 2, 4, 8, 16, 32, 64):
+        index.nprobe = n
+        recalls[n] = probe.measure(lambda q, k: index.search(q, k)[1])["value"]
+    params, recall = confirm(index, probe, front, target=1.01)  # none reaches: the rule of `pick`
+    expected = min(n for n in recalls if recalls[n] >= max(recalls.values()) - 1 / probe.at)
+    assert params == {"nprobe": expected} and recall["value"] == recalls[expected] and index.nprobe == expected
+    assert confirm(index, probe, front, target=recalls[4])[0] == {"nprobe": min(n for n in recalls
+                                                                                if recalls[n] >= recalls[4])}
 
 
 @pytest.mark.parametrize("target", [0.0, 1.5, -1])
