@@ -110,6 +110,32 @@ def test_the_query_is_fed_once_per_call_and_encoded_once_per_query(checkpoints, 
     assert calls == [(1, 40, 768)]  # 4 scorer calls, 1 encoding
 
 
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_query_encoded_once_for_several_stores_reranks_as_the_encoder_does(name, checkpoints, stores, rng):
+    """The search front encodes the query once and sends its stored form to every shard (`encoded`): the same
+    fused scores as a re-ranker that encodes it itself; the whole model takes no encoded query, a scorer not
+    both an encoder and one."""
+    from rerankrt.runtime.rerankers import encode_query
+
+    with TorchBackend(f"{name}-encoder", checkpoint=checkpoints[name]) as encoder, \
+            TorchBackend(f"{name}-scorer", checkpoint=checkpoints[name]) as scorer:
+        db, db_mask = AmesStore(stores / name).entries(np.arange(30))
+        q_desc, q_mask = unit_descriptors(rng, (40, 768), np.array(33))
+        sims = rng.random(30)
+        own = AmesReranker(scorer, 0.35, 0.1, batch=8, encoder=encoder).rerank(q_desc, q_mask, db, db_mask, sims)
+        encoded = encode_query(encoder, q_desc, q_mask)
+        assert encoded.shape == (40, 128) and (encoded.dtype == np.bool_) == (name == "ames-dist")
+        sent = AmesReranker(scorer, 0.35, 0.1, batch=8, encoded=True).rerank(encoded, q_mask, db, db_mask, sims)
+        np.testing.assert_array_equal(sent.order, own.order)
+        np.testing.assert_allclose(sent.scores, own.scores, rtol=1e-6, atol=0)
+        with pytest.raises(ValueError, match=rf"^{name}-scorer: a scorer takes the encoder of the query side or the "
+                                             r"encoded query, not both$"):
+            AmesReranker(scorer, 0.35, 0.1, encoder=encoder, encoded=True)
+    with TorchBackend(name, num_layers=2) as whole, pytest.raises(
+            ValueError, match=rf"^{name}: the whole model takes no encoder and no encoded query$"):
+        AmesReranker(whole, 0.35, 0.1, encoded=True)
+
+
 def test_a_store_refuses_another_scorer(checkpoints, stores):
     store = AmesStore(stores / "ames-dist")
     with TorchBackend("ames-dist-scorer") as random_weights, TorchBackend("ames-scorer") as fp, \

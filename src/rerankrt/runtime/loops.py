@@ -1,8 +1,8 @@
 """The re-ranking loops, one object per family, registered once (`LOOPS`, keyed by a model card's `loop`):
-AMES over pairs of descriptors (`ames`), AMES's scorer over stored entries (`ames-store`), LOCORE's
-sliding windows (`locore`). Everything that differs between the families lives here, so the CLI, dataset
-re-ranking, evaluation, search, Triton's loop models and the profiler ask a loop instead of branching on
-its name:
+AMES over pairs of descriptors (`ames`), AMES's scorer over stored entries (`ames-store`; a search shard's
+`ames-store-encoded` takes the query encoded), LOCORE's sliding windows (`locore`). Everything that differs
+between the families lives here, so the CLI, dataset re-ranking, evaluation, search, Triton's loop models
+and the profiler ask a loop instead of branching on its name:
 
 - its **run settings**, apart from the architecture: the settings a loop runs with (shortlist, fusion
   weight and temperature, pair batch, database descriptors, LOCORE's window, stride and order) are read
@@ -35,6 +35,8 @@ class Loop:
     whole_model = True
     #: a scorer over stored entries: built with the encoder of its query side, re-ranks from a store
     stored = False
+    #: a stored loop whose query comes encoded (its stored form): built without the encoder
+    encoded = False
     #: reads the gallery's global vectors beside its locals (LOCORE's GLOBAL tokens)
     reads_globals = False
     #: the fusion weight and temperature of an evaluation against R1M distractors, where they differ
@@ -177,6 +179,23 @@ class AmesFromStore(AmesPairs):
         return files.store.entries(top)
 
 
+class AmesFromStoreEncoded(AmesFromStore):
+    """A search shard's store loop: the query comes encoded (`q_encoded`, its stored form [Q,E]: the search
+    front encodes it once for all its shards), so the loop calls the scorer alone."""
+
+    name = "ames-store-encoded"
+    encoded = True
+
+    def io(self, config: dict) -> tuple[list[IOSpec], list[IOSpec]]:
+        inputs, outputs = super().io(config)
+        dtype = np.dtype(np.bool_ if config["binarized"] else np.float32)  # bool codes or (any float) tokens
+        return [IOSpec("q_encoded", dtype, ("query_descriptors", config["model_dim"])), *inputs[1:]], outputs
+
+    def reranker(self, backend, encoder=None, overrides: Mapping | None = None):
+        s = self.settings(backend.meta, overrides)
+        return AmesReranker(backend, s["lam"], s["gamma"], s["batch"], encoded=True), s["shortlist"]
+
+
 class LocoreWindows(Loop):
     """LOCORE's sliding windows over the shortlist: one graph call per window of gallery images."""
 
@@ -228,7 +247,8 @@ def _outputs() -> list[IOSpec]:
     return [IOSpec("order", np.dtype(np.int64), ("shortlist",)), IOSpec("scores", np.dtype(np.float32), ("shortlist",))]
 
 
-LOOPS: dict[str, Loop] = {loop.name: loop for loop in (AmesPairs(), AmesFromStore(), LocoreWindows())}
+LOOPS: dict[str, Loop] = {loop.name: loop for loop in (AmesPairs(), AmesFromStore(), AmesFromStoreEncoded(),
+                                                        LocoreWindows())}
 
 
 def loop_of(meta: dict) -> Loop:

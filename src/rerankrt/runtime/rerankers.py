@@ -33,34 +33,44 @@ def check_fusion(weight: float, temperature: float, names: tuple[str, str]) -> N
         raise ValueError(f"{names[1]}: expected a positive temperature, got {temperature}")
 
 
+def encode_query(encoder, desc, mask) -> np.ndarray:
+    """The stored form [Q,E] of one image's descriptors [Q,D] through an AMES `encoder` backend."""
+    out = next(spec.name for spec in encoder.output_specs())
+    return encoder.infer({"desc": desc[None].astype(encoder.float_dtype()), "mask": mask[None]})[out][0]
+
+
 class AmesReranker:
     """`AmesReranker(backend, lam, gamma).rerank(q_desc [Q,D], q_mask [Q], db [S,…], db_mask [S,T],
     global_sim [S])`. Released fusion defaults per variant: reference §2.6 (`runtime.loops`).
 
     With the whole model (loop "ames") `db` are the database images' descriptors [S,T,D]. With a scorer
     (loop "ames-store") `db` are their stored entries [S,T,E] (`AmesStore.entries`: bool codes or fp16
-    tokens) and `encoder` encodes the query, once per `rerank`."""
+    tokens) and `encoder` encodes the query, once per `rerank`; or (`encoded`, loop "ames-store-encoded") the
+    query comes in its stored form [Q,E], encoded once by the caller for several stores (a search's shards)."""
 
-    def __init__(self, backend, lam: float, gamma: float, batch: int | None = None, encoder=None) -> None:
+    def __init__(self, backend, lam: float, gamma: float, batch: int | None = None, encoder=None,
+                 encoded: bool = False) -> None:
         check_fusion(lam, gamma, ("lambda", "gamma"))
-        stored = backend.input_specs()[0].name != "q_desc"  # a scorer takes the query's stored form
-        if stored != (encoder is not None):
-            raise ValueError(f"{backend.meta['model']}: " + ("a scorer needs the encoder of the query side"
-                                                             if stored else "the whole model takes no encoder"))
+        self.stored = backend.input_specs()[0].name != "q_desc"  # a scorer takes the query's stored form
+        if self.stored != (encoder is not None or encoded) or (encoder is not None and encoded):
+            raise ValueError(f"{backend.meta['model']}: " + (
+                "the whole model takes no encoder and no encoded query" if not self.stored else
+                "a scorer takes the encoder of the query side or the encoded query, not both" if encoded else
+                "a scorer needs the encoder of the query side (or the encoded query)"))
         self.backend, self.lam, self.gamma, self.encoder = backend, lam, gamma, encoder
         limit = backend.profiles()["pairs"]["max"]
         self.batch = min(batch or limit, limit)
 
     def logits(self, q_desc, q_mask, db, db_mask) -> np.ndarray:
-        """Raw logits [S] in shortlist order."""
+        """Raw logits [S] in shortlist order (`q_desc`: the query's stored form where it comes `encoded`)."""
         q_name, _, db_name, _ = (spec.name for spec in self.backend.input_specs())
         dtypes = {spec.name: spec.dtype for spec in self.backend.input_specs()}
-        if self.encoder is not None:  # the query's stored form, once; the graph broadcasts it
-            query = self.encode(q_desc, q_mask).astype(dtypes[q_name])
+        if self.stored:  # the query's stored form, once; the graph broadcasts it
+            query = (q_desc if self.encoder is None else self.encode(q_desc, q_mask)).astype(dtypes[q_name])
         out = []
         for start in range(0, len(db), self.batch):
             n = min(self.batch, len(db) - start)
-            if self.encoder is None:
+            if not self.stored:
                 feeds = {q_name: np.broadcast_to(q_desc, (n, *q_desc.shape)).astype(dtypes[q_name]),
                          "q_mask": np.broadcast_to(q_mask, (n, *q_mask.shape)).copy()}
             else:
@@ -71,10 +81,8 @@ class AmesReranker:
         return np.concatenate(out) if out else np.zeros(0)
 
     def encode(self, desc, mask) -> np.ndarray:
-        """The stored form [Q,E] of one image's descriptors [Q,D] through the encoder."""
         assert self.encoder is not None
-        out = next(spec.name for spec in self.encoder.output_specs())
-        return self.encoder.infer({"desc": desc[None].astype(self.encoder.float_dtype()), "mask": mask[None]})[out][0]
+        return encode_query(self.encoder, desc, mask)
 
     def rerank(self, q_desc, q_mask, db, db_mask, global_sim) -> Reranked:
         global_sim = np.asarray(global_sim, dtype=np.float64)

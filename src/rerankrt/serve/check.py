@@ -27,7 +27,7 @@ from rerankrt.serve.configs import (
     schema,
     tensor_config,
 )
-from rerankrt.serve.triton_bls import LOOP_MODELS, TARGET_FILE, AmesStoreRerankModel
+from rerankrt.serve.triton_bls import LOOP_MODELS, TARGET_FILE, AmesShardRerankModel
 
 
 def _dims(msg) -> list[int]:
@@ -214,11 +214,12 @@ def _compare_io(field: str, tensors, expected: list[dict]) -> list[str]:
     return problems
 
 
-def _check_store_loop(params: dict, configs: dict) -> list[str]:
-    """The store loop's encoder is a model of the repository and its store opens and fits the scorer."""
+def _check_store_loop(params: dict, configs: dict, encoded: bool) -> list[str]:
+    """The store loop's encoder (unless its query comes `encoded`) is a model of the repository and its store
+    opens."""
     from rerankrt.search.shards import open_store
 
-    if params.get("encoder_model") not in configs:
+    if not encoded and params.get("encoder_model") not in configs:
         return [f"parameters encoder_model: {params.get('encoder_model')!r} is not a model of this repository"]
     try:
         open_store(params.get("store", ""))
@@ -271,7 +272,7 @@ def _check_loop(config, configs: dict, version: Path) -> list[str]:
     for field, tensors, expected in (("input", config.input, inputs), ("output", config.output, outputs)):
         problems += _compare_io(field, tensors, [loop_tensor_config(t) for t in expected])
     if LOOPS[kind].stored:
-        problems += _check_store_loop(params, configs)
+        problems += _check_store_loop(params, configs, LOOPS[kind].encoded)
     if config.max_batch_size != 0:
         problems.append(f"max_batch_size: {config.max_batch_size}, expected 0 (one query per request)")
     target_inputs = [t.name for t in configs[target].input]
@@ -327,7 +328,7 @@ def _check_shards(params: dict, configs: dict, shards: list[Path]) -> list[str]:
     problems = []
     for path, first, rerank in zip(shards, names["shard"], names["rerank"], strict=True):
         want = str(path.resolve())
-        for model, key, loop in ((first, "index", SHARD), (rerank, "store", AmesStoreRerankModel.kind)):
+        for model, key, loop in ((first, "index", SHARD), (rerank, "store", AmesShardRerankModel.kind)):
             theirs = {k: v.string_value for k, v in configs[model].parameters.items()}
             if theirs.get("loop") != loop or theirs.get(key) != want:
                 problems.append(f"parameters: {model} is not the {loop} model over the shard {want} (its loop "

@@ -146,11 +146,11 @@ MAX_SHORTLIST = 1600
 
 
 def loop_config(a: Artifact, max_batch_size: int, instances: int, name: str, extra: dict | None = None,
-                max_shortlist: int = MAX_SHORTLIST) -> dict:
-    """The ModelConfig of the re-ranking loop `name` over `a`, with the released settings as parameters
-    (and `extra` ones: the store loop's encoder model and store path), and the longest shortlist a request
-    may carry."""
-    kind = a.meta["loop"]
+                max_shortlist: int = MAX_SHORTLIST, kind: str | None = None) -> dict:
+    """The ModelConfig of the re-ranking loop `name` over `a` (of `a`'s loop, or `kind`: a search shard's),
+    with the released settings as parameters (and `extra` ones: the store loop's encoder model and store
+    path), and the longest shortlist a request may carry."""
+    kind = kind or a.meta["loop"]
     inputs, outputs = LOOPS[kind].io(a.meta["config"])
     params = LOOPS[kind].triton_params(a.meta, max_batch_size)
     params = {"loop": kind, "target_model": a.name, **params, "max_shortlist": max_shortlist, **(extra or {})}

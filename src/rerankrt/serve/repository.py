@@ -57,7 +57,7 @@ from rerankrt.serve.configs import (
     served_sidecar,
     shard_config,
 )
-from rerankrt.serve.triton_bls import LOOP_MODELS, TARGET_FILE
+from rerankrt.serve.triton_bls import LOOP_MODELS, TARGET_FILE, AmesShardRerankModel
 from rerankrt.serve.triton_search import SearchModel, ShardFirstStageModel, shard_models
 
 #: the file at a repository's root that says rerankrt wrote it: `--force` replaces only such a folder
@@ -221,10 +221,11 @@ def _search_targets(found: list[Artifact], index: Path) -> dict[str, Artifact]:
 
 
 def _write_loop(folder: Path, a: Artifact, encoder: Artifact | None, config: dict) -> None:
-    """A loop model over `a` (a store loop: over the scorer, `encoder` the query side's)."""
+    """A loop model over `a` (a store loop: over the scorer, `encoder` the query side's), of the loop its
+    `config` names."""
     _write_config(folder, config)
     (folder / "1").mkdir()
-    kind = a.meta["loop"]
+    kind = config["parameters"]["loop"]["string_value"]
     (folder / "1" / "model.py").write_text(adapter(f"the {kind} loop", LOOP_MODELS[kind]))
     target = {"precision": a.precision, "sidecar": a.meta, **({"encoder": encoder.meta} if encoder else {})}
     (folder / "1" / TARGET_FILE).write_text(json.dumps(target, indent=2) + "\n")
@@ -239,15 +240,15 @@ def _write_search(repo: Path, index: Path, targets: dict[str, Artifact], instanc
     opened = open_index(index, first_stage=False)
     shards = getattr(opened, "shards", [opened])
     names = shard_models(SEARCH, len(shards))
-    scorer, encoder = targets["scorer"], targets["encoder"]
+    scorer = targets["scorer"]
     max_k = max(max_top, released_settings(scorer.meta)["shortlist"])
     for shard, (first, rerank) in zip(shards, names, strict=True):
         _write_config(repo / first, shard_config(first, str(shard.path.resolve()), shard.dim, instances, max_k))
         (repo / first / "1").mkdir()
         (repo / first / "1" / "model.py").write_text(adapter("a search shard's first stage", ShardFirstStageModel))
-        extra = {"encoder_model": encoder.name, "store": str(shard.path.resolve())}
-        _write_loop(repo / rerank, scorer, encoder,
-                    loop_config(scorer, max_batch_sizes[scorer.name], instances, rerank, extra, max_k))
+        _write_loop(repo / rerank, scorer, None, loop_config(scorer, max_batch_sizes[scorer.name], instances, rerank,
+                                                             {"store": str(shard.path.resolve())}, max_k,
+                                                             AmesShardRerankModel.kind))
     _write_config(repo / SEARCH, search_config(SEARCH, str(index), targets, names, instances, DEFAULT_TOP, max_top))
     (repo / SEARCH / "1").mkdir()
     (repo / SEARCH / "1" / "model.py").write_text(adapter("the search pipeline", SearchModel))

@@ -147,7 +147,7 @@ class _RerankModel:
     def make_reranker(self):
         """The loop's re-ranker over the target (a scorer with its encoder) at the model's parameters."""
         loop = LOOPS[self.kind]
-        encoder = self.backends[1] if loop.stored else None
+        encoder = self.backends[1] if loop.stored and not loop.encoded else None
         return loop.reranker(self.backend, encoder, loop.from_params(self.backend.meta, self.params))[0]
 
     def run(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -224,8 +224,29 @@ class AmesStoreRerankModel(AmesRerankModel):
         return result.order, result.scores
 
 
+class AmesShardRerankModel(AmesStoreRerankModel):
+    """A search shard's store loop (`search_shard_NNN_rerank`): as `AmesStoreRerankModel`, but the query comes
+    encoded (`q_encoded`) by the search front, once for all its shards, so it calls the scorer alone."""
+
+    kind = "ames-store-encoded"
+
+    def open_targets(self, target: dict) -> list[BlsBackend]:
+        from rerankrt.search.shards import open_store
+
+        scorer = _RerankModel.open_targets(self, target)[0]
+        self.store = open_store(self.params["store"])
+        self.store.check_scorer(scorer.meta)  # the front checks the store against its encoder
+        return [scorer]
+
+    def run(self, a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        db, db_mask = self.store.entries(a["shortlist"])
+        result = self.reranker.rerank(a["q_encoded"], a["q_mask"], db, db_mask, a["global_sim"])
+        return result.order, result.scores
+
+
 #: each loop's Triton model, by loop name
-LOOP_MODELS = {cls.kind: cls for cls in (AmesRerankModel, AmesStoreRerankModel, LocoreRerankModel)}
+LOOP_MODELS = {cls.kind: cls for cls in (AmesRerankModel, AmesStoreRerankModel, AmesShardRerankModel,
+                                         LocoreRerankModel)}
 
 
 class GraphModel:

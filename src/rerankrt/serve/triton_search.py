@@ -9,10 +9,11 @@ by BLS to the shard models, so its results are those of `Searcher` over one inde
 - `search_shard_NNN` (`ShardFirstStageModel`) holds shard NNN's first stage: the query's normalised global
   vector and k in, the shard's top k (similarities, its own rows) out. The front merges the shards' lists
   into the gallery's top k (`search.shards.merge_top`: over exact shards, the exact top k);
-- `search_shard_NNN_rerank` is the AMES store loop (`AmesStoreRerankModel`) over shard NNN's store: the
-  front sends each shard the rows of the merged shortlist that it holds, and orders the fused scores that
-  come back (an image's fused score depends on the query and its own entry alone; equal scores keep the
-  shortlist's order, as `AmesReranker` does).
+- `search_shard_NNN_rerank` is the AMES store loop over shard NNN's store with the query encoded
+  (`AmesShardRerankModel`): the front encodes the query once, sends it to each shard with the rows of the
+  merged shortlist that the shard holds, and orders the fused scores that come back (an image's fused score
+  depends on the query and its own entry alone; equal scores keep the shortlist's order, as
+  `AmesReranker` does).
 
 A shard's models read only its own folder, so the shards of one gallery can be spread over model
 instances, GPUs or, with a search model per server, behind a load balancer (BLS reaches the models of its
@@ -35,6 +36,7 @@ import numpy as np
 from rerankrt.core.errors import InputError
 from rerankrt.runtime.feeds import IOSpec
 from rerankrt.runtime.loops import loop_of
+from rerankrt.runtime.rerankers import encode_query
 from rerankrt.search.index import SearchIndex
 from rerankrt.search.searcher import Searcher
 from rerankrt.search.shards import ShardedIndex, merge_top, open_index
@@ -124,14 +126,16 @@ class ShardSearcher(Searcher):
         self.offsets = np.asarray(getattr(index, "offsets", [0]))
 
     def _rerank(self, reranker, query, rows: np.ndarray, sims: np.ndarray) -> Fused:
-        assert self.scorer is not None
+        assert self.scorer is not None and self.encoder is not None
         n = min(self.scorer.config["query_descriptors"], len(query.desc))
+        encoded = encode_query(self.encoder, query.desc[:n], query.mask[:n])  # once, for every shard
+        encoded = encoded if encoded.dtype == np.bool_ else encoded.astype(np.float32)
         shard = np.searchsorted(self.offsets, rows, side="right") - 1
         fused = np.empty(len(rows), np.float64)
         for i, model in enumerate(self.rerank_models):
             where = np.flatnonzero(shard == i)
             if where.size:
-                feeds = {"q_desc": query.desc[:n].astype(np.float32), "q_mask": query.mask[:n],
+                feeds = {"q_encoded": encoded, "q_mask": query.mask[:n],
                          "shortlist": (rows[where] - self.offsets[i]).astype(np.int64),
                          "global_sim": sims[where].astype(np.float32)}
                 got = bls_infer(self.pb_utils, model, feeds, ["order", "scores"])
