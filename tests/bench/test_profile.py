@@ -226,7 +226,7 @@ def test_presets_and_bad_arguments(capsys):
     # the best roof decides, rounded, clamped to 1 … repeat; unscaled without a sizing or a roof
     assert [scaled_repeat(3, roofs(g, 20), 400) for g in (185, 250, 394, 800, 10)] == [1, 2, 3, 3, 1]
     assert scaled_repeat(3, roofs(185), None) == 3 and scaled_repeat(3, {}, 400) == 3
-    with pytest.raises(ValueError, match="--preset: expected one of quick, paper, edge, got 'huge'"):
+    with pytest.raises(ValueError, match="preset: expected one of quick, paper, edge, got 'huge'"):
         preset_settings("huge")
     edge = preset_settings("edge", shortlists=[7], models=[], repeat=None)  # empty and None: the preset's own
     assert edge == {**preset_settings("edge"), "shortlists": [7]} and edge["models"] == ["ames", "locore-small", "raml"]
@@ -428,16 +428,16 @@ def test_run_settings_change_the_workload_not_the_graph(tmp_path, capsys):
 
     assert settings_by_model(["ames", "locore-small", "rrt"], {"window": 50, "batch": 8}) == {
         "locore-small": {"window": 50}, "ames": {"batch": 8}}
-    with pytest.raises(ValueError, match=r"^--setting window: no loop of the models profiled takes it \(ames, rrt\)$"):
+    with pytest.raises(ValueError, match=r"^setting: window: no loop of the models profiled takes it \(ames, rrt\)$"):
         settings_by_model(["ames", "rrt"], {"window": 50})
-    with pytest.raises(ValueError, match=r"^--setting window: not a run setting of ames \(its settings: shortlist, "
+    with pytest.raises(ValueError, match=r"^setting: window: not a run setting of ames \(its settings: shortlist, "
                                          r"lam, gamma, db_descriptors, batch\)$"):
         check_settings(["ames"], {"ames": {"window": 50}})
-    with pytest.raises(ValueError, match=r"^--setting batch: not a run setting of rrt \(no loop runs it\)$"):
+    with pytest.raises(ValueError, match=r"^setting: batch: not a run setting of rrt \(no loop runs it\)$"):
         check_settings(["rrt"], {"rrt": {"batch": 2}})
-    with pytest.raises(ValueError, match=r"^--setting: locore is not profiled here \(--models: ames\)$"):
+    with pytest.raises(ValueError, match=r"^setting: locore is not profiled here \(`models`: ames\)$"):
         check_settings(["ames"], {"locore": {"window": 50}})
-    for argv, message in ((["--setting", "window=50"], "--setting window: no loop of the models profiled takes it"),
+    for argv, message in ((["--setting", "window=50"], "--setting: window: no loop of the models profiled takes it"),
                           (["--setting", "shortlist=50"], "--setting shortlist: set by --shortlist, not --setting")):
         assert main(["bench", "--models", "ames", "--out", str(tmp_path / "cli"), *argv]) == 2
         assert message in capsys.readouterr().err

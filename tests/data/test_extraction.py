@@ -169,12 +169,12 @@ def test_image_lists(tmp_path):
     (tmp_path / "list.txt").write_text("b.jpg\n\n/abs/z.jpg\na.PNG\n")
     assert image_list(tmp_path / "list.txt") == [tmp_path / "b.jpg", Path("/abs/z.jpg"), tmp_path / "a.PNG"]
     (tmp_path / "empty.txt").write_text("\n")
-    with pytest.raises(InputError, match=r"--images: the list .*empty.txt is empty"):
+    with pytest.raises(InputError, match=r"images: the list .*empty.txt is empty"):
         image_list(tmp_path / "empty.txt")
-    with pytest.raises(InputError, match=r"--images: .*nothing: no such folder or list file"):
+    with pytest.raises(InputError, match=r"images: .*nothing: no such folder or list file"):
         image_list(tmp_path / "nothing")
     (tmp_path / "sub").mkdir()
-    with pytest.raises(InputError, match=r"--images: .*sub holds no image files \(.jpg, .jpeg"):
+    with pytest.raises(InputError, match=r"images: .*sub holds no image files \(.jpg, .jpeg"):
         image_list(tmp_path / "sub")
 
 
@@ -244,7 +244,7 @@ def test_cli_extracts_the_official_files_through_onnx_runtime(artifacts, folder,
     (tmp_path / "big").mkdir()
     with open_backend(artifacts / "dinov2-extractor.onnx", backend="ort", log=lambda m: None) as ort_backend:
         with pytest.raises(InputError, match=r"images of 518 × 392 px: height 518 is outside the extractor's "
-                                             r"profile 14…406 \(--imsize, or export and build with --profile "
+                                             r"profile 14…406 \(`imsize`, or export and build with `profile` "
                                              r"height:…\)"):
             extraction.extract(ort_backend, image_list(folder), tmp_path / "big", "gallery", 518, 40)
     assert list((tmp_path / "big").iterdir()) == []
@@ -410,7 +410,7 @@ def test_query_crops_from_the_ground_truth(artifacts, tmp_path):
                  str(tmp_path / "gnd.pkl"), "--backend", "ort", "--artifacts", str(artifacts)]) == 2
     gnd["qimlist"] = ["radcliffe_2", "other"]
     (tmp_path / "gnd.pkl").write_bytes(pickle.dumps(gnd))
-    with pytest.raises(InputError, match=r"--gnd: all_souls_1.jpg is not one of its 2 queries \(qimlist\)"):
+    with pytest.raises(InputError, match=r"gnd: all_souls_1.jpg is not one of its 2 queries \(qimlist\)"):
         extraction.query_boxes(gnd, image_list(images))
 
 

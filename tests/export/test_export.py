@@ -241,7 +241,7 @@ def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     ({"opset": 16}, ValueError, "opset: expected 17–20 (or 23), got 16"),
     ({"precision": "int4"}, ValueError, "precision: expected fp32, fp16, int8 or both, got 'int4'"),
-    ({"precision": "int8"}, ValueError, "--precision int8 needs --calibration DATA (a dataset folder in the official "
+    ({"precision": "int8"}, ValueError, "precision: int8 needs `calibration` (a dataset folder in the official "
                                         "layout)"),
     ({"profiles": {"pairs": Profile(10, 5, 20)}}, ValueError,
      "profile pairs: expected 1 ≤ min ≤ opt ≤ max, got 10/5/20"),
@@ -260,7 +260,7 @@ def test_bad_export_arguments(tmp_path, kwargs, error, message):
 def test_out_dir_that_is_a_file(tmp_path):
     target = tmp_path / "file"
     target.write_text("x")
-    with pytest.raises(NotADirectoryError, match=r"--out .*file: is a file, expected a folder"):
+    with pytest.raises(OSError, match=r"out: .*file: is a file, expected a folder"):
         export_model("ames", out_dir=target)
 
 

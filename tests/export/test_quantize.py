@@ -115,7 +115,7 @@ def test_all_zero_descriptors_cannot_calibrate(tmp_path):
     for split, n, k in (("query", 6, 20), ("gallery", 60, 10)):
         write_local(data / f"dinov2_{split}_local.hdf5", np.zeros((n, k, 768), np.float32), np.zeros((n, k), bool))
     line = _refused(data, tmp_path / "art")
-    assert line.startswith("--precision int8: no quantization of ames keeps the FP32 ranking on ")
+    assert line.startswith("precision: int8: no quantization of ames keeps the FP32 ranking on ")
     assert "Spearman n/a" in line and "needed Spearman ≥ 0.98 and top-10 ≥ 0.9); nothing written" in line
 
 
@@ -149,12 +149,12 @@ def test_a_refused_int8_export_exits_1_with_its_one_line(tmp_path, capsys, monke
 
 def test_int8_needs_calibration_and_a_loop(tmp_path, capsys):
     assert main(["export", "ames", "--precision", "int8", "--out", str(tmp_path / "a")]) == 2
-    assert capsys.readouterr().err.strip() == ("rerankrt export: error: --precision int8 needs --calibration DATA "
+    assert capsys.readouterr().err.strip() == ("rerankrt export: error: --precision: int8 needs --calibration "
                                                "(a dataset folder in the official layout)")
     assert main(["export", "raml", "--precision", "int8", "--calibration", str(tmp_path), "--out",
                  str(tmp_path / "a")]) == 2
     assert capsys.readouterr().err.strip() == (
-        "rerankrt export: error: --precision int8: INT8 graphs are calibrated through a re-ranking loop; raml has "
+        "rerankrt export: error: --precision: int8: INT8 graphs are calibrated through a re-ranking loop; raml has "
         "none (INT8 takes ames, ames-dist, ames-scorer, ames-dist-scorer, locore, locore-small)")
     assert main(["export", "ames", "--calibration", str(tmp_path), "--out", str(tmp_path / "a")]) == 2
     assert capsys.readouterr().err.strip() == "rerankrt export: error: --calibration: only --precision int8 is " \
@@ -167,8 +167,8 @@ def test_torch_runs_no_int8(tmp_path, capsys):
     assert main(["rerank", "--model", "ames", "--backend", "torch", "--precision", "int8", "--data", str(data),
                  "--out", str(tmp_path / "nn.pkl")]) == 2
     assert capsys.readouterr().err.strip() == (
-        "rerankrt rerank: error: --precision int8: an exported INT8 graph (ONNX Runtime) or engine (TensorRT); the "
-        "torch backend runs fp32 or fp16")
+        "rerankrt rerank: error: --precision: int8 runs an exported INT8 graph (ONNX Runtime) or engine (TensorRT); "
+        "the torch backend runs fp32 or fp16")
 
 
 def test_agreement_figures():

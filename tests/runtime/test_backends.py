@@ -338,7 +338,7 @@ def test_rerank_bad_input(artifacts, tmp_path, rng):
 
     write_dataset(tmp_path, rng, "dinov2", 768)
     with OrtBackend(artifacts / "ames.onnx") as backend:
-        with pytest.raises(InputError, match=r"--shortlist: expected 1 … 20 \(the neighbours in nn_superglobal.pkl\)"):
+        with pytest.raises(InputError, match=r"shortlist: expected 1 … 20 \(the neighbours in nn_superglobal.pkl\)"):
             rerank_dataset(backend, tmp_path, tmp_path / "o.pkl", shortlist=21)
     import types
 
@@ -396,7 +396,7 @@ def test_one_request_resolves_every_auto_rule(tmp_path):
     (tmp_path / "ames-encoder.json").write_text(json_.dumps({"loop": None, "fused": {}}))
     ckpt = tmp_path / "ames.pt"
     assert resolve("ames", BackendRequest(checkpoint=ckpt)).kind == "torch"  # weights, no artifacts: torch
-    with pytest.raises(ValueError, match=r"^--checkpoint: the torch backend's; an exported graph or engine carries"):
+    with pytest.raises(ValueError, match=r"^checkpoint: the torch backend's; an exported graph or engine carries"):
         resolve("ames", BackendRequest("ort", tmp_path, checkpoint=ckpt))
     ort = resolve("ames", BackendRequest("ort", tmp_path))
     assert (ort.kind, ort.path, ort.provider) == ("ort", tmp_path / "ames.ort.onnx", "cpu")  # the fused form

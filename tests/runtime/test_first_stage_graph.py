@@ -69,7 +69,7 @@ def test_the_fp32_graph_on_onnx_runtime_equals_numpy(graphs, gallery):
         assert few_idx.shape == (2, 7) and sorted(few_idx[1].tolist()) == list(range(7))
         with pytest.raises(InputError, match=r"^first-stage graph: returns at most 1000 neighbours, 1001 were asked"):
             stage.search(queries, 1001)
-        with pytest.raises(InputError, match=r"^--nprobe: the index's first stage is exact"):
+        with pytest.raises(InputError, match=r"^nprobe: the index's first stage is exact"):
             stage.search(queries, 10, nprobe=4)
 
 
@@ -116,5 +116,5 @@ def test_a_gallery_outside_the_profile_is_refused(graphs, tmp_path):
     export_model("first-stage", out_dir=tmp_path, precision="fp32", profiles={"images": Profile(1, 1500, 1600)})
     with open_backend(tmp_path / "first-stage.onnx", backend="ort") as backend, pytest.raises(
             InputError, match=r"^first-stage graph: the index holds 1601 images, the graph's profile takes 1…1600 "
-                              r"\(build it with --profile images:…\)$"):
+                              r"\(build it with `profile` images:…\)$"):
         GraphFirstStage(backend, low_rank_globals(1601, D, latent=16, seed=9))

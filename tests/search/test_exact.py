@@ -34,7 +34,7 @@ def test_matches_a_full_sort(monkeypatch, elements):
 
 def test_bad_input():
     rng = np.random.default_rng(0)
-    with pytest.raises(InputError, match=r"--k: expected a positive shortlist length, got 0"):
+    with pytest.raises(InputError, match=r"k: expected a positive shortlist length, got 0"):
         global_shortlist(unit(rng, 2), unit(rng, 3), 0)
     with pytest.raises(InputError, match=r"global vectors: expected \[queries, D\] and \[gallery, D\] of one D, "
                                          r"got \[2, 16\] and \[3, 8\]"):

@@ -116,13 +116,13 @@ def test_search_knobs_change_the_recall(tmp_path, gallery):
 
     assert recall() < recall(nprobe=4) < recall(nprobe=32) == 1.0  # all 32 lists: the exact set
     assert recall() == pytest.approx(index.manifest["first_stage"]["recall"]["value"], abs=0.1)
-    with pytest.raises(InputError, match=r"^--nprobe: expected a positive number, got 0$"):
+    with pytest.raises(InputError, match=r"^nprobe: expected a positive number, got 0$"):
         index.first_stage.search(queries, 10, nprobe=0)
-    with pytest.raises(InputError, match=r"^--ef-search: the index's first stage has no efSearch to set \(it takes "
+    with pytest.raises(InputError, match=r"^ef_search: the index's first stage has no efSearch to set \(it takes "
                                          r"nprobe\)$"):
         index.first_stage.search(queries, 10, ef_search=64)
     exact_index = SearchIndex(build(tmp_path / "exact", gallery[:100]))
-    with pytest.raises(InputError, match=r"^--nprobe: the index's first stage is exact \(it has no nprobe to set\)$"):
+    with pytest.raises(InputError, match=r"^nprobe: the index's first stage is exact \(it has no nprobe to set\)$"):
         exact_index.first_stage.search(queries, 10, nprobe=4)
 
 
@@ -164,15 +164,15 @@ def test_a_gallery_not_l2_normalised_is_normalised_and_said(tmp_path, gallery):
 
 
 @pytest.mark.parametrize(("factory", "settings", "message"), [
-    ("IVFbogus,PQ16", {}, "--first-stage: faiss rejects 'IVFbogus,PQ16': could not parse index string IVFbogus,PQ16"),
-    ("IVF32,PQ7", {}, "--first-stage: faiss rejects 'IVF32,PQ7': Error: '!(d % M == 0)' failed: The dimension of "
+    ("IVFbogus,PQ16", {}, "first_stage: faiss rejects 'IVFbogus,PQ16': could not parse index string IVFbogus,PQ16"),
+    ("IVF32,PQ7", {}, "first_stage: faiss rejects 'IVF32,PQ7': Error: '!(d % M == 0)' failed: The dimension of "
                       "the vector (d) should be a multiple of the number of subquantizers (M)"),
-    ("IVF32,PQ16", {"train_sample": N + 1}, f"--train-sample: expected 1 to the gallery's {N} images, got {N + 1}"),
-    ("IVF32,PQ16", {"train_sample": 20}, "--train-sample: 20 vectors cannot train IVF32,PQ16's 32 inverted lists "
+    ("IVF32,PQ16", {"train_sample": N + 1}, f"train_sample: expected 1 to the gallery's {N} images, got {N + 1}"),
+    ("IVF32,PQ16", {"train_sample": 20}, "train_sample: 20 vectors cannot train IVF32,PQ16's 32 inverted lists "
                                          "(give at least 32, ideally 1248)"),
-    ("IVF32,PQ16", {"nprobe": 0}, "--nprobe: expected a positive number, got 0"),
-    ("IVF32,PQ16", {"ef_search": 32}, "--ef-search: IVF32,PQ16 has no efSearch to set"),
-    ("exact", {"nprobe": 4}, "--nprobe: the first stage is exact (it takes no nprobe)"),
+    ("IVF32,PQ16", {"nprobe": 0}, "nprobe: expected a positive number, got 0"),
+    ("IVF32,PQ16", {"ef_search": 32}, "ef_search: IVF32,PQ16 has no efSearch to set"),
+    ("exact", {"nprobe": 4}, "nprobe: the first stage is exact (it takes no nprobe)"),
 ])
 def test_bad_first_stage_arguments(tmp_path, gallery, factory, settings, message):
     with pytest.raises(InputError) as e:

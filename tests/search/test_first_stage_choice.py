@@ -115,7 +115,7 @@ def test_budget_below_the_store_is_refused_before_training(tmp_path, gallery):
     with pytest.raises(InputError) as e:
         write_index(tmp_path / "index", gallery, lambda path: synthesize_store(path, N, "ames-dist"),
                     selection=Selection(800), store_bytes=807.0)
-    assert str(e.value).startswith("--budget-bytes: 800 B per image leaves nothing for a first stage: the re-ranker's "
+    assert str(e.value).startswith("budget_bytes: 800 B per image leaves nothing for a first stage: the re-ranker's "
                                    "store alone takes 807 B per image (and the names and manifest ")
     assert list(tmp_path.iterdir()) == []
 
@@ -123,7 +123,7 @@ def test_budget_below_the_store_is_refused_before_training(tmp_path, gallery):
 def test_a_target_no_candidate_reaches_is_refused_unless_allowed(tmp_path, gallery):
     with pytest.raises(TargetNotMetError) as e:
         write_index(tmp_path / "index", gallery, None, selection=Selection(100, 0.999))
-    assert str(e.value).startswith("--target-recall: ") and "; tried: " in str(e.value)
+    assert str(e.value).startswith("target_recall: ") and "; tried: " in str(e.value)
     assert list(tmp_path.iterdir()) == []  # nothing written
     logs: list[str] = []
     out = write_index(tmp_path / "index", gallery, None, selection=Selection(100, 0.999, allow_below_target=True),
@@ -164,7 +164,7 @@ def test_confirm_on_the_whole_gallery_keeps_the_same_rule(gallery):
 def test_target_outside_zero_one_is_refused(target):
     with pytest.raises(InputError) as e:
         Selection(1000, target)
-    assert str(e.value) == f"--target-recall: expected a recall in (0, 1], got {target}"
+    assert str(e.value) == f"target_recall: expected a recall in (0, 1], got {target}"
 
 
 def test_index_of_globals_alone_over_the_cli(tmp_path, capsys):

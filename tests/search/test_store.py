@@ -185,9 +185,9 @@ def test_damaged_stores_and_bad_indices(stores, tmp_path):
 
 def test_bad_builds_leave_nothing(checkpoints, gallery, stores, tmp_path, monkeypatch):
     with TorchBackend("ames-dist-encoder", checkpoint=checkpoints["ames-dist"]) as encoder:
-        with pytest.raises(InputError, match=r"--db-descriptors: expected 1 … 64 \(the file's topk\), got 65"):
+        with pytest.raises(InputError, match=r"db_descriptors: expected 1 … 64 \(the file's topk\), got 65"):
             build_store(encoder, gallery, tmp_path / "s", descriptors=65)
-        with pytest.raises(FileExistsError, match=r"--out: .*ames-dist exists \(pass --force to replace it\)"):
+        with pytest.raises(FileExistsError, match=r"out: .*ames-dist exists \(pass `force` to replace it\)"):
             build_store(encoder, gallery, stores / "ames-dist")
         (tmp_path / "mine").mkdir()
         with pytest.raises(FileExistsError, match=r"exists and is not a store; refusing to replace it"):

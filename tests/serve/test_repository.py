@@ -101,13 +101,13 @@ def test_options_precision_and_engines(artifacts, tmp_path):
 
 
 def test_bad_requests_are_refused_and_nothing_is_half_written(artifacts, tmp_path, monkeypatch):
-    with pytest.raises(ModelFileError, match=r"^--models: no fp16 graph or engine in .* for raml \(export them"):
+    with pytest.raises(ModelFileError, match=r"^models: no fp16 graph or engine in .* for raml \(export them"):
         write_repository(artifacts, tmp_path / "r", models=["ames", "raml"])
-    with pytest.raises(ModelFileError, match=r"^--artifacts: no exported fp16 models in "):
+    with pytest.raises(ModelFileError, match=r"^artifacts: no exported fp16 models in "):
         write_repository(tmp_path, tmp_path / "r")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
-    with pytest.raises(FileExistsError, match=r"exists and is not empty \(pass --force to replace it\)"):
+    with pytest.raises(FileExistsError, match=r"exists and is not empty \(pass `force` to replace it\)"):
         write_repository(artifacts, tmp_path / "full")
     monkeypatch.setattr("rerankrt.serve.repository.check_repository", lambda repo: ["a/config.pbtxt: broken"])
     with pytest.raises(ModelFileError, match="does not validate:\n  a/config.pbtxt: broken"):
@@ -156,7 +156,7 @@ def test_the_python_form_has_the_production_forms_name_io_and_batching(repo, art
             assert "import GraphModel as TritonPythonModel" in (form / name / "1/model.py").read_text()
     side = json.loads((repo / "ames/1/model.json").read_text())
     assert (side["files"], side["precisions"]) == ({"fp16": "model.onnx"}, ["fp16"])  # the served file's alone
-    with pytest.raises(ValueError, match=r"--platform: expected one of production, python, got 'onnx'"):
+    with pytest.raises(ValueError, match=r"platform: expected one of production, python, got 'onnx'"):
         write_repository(artifacts, tmp_path / "x", platform="onnx")
 
 
@@ -428,7 +428,7 @@ def test_store_loop_reranks_from_the_store(tmp_path, rng, monkeypatch):
     write_local(tmp_path / "gallery.hdf5", desc, np.arange(50) >= rng.integers(1, 51, 30)[:, None])
     with TorchBackend("ames-dist-encoder", checkpoint=art / "dist.pt") as encoder:
         store = build_store(encoder, tmp_path / "gallery.hdf5", tmp_path / "store")
-    with pytest.raises(ModelFileError, match=r"--store: .*store is a store of ames-dist; its loop needs "
+    with pytest.raises(ModelFileError, match=r"store: .*store is a store of ames-dist; its loop needs "
                                              r"ames-dist-encoder \(export them"):
         write_repository(art, tmp_path / "nope", precision="fp32", models=["ames-dist-scorer"], stores=[str(store)])
     repo = write_repository(art, tmp_path / "repo", precision="fp32", stores=[str(store)])

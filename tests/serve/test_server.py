@@ -383,7 +383,7 @@ def test_serve_refuses_a_bad_repository_a_taken_port_and_reports_a_failed_start(
         taken.listen()
         assert main(["serve", str(repo), *flags]) == 2
     assert capsys.readouterr().err.strip() == \
-        f"rerankrt serve: error: --grpc-port {ports['grpc']}: already in use on 127.0.0.1"
+        f"rerankrt serve: error: --grpc-port: {ports['grpc']} is already in use on 127.0.0.1"
     config = repo / "ames/config.pbtxt"  # a warm-up sample from a file that is not there: only loading can tell
     head, warmup = config.read_text().split("model_warmup")
     config.write_text(head + "model_warmup" + warmup.replace("zero_data: true", 'input_data_file: "absent.bin"', 1))

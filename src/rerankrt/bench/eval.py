@@ -29,7 +29,7 @@ DATASETS = {"roxford5k": "revisited", "rparis6k": "revisited", "synth": "revisit
 
 def _runs(dataset: str) -> tuple[str, ...]:
     if dataset not in DATASETS:
-        raise ValueError(f"--dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
+        raise InputError(f"expected one of {', '.join(DATASETS)}, got {dataset!r}", param="dataset")
     return ("medium", "hard") if DATASETS[dataset] == "revisited" else ("all",)
 
 
@@ -51,8 +51,9 @@ def rankings(backend, data: str | os.PathLike, dataset: str, shortlist: int | No
     with DatasetFiles(layout, backend, store, encoder) as files:
         if plus1m:
             if files.num_images <= len(ground_truth["imlist"]):
-                raise InputError(f"--plus1m: {layout.local('gallery')} holds {files.num_images} images, no "
-                                 f"more than the {len(ground_truth['imlist'])} of the ground truth: not a +1M folder")
+                raise InputError(f"{layout.local('gallery')} holds {files.num_images} images, no "
+                                 f"more than the {len(ground_truth['imlist'])} of the ground truth: not a +1M folder",
+                                 param="plus1m")
             fusion = loop_of(backend.meta).plus1m_fusion  # LOCORE's +1M evaluation fuses otherwise
             if fusion is not None:
                 lam = fusion[0] if lam is None else lam

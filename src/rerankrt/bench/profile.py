@@ -42,7 +42,7 @@ from rerankrt.bench.report import SCHEMA, add_ratios, write_report
 from rerankrt.bench.timing import summarize
 from rerankrt.core import environment
 from rerankrt.core.atomic import atomic_output
-from rerankrt.core.errors import ModelFileError, UnavailableError
+from rerankrt.core.errors import InputError, ModelFileError, UnavailableError
 from rerankrt.core.optional import require
 from rerankrt.core.progress import progress
 from rerankrt.models import ENCODER, EXTRACTOR, IMAGE, LIST_WISE, MODELS, PAIR_WISE, encoder_of, get_info, spec_for
@@ -155,7 +155,7 @@ def settings_by_model(models: list[str], named: dict) -> dict:
     for name, value in named.items():
         takers = [m for m in models if name in _loop_settings(m)]
         if not takers:
-            raise ValueError(f"--setting {name}: no loop of the models profiled takes it ({', '.join(models)})")
+            raise InputError(f"{name}: no loop of the models profiled takes it ({', '.join(models)})", param="setting")
         for model in takers:
             out.setdefault(model, {})[name] = value
     return out
@@ -166,12 +166,12 @@ def check_settings(models: list[str], settings: dict) -> None:
     take, naming those it does."""
     for model, named in settings.items():
         if model not in models:
-            raise ValueError(f"--setting: {model} is not profiled here (--models: {', '.join(models)})")
+            raise InputError(f"{model} is not profiled here (`models`: {', '.join(models)})", param="setting")
         names = _loop_settings(model)
         unknown = [name for name in named if name not in names]
         if unknown:
             takes = f"its settings: {', '.join(names)}" if names else "no loop runs it"
-            raise ValueError(f"--setting {unknown[0]}: not a run setting of {model} ({takes})")
+            raise InputError(f"{unknown[0]}: not a run setting of {model} ({takes})", param="setting")
 
 
 def _graph_folder(artifacts: Path, model: str, config: dict, files: dict) -> Artifacts:
@@ -243,7 +243,7 @@ def _open(case: Case, artifacts: Path, device: str, config: dict, log: Callable[
     backend = open_model(model, request.replace(engine=graph), log=lambda m: None)
     if architecture(backend.meta) != _architecture(model, config):
         raise UnavailableError(f"{graph} was exported in another configuration than the one asked for; "
-                               f"export it again or profile from another --artifacts folder")
+                               f"export it again or profile from another `artifacts` folder")
     return backend
 
 
@@ -430,12 +430,12 @@ def run_bench(
     require("matplotlib", "bench", "the profiler's plots")
     unknown = [m for m in models if m not in profiled_models()]
     if unknown:
-        raise ValueError(f"--models: unknown {unknown}; known: {', '.join(profiled_models())}")
+        raise InputError(f"unknown {unknown}; known: {', '.join(profiled_models())}", param="models")
     if repeat < 1:
-        raise ValueError(f"--repeat: expected at least 1, got {repeat}")
-    for flag, given, known in (("--backends", backends, BACKENDS), ("--precision", precisions, PRECISIONS)):
+        raise InputError(f"expected at least 1, got {repeat}", param="repeat")
+    for param, given, known in (("backends", backends, BACKENDS), ("precisions", precisions, PRECISIONS)):
         if any(g not in known for g in given):
-            raise ValueError(f"{flag}: expected some of {', '.join(known)}, got {', '.join(given)}")
+            raise InputError(f"expected some of {', '.join(known)}, got {', '.join(given)}", param=param)
     out.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts or out / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -588,7 +588,7 @@ def preset_settings(name: str, **overrides) -> dict:
     """The preset `name`'s settings, each of `overrides` (models, backends, precisions, shortlists, batches,
     repeat) that is given (not None, not empty) in place of the preset's."""
     if name not in PRESETS:
-        raise ValueError(f"--preset: expected one of {', '.join(PRESETS)}, got {name!r}")
+        raise InputError(f"expected one of {', '.join(PRESETS)}, got {name!r}", param="preset")
     unknown = sorted(set(overrides) - {"models", "backends", "precisions", "shortlists", "batches", "repeat"})
     if unknown:
         raise TypeError(f"preset_settings: not a setting of a preset: {', '.join(unknown)}")

@@ -36,6 +36,7 @@ import numpy as np
 
 from rerankrt.core.atomic import atomic_output, check_outputs
 from rerankrt.core.errors import InputError
+from rerankrt.core.flags import in_flags
 from rerankrt.data.extraction import extract
 from rerankrt.data.images import RamlEncoder
 from rerankrt.runtime.request import BackendRequest
@@ -95,12 +96,12 @@ def run_search_bench(indexes: Sequence[str | os.PathLike], queries: Sequence, ba
     each row its index's name and gallery size, the re-ranker and backend, and the medians of each stage in ms,
     `null` for a stage the case skips) and `search.md` (its table) to `out`."""
     if not queries:
-        raise InputError("--images: no query images to search")
+        raise InputError("no query images to search", param="images")
     cases: dict[tuple[str, str | None, str], tuple[Path, str | None]] = {}
     images: dict[str, int] = {}
     for index in map(Path, indexes):
         if index.name in images:  # the tables name an index by its folder
-            raise InputError(f"--search: two indexes named {index.name}; give each its own folder name")
+            raise InputError(f"two indexes named {index.name}; give each its own folder name", param="search")
         opened = open_index(index, first_stage=False)
         images[index.name] = opened.images
         for backend in backends:
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before any work: a measured run is not replaced by accident
         check_outputs([Path(args.out) / name for name in ("search.json", "search.md")], [args.artifacts], args.force)
     except FileExistsError as e:
-        parser.error(str(e))
+        parser.error(in_flags(e, parser))
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch)
         indexes = build(work, args.images, Path(args.artifacts))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rerankrt.core.atomic import atomic_output
+from rerankrt.core.errors import InputError
 from rerankrt.data.descriptors import write_global, write_local, write_nn
 
 
@@ -31,12 +32,12 @@ PLANTED = 8
 def synthesize(out: str | os.PathLike, queries: int = 6, database: int = 120, dim: int = 768,
                query_locals: int = 100, db_locals: int = 50, neighbours: int = 100, desc: str = "dinov2",
                seed: int = 0) -> Path:
-    for flag, value in (("--queries", queries), ("--dim", dim)):
+    for param, value in (("queries", queries), ("dim", dim)):
         if value < 1:
-            raise ValueError(f"{flag}: expected a positive integer, got {value}")
+            raise InputError(f"expected a positive integer, got {value}", param=param)
     if database < PLANTED * queries:
-        raise ValueError(f"--database: {queries} queries plant {PLANTED} matches each in distinct images, so at "
-                         f"least {PLANTED * queries} images; got {database}")
+        raise InputError(f"{queries} queries plant {PLANTED} matches each in distinct images, so at "
+                         f"least {PLANTED * queries} images; got {database}", param="database")
     rng = np.random.default_rng(seed)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rerankrt.cli.args import OutputArgs, log, part_files
 from rerankrt.cli.paths import Flags
+from rerankrt.core.flags import text_in_flags
 from rerankrt.core.optional import require
 from rerankrt.export.quantize import METHODS
 from rerankrt.models import MODELS
@@ -41,7 +42,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from rerankrt.export.validate import validate
 
         report = validate(args.path, args.checkpoint)
-    print(report.table())
+    print(text_in_flags(report.table(), args.paths.parser))
     return 0 if report.ok else 1
 
 

@@ -89,4 +89,4 @@ class Flags:
         inputs = self.inputs(args)
         for d in self.declared:
             if d.role == "output" and d.whole:
-                check_outputs(d.paths(args), inputs, force=True, flag=d.flag)
+                check_outputs(d.paths(args), inputs, force=True, param=d.action.dest)

@@ -27,12 +27,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from rerankrt.core.errors import OutputExistsError
+
 #: the suffix of every staging file and folder
 SUFFIX = ".rerankrt-partial"
 
 
 def check_outputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str | os.PathLike | None] = (),
-                  force: bool = False, flag: str = "--out") -> None:
+                  force: bool = False, param: str = "out") -> None:
     """Before any work: refuse an output that exists (unless `force`), and, even with `force`, one that is
     an input of the run or a folder holding one (real paths compared, so `.` and symlinks count)."""
     given = [Path(i) for i in inputs if i]
@@ -42,9 +44,20 @@ def check_outputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str | o
         for path, resolved in zip(given, real, strict=True):
             if resolved == target or target in resolved.parents:
                 relation = "is" if resolved == target else "holds"
-                raise FileExistsError(f"{flag}: {out} {relation} an input of this run ({path}); choose another output")
+                raise OutputExistsError(f"{out} {relation} an input of this run ({path}); choose another output",
+                                        param=param)
         if out.exists() and not force:
-            raise FileExistsError(f"{flag}: {out} exists (pass --force to replace it)")
+            raise OutputExistsError(f"{out} exists (pass `force` to replace it)", param=param)
+
+
+def check_replaceable(out: str | os.PathLike, force: bool, marker: str, what: str) -> None:
+    """A folder written whole (an index, a store) replaces only one of its kind (`out` holds `marker`), and only
+    with `force`: a user's folder is never emptied by a mistyped --out."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} exists (pass `force` to replace it)", param="out")
+    if out.exists() and not (out / marker).is_file():
+        raise OutputExistsError(f"{out} exists and is not {what}; refusing to replace it", param="out")
 
 
 def _staging(path: Path) -> Path:

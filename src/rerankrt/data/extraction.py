@@ -52,13 +52,13 @@ def image_list(source: str | os.PathLike) -> list[Path]:
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise InputError(f"--images: {source} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise InputError(f"{source} holds no image files ({', '.join(IMAGE_SUFFIXES)})", param="images")
         return files
     if not source.is_file():
-        raise InputError(f"--images: {source}: no such folder or list file")
+        raise InputError(f"{source}: no such folder or list file", param="images")
     lines = [line.strip() for line in source.read_text().splitlines() if line.strip()]
     if not lines:
-        raise InputError(f"--images: the list {source} is empty")
+        raise InputError(f"the list {source} is empty", param="images")
     return [p if p.is_absolute() else source.parent / p for p in map(Path, lines)]
 
 
@@ -104,7 +104,7 @@ def preprocess(image: np.ndarray, imsize: int, config: dict, bbx: Sequence[float
     whole patches, OpenCV's resize, ImageNet normalisation, RGB, CHW."""
     cv2 = _cv2()
     if imsize <= 0:
-        raise InputError(f"--imsize: expected a positive number of pixels, got {imsize}")
+        raise InputError(f"expected a positive number of pixels, got {imsize}", param="imsize")
     height, width = image.shape[:2]
     s = imsize / max(height, width)
     y0, x0 = 0, 0
@@ -175,8 +175,8 @@ def extract_window(backend, prepared: list[Prepared], topk: int, batch: int) -> 
         for name, size in (("height", height), ("width", width)):
             if not profile[name]["min"] <= size <= profile[name]["max"]:
                 raise InputError(f"images of {height} × {width} px: {name} {size} is outside the extractor's "
-                                 f"profile {profile[name]['min']}…{profile[name]['max']} (--imsize, or export and "
-                                 f"build with --profile {name}:…)")
+                                 f"profile {profile[name]['min']}…{profile[name]['max']} (`imsize`, or export and "
+                                 f"build with `profile` {name}:…)")
         limit = min(batch, profile["batch"]["max"])
         for start in range(0, len(members), limit):
             chosen = members[start:start + limit]
@@ -230,9 +230,9 @@ def extract(backend, images: Sequence[Path], out: str | os.PathLike, split: str,
     import h5py
 
     if topk <= 0:
-        raise InputError(f"--topk: expected a positive number of descriptors, got {topk}")
+        raise InputError(f"expected a positive number of descriptors, got {topk}", param="topk")
     if bboxes is not None and len(bboxes) != len(images):
-        raise InputError(f"--gnd: {len(bboxes)} query boxes for {len(images)} images")
+        raise InputError(f"{len(bboxes)} query boxes for {len(images)} images", param="gnd")
     paths = output_paths(out, split, desc, raml is not None)
     d = backend.config["embed_dim"]
     names = list(paths)
@@ -275,6 +275,6 @@ def query_boxes(gnd: dict, images: Iterable[Path]) -> list[Sequence[float] | Non
     out = []
     for path in images:
         if path.stem not in boxes:
-            raise InputError(f"--gnd: {path.name} is not one of its {len(boxes)} queries (qimlist)")
+            raise InputError(f"{path.name} is not one of its {len(boxes)} queries (qimlist)", param="gnd")
         out.append(boxes[path.stem])
     return out

@@ -22,6 +22,7 @@ import tensorrt as trt
 
 from rerankrt.core import environment
 from rerankrt.core.atomic import atomic_output, atomic_outputs
+from rerankrt.core.errors import InputError
 from rerankrt.engines import trt_api
 from rerankrt.engines.profiles import dim_profiles, profile_shapes
 from rerankrt.runtime.naming import plan_sidecar_path
@@ -44,9 +45,9 @@ def build_engine(
     precision = precision_of(onnx_path, meta)
     plan_path = Path(out) if out else onnx_path.with_suffix(".plan")
     if not 0 <= opt_level <= 5:
-        raise ValueError(f"--opt-level: expected 0–5, got {opt_level}")
+        raise InputError(f"expected 0–5, got {opt_level}", param="opt_level")
     if workspace_gb <= 0:
-        raise ValueError(f"--workspace: expected a positive number of GB, got {workspace_gb}")
+        raise InputError(f"expected a positive number of GB, got {workspace_gb}", param="workspace")
     shapes = profile_shapes(meta, profiles)
 
     logger = trt_api.logger()

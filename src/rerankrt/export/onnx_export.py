@@ -31,6 +31,7 @@ from pathlib import Path
 
 from rerankrt.core import environment
 from rerankrt.core.atomic import atomic_outputs
+from rerankrt.core.errors import InputError, OutputPathError
 from rerankrt.core.optional import require
 from rerankrt.export import ort_fusion
 from rerankrt.models import ExportSpec, Profile, describe, get_info, spec_for
@@ -64,10 +65,10 @@ def check_opset(opset: int) -> None:
 def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out}: is a file, expected a folder")
+        raise OutputPathError(f"{out}: is a file, expected a folder", param="out")
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK | os.X_OK):
-        raise PermissionError(f"--out {out}: the folder is not writable")
+        raise OutputPathError(f"{out}: the folder is not writable", param="out")
     return out
 
 
@@ -177,8 +178,8 @@ def export_model(
     if any(p not in PRECISIONS for p in precisions):
         raise ValueError(f"precision: expected fp32, fp16, int8 or both, got {precision!r}")
     if ("int8" in precisions) != (calibration is not None):
-        raise ValueError("--precision int8 needs --calibration DATA (a dataset folder in the official layout)"
-                         if calibration is None else "--calibration: only --precision int8 is calibrated")
+        raise (InputError("int8 needs `calibration` (a dataset folder in the official layout)", param="precision")
+               if calibration is None else InputError("only `precision` int8 is calibrated", param="calibration"))
     check_opset(opset)
     out = prepare_out_dir(out_dir)
     if model is None:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from rerankrt.core.errors import InputError
 from rerankrt.export.onnx_export import DEFAULT_OPSET, export_model
 from rerankrt.export.validate import Report, validate
 from rerankrt.models import MODELS, Profile, graphs_of, names, spec_for
@@ -20,17 +21,17 @@ def planned_graphs(name: str, parts: list[str] | None = None, precision: str = "
     checks that need no work: INT8 without calibration data (or calibration data without INT8), INT8 of a
     model no loop drives, a profile no graph has."""
     if (precision == "int8") != (calibration is not None):
-        raise ValueError("--precision int8 needs --calibration DATA (a dataset folder in the official layout)"
-                         if calibration is None else "--calibration: only --precision int8 is calibrated")
+        raise (InputError("int8 needs `calibration` (a dataset folder in the official layout)", param="precision")
+               if calibration is None else InputError("only `precision` int8 is calibrated", param="calibration"))
     if precision == "int8" and MODELS[name].loop is None:
-        raise ValueError(f"--precision int8: INT8 graphs are calibrated through a re-ranking loop; {name} has none "
-                         f"(INT8 takes {', '.join(names(loop=True))})")
+        raise InputError(f"int8: INT8 graphs are calibrated through a re-ranking loop; {name} has none "
+                         f"(INT8 takes {', '.join(names(loop=True))})", param="precision")
     graphs = list(graphs_of(name, parts).values())
     dims = {g: set(spec_for(g).profiles) for g in graphs}
     stray = sorted(d for d in profiles or {} if not any(d in own for own in dims.values()))
     if stray:
-        raise ValueError(f"--profile: no graph of {', '.join(graphs)} has a dimension {', '.join(stray)}; known: "
-                         f"{', '.join(sorted(set().union(*dims.values())))}")
+        raise InputError(f"no graph of {', '.join(graphs)} has a dimension {', '.join(stray)}; known: "
+                         f"{', '.join(sorted(set().union(*dims.values())))}", param="profile")
     return graphs
 
 

@@ -303,12 +303,13 @@ class Calibration:
         try:
             self.loop = loop_of(meta)
         except ValueError:
-            raise InputError(f"--precision int8: {meta['model']} is calibrated through a re-ranking loop over a "
+            raise InputError(f"int8: {meta['model']} is calibrated through a re-ranking loop over a "
                              f"dataset's descriptors, and it has none (INT8 takes ames, ames-dist, their scorers, "
-                             f"locore and locore-small)") from None
+                             f"locore and locore-small)", param="precision") from None
         for path in (self.layout.local("query"), self.layout.root / self.layout.nn):
             if not path.is_file():
-                raise InputError(f"--calibration {data}: no {path.name} (a dataset folder in the official layout)")
+                raise InputError(f"{data}: no {path.name} (a dataset folder in the official layout)",
+                                 param="calibration")
 
     def run(self, backend, queries: list[int], record: bool) -> _Run:
         """Re-rank `queries` with an entered `backend` (this graph or its INT8 form) through the loop."""
@@ -440,7 +441,7 @@ def quantize(fp32_graph: str | os.PathLike, data: str | os.PathLike, out: str | 
         reference = calibration.run(backend, held_out, record=True)
     output = meta["outputs"][0]["name"]
     if not any(len(v) for v in calibrated.feeds.values()):
-        raise QuantizationError(f"--calibration {data}: the loop made no graph call (empty shortlists?)")
+        raise QuantizationError(f"{data}: the loop made no graph call (empty shortlists?)", param="calibration")
     with tempfile.TemporaryDirectory() as tmp:
         folded = Path(tmp) / "folded.onnx"
         fold_constants(graph, folded)
@@ -453,9 +454,9 @@ def quantize(fp32_graph: str | os.PathLike, data: str | os.PathLike, out: str | 
         chosen, agreed, harms = choose(model, candidates, ranges, _Scorer(reference.feeds, output), log)
         if not chosen or not agreed.ok:
             raise QuantizationError(
-                f"--precision int8: no quantization of {meta['model']} keeps the FP32 ranking on {data} "
+                f"int8: no quantization of {meta['model']} keeps the FP32 ranking on {data} "
                 f"({agreed.text()} with the least harmful product alone; needed Spearman ≥ {SPEARMAN} and top-10 "
-                f"≥ {TOP10}); nothing written")
+                f"≥ {TOP10}); nothing written", param="precision")
         final = quantized(model, chosen, ranges)
         onnx.save(final, str(out))
         maps = _maps(calibration, Path(out), held_out, meta, reference)

@@ -431,7 +431,7 @@ def _torch_model(meta: dict, config, checkpoint: str | Path | None, report: Repo
     recorded = meta["checkpoint"]
     if recorded is None:
         if checkpoint is not None:
-            report.add("(b) PyTorch model", False, f"--checkpoint {checkpoint}: the graphs were exported with "
+            report.add("(b) PyTorch model", False, f"`checkpoint` {checkpoint}: the graphs were exported with "
                                                    f"random weights, not from a checkpoint")
             return None
         return load_model(meta["model"], **_overrides(meta["model"], config))
@@ -441,7 +441,7 @@ def _torch_model(meta: dict, config, checkpoint: str | Path | None, report: Repo
         if not path.is_file():  # a path given here is a mistake; the recorded one may just live elsewhere
             given = what == "checkpoint" and checkpoint is not None
             report.add("(b) PyTorch model", False if given else None,
-                       f"{what} {path} not found" + ("" if given or what != "checkpoint" else " (pass --checkpoint)"))
+                       f"{what} {path} not found" + ("" if given or what != "checkpoint" else " (pass `checkpoint`)"))
             return None
         if sha256(path) != digest:
             report.add("(b) PyTorch model", False, f"{what} {path} is not the exported one (sha256 differs)")

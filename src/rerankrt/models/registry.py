@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from rerankrt.core.errors import InputError
 from rerankrt.models.cards import ModelInfo, ames, cvnet, dinov2, first_stage, locore, r2former, raml, rrt
 from rerankrt.models.specs import ExportSpec
 
@@ -51,11 +52,11 @@ def graphs_of(name: str, parts: list[str] | None = None) -> dict[str, str]:
         return graphs
     unknown = [p for p in parts if p not in GRAPH_PARTS]
     if unknown:
-        raise ValueError(f"--parts: expected some of {', '.join(GRAPH_PARTS)}, got {', '.join(unknown)}")
+        raise InputError(f"expected some of {', '.join(GRAPH_PARTS)}, got {', '.join(unknown)}", param="parts")
     missing = [p for p in parts if p not in graphs]
     if missing:
         stored = ", ".join(n for n, i in MODELS.items() if i.store)
-        raise ValueError(f"--parts: {name} has no {' or '.join(missing)} (only {stored} serve a store)")
+        raise InputError(f"{name} has no {' or '.join(missing)} (only {stored} serve a store)", param="parts")
     return {p: graphs[p] for p in GRAPH_PARTS if p in parts}
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rerankrt.core.errors import InputError
 from rerankrt.core.optional import require
 from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.feeds import Backend
@@ -93,14 +94,14 @@ class Resolved:
     provider: str | None = None
 
 
-def resolve(model: str, request: BackendRequest, flag: str = "--checkpoint") -> Resolved:
-    """The backend `request` gives `model`, by the module's rules; `flag` names the weights in an error."""
+def resolve(model: str, request: BackendRequest, param: str = "checkpoint") -> Resolved:
+    """The backend `request` gives `model`, by the module's rules; `param` names the weights in an error."""
     kind = request.kind
     if request.weights:
         if kind == "auto" and not request.artifacts and not request.engine:
             return Resolved("torch")
         if kind != "torch":
-            raise ValueError(f"{flag}: the torch backend's; an exported graph or engine carries its own weights")
+            raise InputError("the torch backend's; an exported graph or engine carries its own weights", param=param)
     if kind == "torch":
         return Resolved("torch")
     source = Path(request.engine) if request.engine else request.folder.find(model, request.precision, kind)

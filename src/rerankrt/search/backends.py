@@ -9,25 +9,26 @@ import contextlib
 import os
 from collections.abc import Callable
 
+from rerankrt.core.errors import InputError
 from rerankrt.runtime.feeds import Backend
 from rerankrt.runtime.request import DEFAULT_ARTIFACTS, KINDS, BackendRequest, open_resolved, resolve
 
 __all__ = ["DEFAULT_ARTIFACTS", "KINDS", "BackendRequest", "open_model", "open_raml", "open_reranking"]
 
 
-def open_model(model: str, request: BackendRequest, flag: str = "--checkpoint",
+def open_model(model: str, request: BackendRequest, param: str = "checkpoint",
                log: Callable[[str], None] = print) -> Backend:
     """The backend of `model`, not yet entered: torch from the model name (the request's checkpoint and
-    parts; random released weights without), else the engine or graph `resolve` picks. `flag` names the
+    parts; random released weights without), else the engine or graph `resolve` picks. `param` names the
     request's weights in an error."""
-    resolved = resolve(model, request, flag)
+    resolved = resolve(model, request, param)
     if resolved.kind != "torch":
         return open_resolved(resolved, request.kind, log)
     from rerankrt.models import TorchBackend
 
     if request.precision == "int8":
-        raise ValueError("--precision int8: an exported INT8 graph (ONNX Runtime) or engine (TensorRT); the torch "
-                         "backend runs fp32 or fp16")
+        raise InputError("int8 runs an exported INT8 graph (ONNX Runtime) or engine (TensorRT); the torch "
+                         "backend runs fp32 or fp16", param="precision")
     dtype = "float16" if request.precision == "fp16" else "float32"
     return TorchBackend(model, device=request.device, dtype=dtype, checkpoint=request.checkpoint, **request.parts)
 
@@ -47,13 +48,13 @@ def open_reranking(stack: contextlib.ExitStack, model: str, request: BackendRequ
     from rerankrt.search.shards import open_store
 
     if request.engine:
-        raise ValueError("--engine: a store is re-ranked by two graphs (encoder and scorer): use --artifacts")
+        raise InputError("a store is re-ranked by two graphs (encoder and scorer): use `artifacts`", param="engine")
     parts = get_info(model).store
     if parts is None:
-        raise ValueError(f"--index: {model} has no database store (ames and ames-dist have)")
+        raise InputError(f"{model} has no database store (ames and ames-dist have)", param="index")
     store = open_store(index)
     if store.model != model:
-        raise ValueError(f"--index: {index} is a store of {store.model}, --model is {model}")
+        raise InputError(f"{index} is a store of {store.model}, `model` is {model}", param="index")
     encoder, scorer = parts
     return {"store": store, "backend": entered(scorer, request), "encoder": entered(encoder, request)}
 
@@ -64,5 +65,5 @@ def open_raml(stack: contextlib.ExitStack, split: str, checkpoint: str | os.Path
     from rerankrt.data.images import RamlEncoder
 
     backend = stack.enter_context(open_model("raml", BackendRequest("torch", device=device, checkpoint=checkpoint),
-                                             flag="--raml-checkpoint"))
+                                             param="weights.raml"))
     return RamlEncoder(backend, backend.config["teacher_size"] if split == "gallery" else None)

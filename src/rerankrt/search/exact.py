@@ -31,7 +31,7 @@ def global_shortlist(query: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np
     """(similarities, indices), both [n_queries, min(k, n_gallery)], best first; equal similarities in
     gallery order."""
     if k <= 0:
-        raise InputError(f"--k: expected a positive shortlist length, got {k}")
+        raise InputError(f"expected a positive shortlist length, got {k}", param="k")
     if query.ndim != 2 or gallery.ndim != 2 or query.shape[1] != gallery.shape[1]:
         raise InputError(f"global vectors: expected [queries, D] and [gallery, D] of one D, got "
                          f"{list(query.shape)} and {list(gallery.shape)}")

@@ -83,7 +83,7 @@ def sample_rows(images: int, n: int, seed: int = SEED) -> np.ndarray:
 
 def positive_knob(name: str, value: int | None) -> int | None:
     if value is not None and value <= 0:
-        raise InputError(f"--{name}: expected a positive number, got {value}")
+        raise InputError(f"expected a positive number, got {value}", param=name)
     return value
 
 
@@ -101,9 +101,9 @@ def normalised(block: np.ndarray, what: str = "global vectors", offset: int = 0)
 
 def exact_knobs(nprobe: int | None, ef_search: int | None) -> None:
     """An exact first stage takes no search knobs: refuse any given."""
-    for name, value in (("nprobe", nprobe), ("ef-search", ef_search)):
+    for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
         if positive_knob(name, value) is not None:
-            raise InputError(f"--{name}: the index's first stage is exact (it has no {name} to set)")
+            raise InputError(f"the index's first stage is exact (it has no {name} to set)", param=name)
 
 
 class ExactFirstStage:
@@ -136,7 +136,7 @@ class GraphFirstStage:
         profile = backend.profiles()["images"]
         if not profile["min"] <= len(vectors) <= profile["max"]:
             raise InputError(f"first-stage graph: the index holds {len(vectors)} images, the graph's profile takes "
-                             f"{profile['min']}…{profile['max']} (build it with --profile images:…)")
+                             f"{profile['min']}…{profile['max']} (build it with `profile` images:…)")
         self.backend, self.k, self.batch = backend, int(backend.config["k"]), backend.profiles()["batch"]["max"]
         dtype = backend.float_dtype()
         resident = getattr(backend, "resident", None)
@@ -149,7 +149,7 @@ class GraphFirstStage:
     def search(self, queries: np.ndarray, k: int, nprobe: int | None = None,
                ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         if k <= 0:
-            raise InputError(f"--k: expected a positive shortlist length, got {k}")
+            raise InputError(f"expected a positive shortlist length, got {k}", param="k")
         if k > self.k:
             raise InputError(f"first-stage graph: returns at most {self.k} neighbours, {k} were asked for "
                              f"(export it with a larger k)")
@@ -185,16 +185,16 @@ class FaissFirstStage:
         set_params(self.index, self.params)
 
     def check_knobs(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        for name, flag, value in (("nprobe", "nprobe", nprobe), ("efSearch", "ef-search", ef_search)):
-            if positive_knob(flag, value) is not None and name not in self.params:
-                raise InputError(f"--{flag}: the index's first stage has no {name} to set (it takes "
-                                 f"{', '.join(self.params) or 'no knobs'})")
+        for name, param, value in (("nprobe", "nprobe", nprobe), ("efSearch", "ef_search", ef_search)):
+            if positive_knob(param, value) is not None and name not in self.params:
+                raise InputError(f"the index's first stage has no {name} to set (it takes "
+                                 f"{', '.join(self.params) or 'no knobs'})", param=param)
 
     def search(self, queries: np.ndarray, k: int, nprobe: int | None = None,
                ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, indices) [B, ≤k], best first; fewer than k where the probed lists hold fewer."""
         if k <= 0:
-            raise InputError(f"--k: expected a positive shortlist length, got {k}")
+            raise InputError(f"expected a positive shortlist length, got {k}", param="k")
         self.check_knobs(nprobe, ef_search)
         for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
             if name in self.params:
@@ -274,23 +274,23 @@ class FaissBuild:
         try:
             self.index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
-            raise InputError(f"--first-stage: faiss rejects {factory!r}: {_faiss_message(e)}") from None
+            raise InputError(f"faiss rejects {factory!r}: {_faiss_message(e)}", param="first_stage") from None
         try:
             lists = faiss.extract_index_ivf(self.index).nlist
         except RuntimeError:
             lists = None
         sample = train_sample if train_sample is not None else min(images, TRAIN_SAMPLE)
         if sample <= 0 or sample > images:
-            raise InputError(f"--train-sample: expected 1 to the gallery's {images} images, got {sample}")
+            raise InputError(f"expected 1 to the gallery's {images} images, got {sample}", param="train_sample")
         if lists is not None and sample < lists:
-            raise InputError(f"--train-sample: {sample} vectors cannot train {factory}'s {lists} inverted lists "
-                             f"(give at least {lists}, ideally {39 * lists})")
+            raise InputError(f"{sample} vectors cannot train {factory}'s {lists} inverted lists "
+                             f"(give at least {lists}, ideally {39 * lists})", param="train_sample")
         without_polysemous(self.index)
         params = default_params(self.index) | (tuned or {})
-        for name, flag, value in (("nprobe", "nprobe", nprobe), ("efSearch", "ef-search", ef_search)):
-            if positive_knob(flag, value) is not None:
+        for name, param, value in (("nprobe", "nprobe", nprobe), ("efSearch", "ef_search", ef_search)):
+            if positive_knob(param, value) is not None:
                 if name not in params:
-                    raise InputError(f"--{flag}: {factory} has no {name} to set")
+                    raise InputError(f"{factory} has no {name} to set", param=param)
                 params[name] = min(value, lists) if name == "nprobe" and lists else value
         self.factory, self.sample = factory, sample
         self.entry = {"kind": "faiss", "factory": factory, "file": FAISS_FILE, "train_sample": sample,
@@ -304,8 +304,8 @@ class FaissBuild:
             try:
                 self.index.train(np.ascontiguousarray(vectors[sample_rows(images, self.sample)], np.float32))
             except RuntimeError as e:
-                raise InputError(f"--first-stage: faiss cannot train {self.factory} on {self.sample} vectors: "
-                                 f"{_faiss_message(e)}") from None
+                raise InputError(f"faiss cannot train {self.factory} on {self.sample} vectors: "
+                                 f"{_faiss_message(e)}", param="first_stage") from None
         for start in range(0, images, CHUNK):
             self.index.add(np.ascontiguousarray(vectors[start:start + CHUNK], np.float32))
         faiss.write_index(self.index, str(path))

@@ -306,9 +306,10 @@ class Selection:
 
     def __post_init__(self) -> None:
         if not 0 < self.target_recall <= 1:
-            raise InputError(f"--target-recall: expected a recall in (0, 1], got {self.target_recall}")
+            raise InputError(f"expected a recall in (0, 1], got {self.target_recall}", param="target_recall")
         if self.budget_bytes is not None and self.budget_bytes <= 0:
-            raise InputError(f"--budget-bytes: expected a positive number of bytes per image, got {self.budget_bytes}")
+            raise InputError(f"expected a positive number of bytes per image, got {self.budget_bytes}",
+                             param="budget_bytes")
 
     def first_stage_budget(self, store: float, other: float) -> float | None:
         """The bytes per image left for the first stage beside the store's `store` and the names' and
@@ -319,8 +320,8 @@ class Selection:
         if left <= 0:
             taken = (f"the re-ranker's store alone takes {store:,.0f} B per image (and the names and manifest "
                      f"{other:,.0f})" if store else f"the names and manifest take {other:,.0f} B per image")
-            raise InputError(f"--budget-bytes: {self.budget_bytes:,.0f} B per image leaves nothing for a first stage: "
-                             f"{taken}")
+            raise InputError(f"{self.budget_bytes:,.0f} B per image leaves nothing for a first stage: "
+                             f"{taken}", param="budget_bytes")
         return left
 
     def record(self, choice: Choice, first_budget: float | None) -> dict:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerankrt.core.atomic import staging_folder, swap_in
+from rerankrt.core.atomic import check_replaceable, staging_folder, swap_in
 from rerankrt.core.errors import DescriptorFileError, InputError, ModelFileError, TargetNotMetError
 from rerankrt.core.manifest import read_tagged_json
 from rerankrt.data.dataset_layout import DatasetLayout
@@ -198,11 +198,7 @@ def read_record(layout: DatasetLayout, split: str, images: int) -> dict | None:
 
 def check_target(out: str | os.PathLike, force: bool) -> None:
     """An index may replace only an index or a store, and only with `force`."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise FileExistsError(f"--out: {out} exists (pass --force to replace it)")
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise FileExistsError(f"--out: {out} exists and is not an index; refusing to replace it")
+    check_replaceable(out, force, MANIFEST, "an index")
 
 
 def _gallery_vectors(path: Path, images: int, dim: int | None) -> np.memmap:
@@ -244,15 +240,15 @@ def build_index(reranker, data: str | os.PathLike, out: str | os.PathLike, desc:
     if images == 0:
         raise InputError(f"{layout.local('gallery')}: holds no images")
     if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= images:
-        raise InputError(f"--shards: expected 1 to the gallery's {images} images, got {shards!r}")
+        raise InputError(f"expected 1 to the gallery's {images} images, got {shards!r}", param="shards")
     globals_desc = globals_desc or desc
     if reranker is None and descriptors is not None:
-        raise InputError("--db-descriptors: an index without --model holds no re-ranker's store")
+        raise InputError("an index without `model` holds no re-ranker's store", param="db_descriptors")
     locore = reranker is not None and bool(reranker.meta["loop"]) and LOOPS[reranker.meta["loop"]].reads_globals
     if locore and (globals_desc != desc or descriptors is not None):
-        flag = "--globals" if globals_desc != desc else "--db-descriptors"
-        raise InputError(f"{flag}: {reranker.meta['model']} reads the gallery's own {desc} globals and its first "
-                         f"{reranker.config['local_descriptors']} locals (an AMES setting)")
+        param = "globals_desc" if globals_desc != desc else "db_descriptors"
+        raise InputError(f"{reranker.meta['model']} reads the gallery's own {desc} globals and its first "
+                         f"{reranker.config['local_descriptors']} locals (an AMES setting)", param=param)
     globals_path = DatasetLayout(Path(data), globals_desc).global_("gallery")
     vectors = _gallery_vectors(globals_path, images, dim if globals_desc == desc else None)
     record = read_record(layout, "gallery", images)
@@ -264,7 +260,7 @@ def build_index(reranker, data: str | os.PathLike, out: str | os.PathLike, desc:
     if recall_queries is not None:
         queries_path = DatasetLayout(Path(recall_queries), globals_desc).global_("query")
         queries, _ = normalised(np.asarray(read_global(queries_path, vectors.shape[1]), np.float32),
-                                f"--recall-queries {queries_path}")
+                                f"`recall_queries` {queries_path}")
         selection = dataclasses.replace(selection, recall_queries=queries, recall_source=str(queries_path))
     store_bytes = 0.0 if reranker is None else (
         locore_entry_bytes(reranker.meta) if locore else ames_store.entry_bytes(reranker.config, descriptors))
@@ -322,12 +318,12 @@ def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callabl
     kind = EXACT if first_stage == AUTO and not measured else first_stage
     if measured and any(v is not None for k, v in faiss_settings.items() if k != "train_sample"):
         given = next(k for k, v in faiss_settings.items() if v is not None and k != "train_sample")
-        raise InputError(f"--{given.replace('_', '-')}: --first-stage auto tunes the search knobs itself (give a "
-                         f"factory string to set them)")
+        raise InputError("`first_stage` auto tunes the search knobs itself (give a factory string to set them)",
+                         param=given)
     faiss_build = FaissBuild(kind, images, dim, **faiss_settings) if kind not in (EXACT, AUTO) else None
     if kind == EXACT and any(v is not None for v in faiss_settings.values()):
         given = next(k for k, v in faiss_settings.items() if v is not None)
-        raise InputError(f"--{given.replace('_', '-')}: the first stage is exact (it takes no {given})")
+        raise InputError(f"the first stage is exact (it takes no {given})", param=given)
     staging = staging_folder(out)
     try:
         scaled = 0
@@ -353,11 +349,11 @@ def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callabl
                 log(line)
             log(choice.reason)
             if not choice.factory or (not choice.reaches and not selection.allow_below_target):
-                raise TargetNotMetError(f"--target-recall: {choice.reason} (--allow-below-target builds the best "
+                raise TargetNotMetError(f"{choice.reason} (`allow_below_target` builds the best "
                                         f"one); tried: " + "; ".join(
                                             f"{t['factory']} {t['bytes_per_image']:.0f} B "
                                             f"{'–' if t['recall'] is None else format(t['recall'], '.3f')}"
-                                            for t in choice.table()))
+                                            for t in choice.table()), param="target_recall")
             kind = choice.factory
             if kind != EXACT:
                 faiss_build = FaissBuild(kind, images, dim, tuned=choice.params, **faiss_settings)
@@ -378,9 +374,10 @@ def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callabl
             log(f"first stage {kind}: recall@{recall['at']} {recall['value']:.3f} against the exact scan "
                 f"({recall['queries']} held-out queries: {recall['held_out']})")
             if choice is not None and recall["value"] < selection.target_recall and not selection.allow_below_target:
-                raise TargetNotMetError(f"--target-recall: {kind} keeps recall {recall['value']:.3f} over the whole "
+                raise TargetNotMetError(f"{kind} keeps recall {recall['value']:.3f} over the whole "
                                         f"gallery at its best knobs, below {selection.target_recall} (it kept "
-                                        f"{trial.recall:.3f} on the tuning sample; --allow-below-target builds it)")
+                                        f"{trial.recall:.3f} on the tuning sample; `allow_below_target` builds it)",
+                                        param="target_recall")
         del unit
         if faiss_build is not None:
             (staging / GLOBALS).unlink()
@@ -401,8 +398,8 @@ def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callabl
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         built = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file()) / images
         if selection.budget_bytes is not None and built > selection.budget_bytes:
-            raise TargetNotMetError(f"--budget-bytes: the index as built takes {built:,.0f} B per image, over the "
-                                    f"budget of {selection.budget_bytes:,.0f}")
+            raise TargetNotMetError(f"the index as built takes {built:,.0f} B per image, over the "
+                                    f"budget of {selection.budget_bytes:,.0f}", param="budget_bytes")
         swap_in(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already when swapped in

@@ -112,9 +112,10 @@ class DatasetFiles:
                              f"{self.queries.num_images}")
         reranker, s = reranker_for(self.backend, lam, gamma, shortlist, self.encoder, settings)
         if not 1 <= s <= idx.shape[1]:
-            raise InputError(f"--shortlist: expected 1 … {idx.shape[1]} (the neighbours in {self.layout.nn}), got {s}")
+            raise InputError(f"expected 1 … {idx.shape[1]} (the neighbours in {self.layout.nn}), got {s}",
+                             param="shortlist")
         if s > self.num_images:
-            raise InputError(f"--shortlist: {s} is longer than the database ({self.num_images} images)")
+            raise InputError(f"{s} is longer than the database ({self.num_images} images)", param="shortlist")
         resolved = self.loop.settings(self.backend.meta, settings)
         new_sims, new_idx = sims.copy(), idx.copy()
         for q in range(len(sims)):

@@ -169,9 +169,9 @@ class Searcher:
         return self._request.replace(checkpoint=self._weights.get("extractor"),
                                      parts={"detector": detector} if detector else {})
 
-    def _open(self, name: str, request: BackendRequest, flag: str = "--checkpoint") -> Backend:
+    def _open(self, name: str, request: BackendRequest, param: str = "checkpoint") -> Backend:
         """A backend the caller gave (`models`), else `name` opened from `request` on this searcher's stack."""
-        return self.models.get(name) or self._stack.enter_context(open_model(name, request, flag, self.log))
+        return self.models.get(name) or self._stack.enter_context(open_model(name, request, param, self.log))
 
     def _open_reranker(self) -> None:
         self.encoder = self.scorer = None
@@ -181,18 +181,18 @@ class Searcher:
 
         if self.index.store is None or self.model != self.index.model:
             held = f"a store of {self.index.model}" if self.index.store is not None else "no re-ranker store"
-            raise ModelFileError(f"--rerank: the index {self.index.path} holds {held}, not {self.model}'s "
-                                 f"(search it with --rerank none, or build one with `rerankrt index build --model "
-                                 f"{self.model}`)")
+            raise ModelFileError(f"the index {self.index.path} holds {held}, not {self.model}'s "
+                                 f"(search it with `rerank` none, or build one with `rerankrt index build --model "
+                                 f"{self.model}`)", param="rerank")
         info = get_info(self.model)
         rerank = self._request.replace(checkpoint=self._weights.get("rerank"))
         if info.loop is not None and LOOPS[info.loop].reads_globals:  # one list-wise graph over globals and locals
-            self.scorer = self._open(self.model, rerank, "--rerank-checkpoint")
+            self.scorer = self._open(self.model, rerank, "weights.rerank")
             self.index.store.check_reranker(self.scorer.meta)
             return
         assert info.store is not None  # a re-ranker with a store in an index: AMES (encoder, scorer) or LOCORE
         encoder, scorer = info.store
-        self.encoder, self.scorer = (self._open(name, rerank, "--rerank-checkpoint") for name in (encoder, scorer))
+        self.encoder, self.scorer = (self._open(name, rerank, "weights.rerank") for name in (encoder, scorer))
         self.index.store.check_encoder(self.encoder.meta)
         self.index.store.check_scorer(self.scorer.meta)
 
@@ -234,7 +234,7 @@ class Searcher:
 
             checkpoint = self._weights.get("raml")
             request = self._request.replace(kind="torch", checkpoint=checkpoint) if checkpoint else self._request
-            backend = self._open("raml", request, "--raml-checkpoint")
+            backend = self._open("raml", request, "weights.raml")
             self.raml = RamlEncoder(backend)
         return self.raml
 

@@ -184,7 +184,7 @@ def open_store(path: str | os.PathLike) -> AmesStore | ShardedStore:
         return ames_store.AmesStore(path)
     index = open_index(path)
     if index.store is None:
-        raise ModelFileError(f"index {path}: holds no re-ranker store (built without --model)")
+        raise ModelFileError(f"index {path}: holds no re-ranker store (built without `model`)")
     if isinstance(index.store, LocoreStore) or isinstance(getattr(index.store, "stores", [None])[0], LocoreStore):
         raise ModelFileError(f"index {path}: holds {index.store.model}'s store, not an AMES store (LOCORE re-ranks "
                              f"from an index through `rerankrt search`)")

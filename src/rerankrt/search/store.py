@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerankrt.core.atomic import staging_folder, swap_in
+from rerankrt.core.atomic import check_replaceable, staging_folder, swap_in
 from rerankrt.core.errors import InputError, ModelFileError
 from rerankrt.core.manifest import read_tagged_json
 from rerankrt.data.descriptors import LocalDescriptorFile
@@ -169,10 +169,10 @@ def build_store(encoder, gallery: str | os.PathLike, out: str | os.PathLike, des
         if f.num_images == 0:
             raise InputError(f"{gallery}: holds no images")
         if not 1 <= t <= f.topk:
-            raise InputError(f"--db-descriptors: expected 1 … {f.topk} (the file's topk), got {t}")
+            raise InputError(f"expected 1 … {f.topk} (the file's topk), got {t}", param="db_descriptors")
         if not profile["descriptors"]["min"] <= t <= profile["descriptors"]["max"]:
             p = profile["descriptors"]
-            raise InputError(f"--db-descriptors: {t} is outside the encoder's profile {p['min']}…{p['max']}")
+            raise InputError(f"{t} is outside the encoder's profile {p['min']}…{p['max']}", param="db_descriptors")
         rows = range(f.num_images) if rows is None else rows
         if rows.step != 1 or not 0 <= rows.start < rows.stop <= f.num_images:
             raise ValueError(f"build_store: rows {rows} are not a range of the file's {f.num_images} images")
@@ -192,11 +192,7 @@ def build_store(encoder, gallery: str | os.PathLike, out: str | os.PathLike, des
 
 def check_target(out: str | os.PathLike, force: bool) -> None:
     """A store may replace only a store, and only with `force`."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise FileExistsError(f"--out: {out} exists (pass --force to replace it)")
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise FileExistsError(f"--out: {out} exists and is not a store; refusing to replace it")
+    check_replaceable(out, force, MANIFEST, "a store")
 
 
 class StoreWriter:

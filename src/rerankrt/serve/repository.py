@@ -34,7 +34,7 @@ from pathlib import Path
 
 from rerankrt.core.atomic import check_outputs, staging_folder, swap_in
 from rerankrt.core.environment import __version__
-from rerankrt.core.errors import ModelFileError
+from rerankrt.core.errors import InputError, ModelFileError, OutputExistsError, OutputPathError
 from rerankrt.models import get_info
 from rerankrt.runtime.artifacts import Artifacts
 from rerankrt.runtime.loops import LOOPS, released_settings
@@ -89,11 +89,11 @@ def find_artifacts(artifacts: Path, precision: str, models: list[str] | None = N
             found[name] = Artifact(name, "onnxruntime_onnx", path, precision, meta, None)
     missing = sorted(set(models or ()) - set(found))
     if missing:
-        raise ModelFileError(f"--models: no {precision} graph or engine in {artifacts} for {', '.join(missing)} "
-                             f"(export them with `rerankrt export`)")
+        raise ModelFileError(f"no {precision} graph or engine in {artifacts} for {', '.join(missing)} "
+                             f"(export them with `rerankrt export`)", param="models")
     if not found:
-        raise ModelFileError(f"--artifacts: no exported {precision} models in {artifacts} "
-                             f"(`rerankrt export` writes NAME.onnx, NAME.fp16.onnx and NAME.json)")
+        raise ModelFileError(f"no exported {precision} models in {artifacts} "
+                             f"(`rerankrt export` writes NAME.onnx, NAME.fp16.onnx and NAME.json)", param="artifacts")
     return list(found.values())
 
 
@@ -125,16 +125,16 @@ def write_repository(
     `index`: a search index; the `search` model searches it through the repository's extractor, encoder
     and scorer."""
     if platform not in PLATFORMS:
-        raise ValueError(f"--platform: expected one of {', '.join(PLATFORMS)}, got {platform!r}")
+        raise InputError(f"expected one of {', '.join(PLATFORMS)}, got {platform!r}", param="platform")
     artifacts, out = Path(artifacts), Path(out)
-    for flag, value in (("--instances", instances), ("--max-batch", max_batch or 1),
-                        ("--max-shortlist", max_shortlist)):
+    for param, value in (("instances", instances), ("max_batch", max_batch or 1),
+                         ("max_shortlist", max_shortlist)):
         if value < 1:
-            raise ValueError(f"{flag}: expected a positive integer, got {value}")
+            raise InputError(f"expected a positive integer, got {value}", param=param)
     if queue_delay_us < 0:
-        raise ValueError(f"--queue-delay-us: expected ≥ 0, got {queue_delay_us}")
+        raise InputError(f"expected ≥ 0, got {queue_delay_us}", param="queue_delay_us")
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out: {out} is a file, expected a repository folder")
+        raise OutputPathError(f"{out} is a file, expected a repository folder", param="out")
     found = find_artifacts(artifacts, precision, models, platform)
     loops = _loops(found, stores or [])
     search = _search_targets(found, Path(index)) if index is not None else None
@@ -143,14 +143,14 @@ def write_repository(
     check_outputs([out], inputs, force=True)
     if out.exists() and any(out.iterdir()):
         if not force:
-            raise FileExistsError(f"--out: {out} exists and is not empty (pass --force to replace it)")
+            raise OutputExistsError(f"{out} exists and is not empty (pass `force` to replace it)", param="out")
         if not (out / MARKER).is_file():
-            raise FileExistsError(f"--out: {out} is not a repository rerankrt wrote (no {MARKER}); refusing to "
-                                  f"replace it")
+            raise OutputExistsError(f"{out} is not a repository rerankrt wrote (no {MARKER}); refusing to "
+                                  f"replace it", param="out")
         foreign = sorted(p.name for p in out.iterdir() if p.name != MARKER and not (p / "config.pbtxt").is_file())
         if foreign:
-            raise FileExistsError(f"--out: {out} holds what is not a model folder with a config.pbtxt "
-                                  f"({', '.join(foreign)}); refusing to replace it")
+            raise OutputExistsError(f"{out} holds what is not a model folder with a config.pbtxt "
+                                  f"({', '.join(foreign)}); refusing to replace it", param="out")
     staging = staging_folder(out)
     try:
         (staging / MARKER).write_text(json.dumps({"written_by": "rerankrt triton", "version": __version__}) + "\n")
@@ -197,11 +197,11 @@ def _search_targets(found: list[Artifact], index: Path) -> dict[str, Artifact]:
 
     opened = open_index(index)
     if opened.store is None:
-        raise ModelFileError(f"--index: {index} holds no re-ranker store (build it with --model)")
+        raise ModelFileError(f"{index} holds no re-ranker store (build it with `model`)", param="index")
     parts = get_info(opened.store.model).store
     if parts is None:
-        raise ModelFileError(f"--index: {index} holds {opened.store.model}'s store; the search model re-ranks with "
-                             f"AMES (search a LOCORE index with `rerankrt search`)")
+        raise ModelFileError(f"{index} holds {opened.store.model}'s store; the search model re-ranks with "
+                             f"AMES (search a LOCORE index with `rerankrt search`)", param="index")
     by_name = {a.name: a for a in found}
     names = dict(zip(("extractor", "encoder", "scorer"), (EXTRACTOR, *parts),
                      strict=True))
@@ -209,14 +209,14 @@ def _search_targets(found: list[Artifact], index: Path) -> dict[str, Artifact]:
         names["raml"] = "raml"
     missing = [n for n in names.values() if n not in by_name]
     if missing:
-        raise ModelFileError(f"--index: the search model needs {' and '.join(missing)} in --artifacts (export "
-                             f"them with `rerankrt export`)")
+        raise ModelFileError(f"the search model needs {' and '.join(missing)} in `artifacts` (export "
+                             f"them with `rerankrt export`)", param="index")
     targets = {role: by_name[name] for role, name in names.items()}
     opened.store.check_encoder(targets["encoder"].meta)
     opened.store.check_scorer(targets["scorer"].meta)
     if opened.extractor is not None:
         check_extractor_weights(weights_record(targets["extractor"].meta), opened.extractor,
-                                f"--index: {targets['extractor'].path}")
+                                f"`index` {targets['extractor'].path}")
     return targets
 
 
@@ -272,8 +272,8 @@ def _loops(found: list[Artifact], stores: list[str]) -> dict[str, tuple]:
         encoder_name, scorer_name = get_info(store.model).store or ("", "")
         missing = [n for n in (encoder_name, scorer_name) if n not in by_name]
         if missing:
-            raise ModelFileError(f"--store: {path} is a store of {store.model}; its loop needs "
-                                 f"{' and '.join(missing)} (export them with `rerankrt export`)")
+            raise ModelFileError(f"{path} is a store of {store.model}; its loop needs "
+                                 f"{' and '.join(missing)} (export them with `rerankrt export`)", param="store")
         scorer, encoder = by_name[scorer_name], by_name[encoder_name]
         store.check_scorer(scorer.meta)
         store.check_encoder(encoder.meta)

@@ -78,7 +78,7 @@ class PythonEnv:
             out = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, check=True,
                                  timeout=60).stdout
         except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-            raise UnavailableError(f"--python-env: {python} does not run ({e})") from None
+            raise UnavailableError(f"{python} does not run ({e})", param="python_env") from None
         info = json.loads(out)
         return cls(Path(python), info["version"], Path(info["libdir"]), Path(info["site"]), info["numpy"],
                    Path(info["pytriton"]) if info["pytriton"] else None)
@@ -86,11 +86,11 @@ class PythonEnv:
     def check(self) -> None:
         """numpy 1.x and rerankrt's runtime importable: what the stub needs to read tensors right."""
         if self.numpy is None:
-            raise UnavailableError(f"--python-env {self.python}: no numpy (install rerankrt[serve] there)")
+            raise UnavailableError(f"{self.python}: no numpy (install rerankrt[serve] there)", param="python_env")
         if int(self.numpy.split(".")[0]) >= 2:
-            raise UnavailableError(f"--python-env {self.python}: numpy {self.numpy}; Triton's Python-backend stub "
+            raise UnavailableError(f"{self.python}: numpy {self.numpy}; Triton's Python-backend stub "
                                    f"reads tensors wrong with numpy 2 (use an environment with rerankrt[serve], "
-                                   f"which pins numpy<2: scripts/setup.sh builds .venv-serve)")
+                                   f"which pins numpy<2: scripts/setup.sh builds .venv-serve)", param="python_env")
 
 
 def python_env(given: str | os.PathLike | None) -> PythonEnv:
@@ -99,7 +99,7 @@ def python_env(given: str | os.PathLike | None) -> PythonEnv:
     path = Path(given or os.environ.get(DEFAULT_ENV_VARIABLE) or sys.prefix)
     python = path / "bin" / "python" if path.is_dir() else path
     if not python.exists():
-        raise UnavailableError(f"--python-env: no interpreter at {python}")
+        raise UnavailableError(f"no interpreter at {python}", param="python_env")
     env = PythonEnv.probe(python)
     env.check()
     return env
@@ -124,11 +124,11 @@ def find_server(given: str | os.PathLike | None, env: PythonEnv, workdir: Path) 
     found = Path(given) if given else (Path(p) if (p := shutil.which("tritonserver")) else None)
     if found is not None:
         if not (found.is_file() and os.access(found, os.X_OK)):
-            raise UnavailableError(f"--tritonserver: {found} is not an executable file")
+            raise UnavailableError(f"{found} is not an executable file", param="tritonserver")
         return Server(found, None, [env.libdir], bundled=False)
     if env.pytriton is None:
         raise UnavailableError("no tritonserver: none on PATH, and the Python environment has no nvidia-pytriton "
-                               "(pip install 'rerankrt[serve]', or pass --tritonserver)")
+                               "(pip install 'rerankrt[serve]', or pass `tritonserver`)")
     dist = env.pytriton / "tritonserver"
     stub = dist / "python_backend_stubs" / env.version / "triton_python_backend_stub"
     if not stub.is_file():
@@ -207,7 +207,7 @@ class TritonServer:
                              f"{problems[0]}); see `rerankrt triton --check {self.repo}`")
         for kind, port in self.ports.items():
             if not port_free(self.host, port):
-                raise OSError(f"--{kind}-port {port}: already in use on {self.host}")
+                raise UnavailableError(f"{port} is already in use on {self.host}", param=f"{kind}_port")
         env = python_env(self.python)
         self._workdir = Path(tempfile.mkdtemp(prefix="rerankrt-serve-"))
         server = find_server(self.tritonserver, env, self._workdir)
