@@ -238,7 +238,7 @@ def test_run_settings_override_by_name_and_stay_out_of_the_architecture(artifact
         with pytest.raises(ValueError, match=r"^batch: expected a whole number, got 7.5$"):
             reranker_for(ames, settings={"batch": 7.5})
         # an encoder is the store scorer's query side: given to the whole model or to LOCORE, it is refused
-        with pytest.raises(ValueError, match=r"^ames: the whole model takes no encoder$"):
+        with pytest.raises(ValueError, match=r"^ames: the whole model takes no encoder and no encoded query$"):
             reranker_for(ames, encoder=locore)
         with pytest.raises(ValueError, match=r"^locore: LOCORE's windows take no encoder \(they read the gallery's "
                                              r"descriptors as they are\)$"):

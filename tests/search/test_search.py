@@ -507,7 +507,8 @@ def test_the_triton_repository_fans_a_shard_set_out(world, ort_index, tmp_path, 
         first, loop = ((repo / name / "config.pbtxt").read_text() for name in (shard, f"{shard}_rerank"))
         assert f'string_value: "{folder}"' in first and f'string_value: "{folder}"' in loop
         assert 'key: "max_k"\n  value {\n    string_value: "100"' in first  # the released shortlist: > 40
-        assert 'string_value: "ames-store"' in loop
+        assert 'string_value: "ames-store-encoded"' in loop and 'name: "q_encoded"' in loop  # the front encodes
+        assert "encoder_model" not in loop  # the query once: no shard calls the encoder
     assert check_repository(repo) == []
     first, second = (repo / name / "config.pbtxt" for name in shards[:2])
     texts = first.read_text(), second.read_text()
