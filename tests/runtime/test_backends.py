@@ -20,10 +20,9 @@ from rerankrt.runtime.rerankers import AmesReranker, LocoreReranker
 from rerankrt.runtime.sliding import sliding_rerank
 
 pytest.importorskip("torch")
-from rerankrt.models.torch_backend import TorchBackend  # noqa: E402
+from tiny import LOCORE_TINY  # noqa: E402
 
-LOCORE_TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "attention_window": 8,
-               "max_positions": 130, "local_dim": 32, "global_dim": 32, "local_descriptors": 5}
+from rerankrt.models.torch_backend import TorchBackend  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from tiny import LOCORE_TINY
 
 from rerankrt.cli import main
 from rerankrt.core.errors import ModelFileError
@@ -24,8 +25,6 @@ from rerankrt.serve.repository import write_repository
 pytest.importorskip("torch")
 pytest.importorskip("tritonclient.grpc", reason="Triton configs need tritonclient[grpc] (rerankrt[serve])")
 
-LOCORE_TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "attention_window": 8,
-               "max_positions": 130, "local_dim": 32, "global_dim": 32, "local_descriptors": 5}
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,12 @@ pytest.importorskip("torch")
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="the client needs tritonclient[grpc] (rerankrt[serve])")
 httpclient = pytest.importorskip("tritonclient.http", reason="the client needs tritonclient[http] (rerankrt[serve])")
 
+from tiny import LOCORE_TINY  # noqa: E402
+
 from rerankrt.serve.server import free_port, python_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE_ENV = Path(os.environ.get("RERANKRT_SERVE_ENV", ROOT / ".venv-serve"))
-LOCORE_TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64, "attention_window": 8,
-               "max_positions": 130, "local_dim": 32, "global_dim": 32, "local_descriptors": 5}
 #: long enough that concurrent requests queue: what makes the dynamic batcher's merging observable
 QUEUE_DELAY_US = 20_000
 #: the longest shortlist the loop models take here
