@@ -52,7 +52,7 @@ def check_outputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str | o
 
 def check_replaceable(out: str | os.PathLike, force: bool, marker: str, what: str) -> None:
     """A folder written whole (an index, a store) replaces only one of its kind (`out` holds `marker`), and only
-    with `force`: a user's folder is never emptied by a mistyped --out."""
+    with `force`: a user's folder is never emptied by a mistyped output path."""
     out = Path(out)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists (pass `force` to replace it)", param="out")

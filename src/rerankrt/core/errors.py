@@ -5,7 +5,7 @@ specific class or the builtin it extends (``ValueError``, ``FileExistsError``, `
 
 An error about one parameter carries its name in `param` (the message then starts with it), and a hint
 inside a message names another parameter in backquotes (`` `force` ``). So the library speaks in its own
-parameters, and the command line alone turns both into the flags that set them (`rerankrt.cli.flags`).
+parameters, and the command line alone turns both into the flags that set them (`rerankrt.core.flags`).
 """
 
 

@@ -30,6 +30,7 @@ def text_in_flags(text: str, parser: argparse.ArgumentParser | None) -> str:
 def in_flags(error: BaseException, parser: argparse.ArgumentParser | None) -> str:
     """`error`'s message in the command's words: its parameter (`error.param`) and each parameter it names in
     backquotes as the flag of `parser` that sets it; a parameter no flag of the command sets stays as it is."""
-    param, flag = getattr(error, "param", None), _flags(parser)(getattr(error, "param", None) or "")
-    text = f"{flag}: {error.detail}" if param and flag else str(error)  # type: ignore[attr-defined]
+    param = getattr(error, "param", None)
+    flag = _flags(parser)(param) if param else None
+    text = f"{flag}: {error.detail}" if flag else str(error)  # type: ignore[attr-defined]
     return text_in_flags(text, parser)
