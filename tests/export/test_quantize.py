@@ -69,6 +69,31 @@ def test_int8_graph_holds_qdq_and_ort_runs_it(exported):
     assert np.abs(a - b).max() < 0.05 * max(np.abs(b).max(), 1e-3)  # quantized, not another function
 
 
+def test_the_fused_int8_graph_runs_every_quantized_product_as_an_integer_product(exported, tmp_path):
+    """ONNX Runtime merges the Q nodes of an activation two products share (AMES's q and kv projections);
+    with int8 activations such a product stayed DequantizeLinear → float MatMul, with the fused form's uint8
+    ones every product is a MatMulIntegerToFloat."""
+    import onnxruntime as ort
+
+    out, _ = exported
+    side = json.loads((out / "ames.json").read_text())
+    standard = onnx.load(str(out / "ames.int8.onnx")).graph
+    products = sum(n.op_type == "DequantizeLinear" and n.input[0].endswith("_rrt_w") for n in standard.node)
+    fused = onnx.load(str(out / "ames.int8.ort.onnx")).graph
+    activations = sum(n.op_type == "QuantizeLinear" for n in fused.node)
+    assert side["fused"]["int8"]["fusions"]["Uint8Activations"] == activations > 0
+    zeros = {i.name: onnx.numpy_helper.to_array(i) for i in fused.initializer}
+    for n in fused.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not n.input[0].endswith("_rrt_w"):
+            assert zeros[n.input[2]].dtype == np.uint8 and zeros[n.input[2]] == 128
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    ort.InferenceSession(str(out / "ames.int8.ort.onnx"), options, providers=["CPUExecutionProvider"])
+    loaded = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+    assert products > 0 and loaded.count("MatMulIntegerToFloat") == products
+    assert "DequantizeLinear" not in loaded
+
+
 def test_the_ladder_checks_every_graph_of_the_sidecar(exported):
     from rerankrt.export.validate import validate
 
