@@ -60,6 +60,9 @@ def test_int8_graph_holds_qdq_and_ort_runs_it(exported):
     assert q["method"] == "minmax" and q["thresholds"] == {"spearman": SPEARMAN, "top10": TOP10}
     assert q["calibration"]["queries"] == [0, 2, 4] and q["held_out"] == [1, 3, 5]  # never the same queries
     assert Agreement.from_dict(q["agreement"]).ok and q["agreement"]["map_fp32"] is not None
+    # the form ONNX Runtime runs, held to the same agreement on the same held-out queries
+    assert q["fused"]["fusions"] == side["fused"]["int8"]["fusions"]
+    assert Agreement.from_dict(q["fused"]["agreement"]).ok and q["fused"]["agreement"]["queries"] == 3
     rng = np.random.default_rng(0)
     feeds = {"q_desc": rng.standard_normal((4, 20, 768)).astype(np.float32), "q_mask": np.zeros((4, 20), bool),
              "db_desc": rng.standard_normal((4, 10, 768)).astype(np.float32), "db_mask": np.zeros((4, 10), bool)}
@@ -103,9 +106,27 @@ def test_the_ladder_checks_every_graph_of_the_sidecar(exported):
     assert report.ok, report.table()
     for name in ("(e) TensorRT parser lint [int8]", "(a) onnx checker + shape inference [fp32 fused]",
                  "(b) ONNX Runtime fused FP32 vs PyTorch FP32", "(g) INT8 graph: Q/DQ, runs on ONNX Runtime",
-                 "(g) INT8 fused graph vs INT8 graph", "(g) INT8 ranking agreement (at export)"):
+                 "(g) INT8 fused graph vs INT8 graph", "(g) INT8 ranking agreement (at export)",
+                 "(g) INT8 fused ranking agreement (at export)"):
         assert checks[name].status == "pass", report.table()
     assert "(e) TensorRT parser lint [fp32 fused]" not in checks  # ONNX Runtime's operators: not TensorRT's
+
+
+def test_a_fused_int8_graph_further_from_it_than_quantization_fails_the_ladder(exported, tmp_path):
+    from rerankrt.export.validate import validate
+
+    out, _ = exported
+    copy = tmp_path / "art"
+    shutil.copytree(out, copy)
+    fused = onnx.load(str(copy / "ames.int8.ort.onnx"))
+    scales = [i for i in fused.graph.initializer if i.name.endswith("_rrt_w_scale")]
+    assert scales
+    for scale in scales:  # every weight half as large again: a wrong fusion the logits show
+        scale.CopyFrom(onnx.numpy_helper.from_array(1.5 * onnx.numpy_helper.to_array(scale), scale.name))
+    onnx.save(fused, str(copy / "ames.int8.ort.onnx"))
+    checks = {c.name: c for c in validate(copy / "ames.onnx").checks}
+    assert checks["(g) INT8 fused graph vs INT8 graph"].status == "fail"
+    assert checks["(g) INT8 graph: Q/DQ, runs on ONNX Runtime"].status == "pass"
 
 
 def test_ort_loads_the_fused_graph_when_present(exported, tmp_path):
@@ -238,8 +259,9 @@ def test_the_profiler_times_every_deployed_form(exported, tmp_path):
     assert set(rows) == {("torch", "fp32"), ("ort", "fp32"), ("ort-fused", "fp32"), ("ort-fused", "int8")}
     assert rows["ort-fused", "int8"]["graph"].endswith("ames.int8.ort.onnx")
     assert rows["ort", "fp32"]["graph"].endswith("ames.onnx")
-    assert rows["ort-fused", "int8"]["agreement"] == json.loads((out / "ames.json").read_text())["quantization"][
-        "agreement"]
+    # the form it times: the fused graph's agreement, with its mAP
+    fused = json.loads((out / "ames.json").read_text())["quantization"]["fused"]["agreement"]
+    assert rows["ort-fused", "int8"]["agreement"] == fused and fused["map_int8"] is not None
     assert set(results["roofs"]) == {"torch fp32", "ort fp32", "ort int8"}
     int8 = rows["ort-fused", "int8"]
     assert 0 < int8["fp32_roof_fraction"] and int8["roofline_fraction"] < int8["fp32_roof_fraction"]

@@ -525,7 +525,10 @@ def _row(p: Prepared, device: str) -> dict:
     achieved = p.flops / (stats["median"] / 1e3) / 1e9
     info = get_info(registered(p.case.model))
     main = p.work[-1][0]  # the model's own backend (a scorer's encoder runs first)
-    agreement = (main.meta.get("quantization") or {}).get("agreement") if p.case.precision == "int8" else None
+    quantization = main.meta.get("quantization") or {}
+    if p.case.backend == "ort-fused":  # the fused form's own agreement, measured at export beside the graph's
+        quantization = quantization.get("fused") or {}
+    agreement = quantization.get("agreement") if p.case.precision == "int8" else None
     return {"model": p.case.model, "label": p.label, "kind": info.kind, "baseline": info.baseline,
             "reduced": bool(p.case.config), "graph": str(getattr(main, "path", "")) or None, "agreement": agreement,
             "backend": p.case.backend, "precision": p.case.precision, "device": device,

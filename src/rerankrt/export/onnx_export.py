@@ -221,9 +221,15 @@ def export_model(
             (scratch / f"{name}.json").write_text(json.dumps(meta))
             log(f"quantizing {name} to INT8, calibrated on {calibration} → {graphs['int8']}")
             assert calibration is not None
-            meta["quantization"] = quantize(fp32, calibration, staged["int8"], calibration_method, log=log)
+            meta["quantization"] = quantize(fp32, calibration, staged["int8"], calibration_method, log=log,
+                                            fused_out=staged["int8-fused"])
             meta = with_int8(meta, onnx_name(name, "int8"))
+            if "fused" in meta["quantization"]:  # fused, and its agreement measured, by the quantizer
+                meta["fused"]["int8"] = {"file": fused["int8"].name, "tool": ort_fusion.TOOL,
+                                         "fusions": meta["quantization"]["fused"]["fusions"]}
         for p, target in fused.items():
+            if p == "int8":
+                continue
             counts = ort_fusion.fuse(staged[p], staged[f"{p}-fused"])
             if counts:
                 meta["fused"][p] = {"file": target.name, "tool": ort_fusion.TOOL, "fusions": counts}

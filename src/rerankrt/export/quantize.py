@@ -370,6 +370,13 @@ class _Scorer:
 
     def __init__(self, feeds: dict[int, list[dict]], output: str) -> None:
         self.feeds, self.output = feeds, output
+        self._fp32: list[np.ndarray] | None = None
+
+    def fp32(self, model) -> list[np.ndarray]:
+        """The FP32 graph's scores, the reference every candidate is measured against (computed once)."""
+        if self._fp32 is None:
+            self._fp32 = self.scores(model.SerializeToString())
+        return self._fp32
 
     def scores(self, model_bytes: bytes, queries: list[int] | None = None) -> list[np.ndarray]:
         import onnxruntime as ort
@@ -385,7 +392,7 @@ def choose(model, candidates: list[Product], ranges: dict[str, float], scorer: _
     alone (Spearman on the held-out shortlists with that product alone quantized), and the longest prefix
     of them by increasing harm that keeps the agreement (bisection). Returns (chosen, its agreement, the
     harm of each product, None where all were kept)."""
-    reference = scorer.scores(model.SerializeToString())
+    reference = scorer.fp32(model)
 
     def measure(chosen: list[Product]) -> Agreement:
         result = agreement(reference, scorer.scores(quantized(model, chosen, ranges).SerializeToString()))
@@ -418,10 +425,15 @@ def choose(model, candidates: list[Product], ranges: dict[str, float], scorer: _
 
 def quantize(fp32_graph: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
              method: str = DEFAULT_METHOD, desc: str = "dinov2",
-             log: Callable[[str], None] = lambda message: None) -> dict:
+             log: Callable[[str], None] = lambda message: None, fused_out: str | os.PathLike | None = None) -> dict:
     """Write the INT8 graph of `fp32_graph` (beside its sidecar) to `out`, calibrated on dataset `data`;
     returns the sidecar's `quantization` record. Refuses (QuantizationError, nothing written) when no
-    quantization keeps the agreement."""
+    quantization keeps the agreement.
+
+    `fused_out`: where its form fused for ONNX Runtime goes (`export.ort_fusion`; what `--backend ort` runs),
+    held to the same agreement on the same held-out queries, since ONNX Runtime computes its integer
+    products otherwise than the standard graph's (record `fused`: the fusions and that agreement; absent
+    where nothing fuses)."""
     import onnx
 
     from rerankrt.runtime.ort_backend import OrtBackend
@@ -451,7 +463,8 @@ def quantize(fp32_graph: str | os.PathLike, data: str | os.PathLike, out: str | 
                                    [f for fs in calibrated.feeds.values() for f in fs], method)
         log(f"int8: {len(candidates)} products by a weight, calibrated ({method}) on {len(calibrate)} queries, "
             f"checked on {len(held_out)}")
-        chosen, agreed, harms = choose(model, candidates, ranges, _Scorer(reference.feeds, output), log)
+        scorer = _Scorer(reference.feeds, output)
+        chosen, agreed, harms = choose(model, candidates, ranges, scorer, log)
         if not chosen or not agreed.ok:
             raise QuantizationError(
                 f"int8: no quantization of {meta['model']} keeps the FP32 ranking on {data} "
@@ -459,7 +472,11 @@ def quantize(fp32_graph: str | os.PathLike, data: str | os.PathLike, out: str | 
                 f"≥ {TOP10}); nothing written", param="precision")
         final = quantized(model, chosen, ranges)
         onnx.save(final, str(out))
+        fused = _fused(model, Path(out), Path(fused_out), scorer, meta, log) if fused_out is not None else None
         maps = _maps(calibration, Path(out), held_out, meta, reference)
+        if fused is not None:
+            fused_maps = _maps(calibration, Path(fused_out), held_out, meta, reference)
+            fused["agreement"] = {**fused["agreement"], "map_fp32": fused_maps[0], "map_int8": fused_maps[1]}
     work = sum(p.flops_per_row for p in candidates)
     agreed = dataclasses.replace(agreed, map_fp32=maps[0], map_int8=maps[1])
     record = {
@@ -472,9 +489,30 @@ def quantize(fp32_graph: str | os.PathLike, data: str | os.PathLike, out: str | 
         "share_quantized": round(sum(p.flops_per_row for p in chosen) / max(work, 1), 3),
         "harm": harms,
     }
+    if fused is not None:
+        record["fused"] = fused
     log(f"int8: {len(chosen)}/{len(candidates)} products quantized "
         f"({100 * sum(p.flops_per_row for p in chosen) / max(work, 1):.0f} % of their work): {agreed.text()}")
     return record
+
+
+def _fused(model, int8: Path, out: Path, scorer: _Scorer, meta: dict, log: Callable[[str], None]) -> dict | None:
+    """The INT8 graph fused for ONNX Runtime at `out` and its agreement with the FP32 graph `model`; None
+    (nothing written) where nothing fuses. Refuses, as the INT8 graph's own agreement does, below it."""
+    from rerankrt.export import ort_fusion
+
+    counts = ort_fusion.fuse(int8, out)
+    if not counts:
+        return None
+    agreed = agreement(scorer.fp32(model), scorer.scores(out.read_bytes()))
+    log(f"int8: fused for ONNX Runtime ({', '.join(f'{k} {v}' for k, v in counts.items())}) → {out.name}: "
+        f"{agreed.text()}")
+    if not agreed.ok:
+        raise QuantizationError(
+            f"int8: {meta['model']}'s INT8 graph fused for ONNX Runtime does not keep the FP32 ranking "
+            f"({agreed.text()}; needed Spearman ≥ {SPEARMAN} and top-10 ≥ {TOP10}); nothing written",
+            param="precision")
+    return {"fusions": counts, "agreement": agreed.as_dict()}
 
 
 def with_int8(meta: dict, file: str) -> dict:
@@ -488,8 +526,8 @@ def with_int8(meta: dict, file: str) -> dict:
 
 def _maps(calibration: Calibration, int8: Path, held_out: list[int], meta: dict,
           reference: _Run) -> tuple[float | None, float | None]:
-    """The held-out queries' mAP re-ranked by the FP32 graph and by the INT8 graph (None without ground
-    truth). The INT8 graph runs beside a copy of the sidecar that lists it."""
+    """The held-out queries' mAP re-ranked by the FP32 graph and by the INT8 graph `int8` (or its fused form;
+    None without ground truth). It runs beside a copy of the sidecar that lists it."""
     import json
     import shutil
 
