@@ -462,3 +462,33 @@ def test_store_loop_reranks_from_the_store(tmp_path, rng, monkeypatch):
     config = repo / "ames-dist_rerank/config.pbtxt"
     config.write_text(config.read_text().replace(str(store.resolve()), str(tmp_path / "moved")))
     assert check_repository(repo) == [f"{config}: parameters store: index {tmp_path / 'moved'}: no such folder"]
+
+
+def test_int8_serves_the_store_encoder_at_fp32(tmp_path):
+    """`--precision int8` with a store: the scorer serves its INT8 graph (the form ONNX Runtime runs), the
+    encoder (no loop drives it, no INT8 graph) its FP32 graph, as the runtime runs them."""
+    from rerankrt.bench.synth import synthesize
+    from rerankrt.export.onnx_export import export_model
+    from rerankrt.models.torch_backend import TorchBackend
+    from rerankrt.runtime.artifacts import Artifacts
+    from rerankrt.search.store import build_store
+
+    small = {"num_layers": 2}
+    data = synthesize(tmp_path / "data", queries=6, database=60, query_locals=20, db_locals=10, neighbours=20)
+    art = tmp_path / "art"
+    for part in ("encoder", "scorer"):
+        export_model(f"ames-{part}", out_dir=art, precision="fp32", **small)
+    export_model("ames-scorer", out_dir=art, precision="int8", calibration=data, **small)
+    with TorchBackend("ames-encoder", **small) as encoder:
+        store = build_store(encoder, data / "dinov2_gallery_local.hdf5", tmp_path / "store")
+    repo = write_repository(art, tmp_path / "repo", precision="int8", stores=[str(store)])
+    assert sorted(p.name for p in repo.iterdir()) == [".rerankrt-repository", "ames-encoder", "ames-scorer",
+                                                     "ames_rerank"]
+    served = {name: json.loads((repo / name / "1" / "model.json").read_text()) for name in ("ames-encoder",
+                                                                                           "ames-scorer")}
+    assert list(served["ames-encoder"]["files"]) == ["fp32"] and list(served["ames-scorer"]["files"]) == ["int8"]
+    folder = Artifacts(art)  # what the runtime runs at int8: the encoder's FP32 graph, the scorer's INT8 one
+    assert folder.find("ames-encoder", "int8") == art / "ames-encoder.onnx"
+    for name in ("ames-encoder", "ames-scorer"):
+        assert (repo / name / "1/model.onnx").read_bytes() == folder.find(name, "int8").read_bytes()
+    assert check_repository(repo) == []

@@ -505,8 +505,7 @@ def _fused(model, int8: Path, out: Path, scorer: _Scorer, meta: dict, log: Calla
     if not counts:
         return None
     agreed = agreement(scorer.fp32(model), scorer.scores(out.read_bytes()))
-    log(f"int8: fused for ONNX Runtime ({', '.join(f'{k} {v}' for k, v in counts.items())}) → {out.name}: "
-        f"{agreed.text()}")
+    log(f"int8: fused for ONNX Runtime ({', '.join(f'{k} {v}' for k, v in counts.items())}): {agreed.text()}")
     if not agreed.ok:
         raise QuantizationError(
             f"int8: {meta['model']}'s INT8 graph fused for ONNX Runtime does not keep the FP32 ranking "

@@ -59,8 +59,7 @@ class Artifacts:
         FP32 graph runs."""
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
-        if precision == "int8" and not self._reranker(model):
-            precision = "fp32"
+        precision = self.runs_at(model, precision)
         plan, graph = self.plan(model, precision), self.onnx(model, precision)
         if backend == "trt" or (backend == "auto" and plan.is_file()):
             if not plan.is_file():
@@ -72,6 +71,11 @@ class Artifacts:
                                  f"{self.root}`")
         form = self.onnx(model, precision, fused=True)
         return form if fused and form.is_file() and self._lists(model, form) else graph
+
+    def runs_at(self, model: str, precision: str) -> str:
+        """The precision of the graph `model` runs at when `precision` is asked for: FP32 for INT8 where no
+        loop drives the model (see `find`), else `precision`."""
+        return "fp32" if precision == "int8" and not self._reranker(model) else precision
 
     def _reranker(self, model: str) -> bool:
         """Whether the model's sidecar names a loop that drives it (a model never exported counts as one: the

@@ -3,8 +3,8 @@
 and loop, configuration, checkpoint hash, I/O, symbolic dims and TensorRT profiles, tolerances, opset,
 `files` (the standard graphs by precision), `fused` (the graphs fused for ONNX Runtime by precision, with
 what fused) and `quantization` (how the INT8 graph was calibrated, what stays in float, and the ranking
-agreement measured of it and of its fused form). Written by `rerankrt export`, read by validation, the backends and Triton; engines
-embed it in theirs (`runtime.plan`).
+agreement measured of it and of its fused form). Written by `rerankrt export`, read by validation, the
+backends and Triton; engines embed it in theirs (`runtime.plan`).
 """
 
 from __future__ import annotations

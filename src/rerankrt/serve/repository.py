@@ -69,12 +69,14 @@ SEARCH = "search"
 def find_artifacts(artifacts: Path, precision: str, models: list[str] | None = None,
                    platform: str = "production") -> list[Artifact]:
     """The exported models in `artifacts` at `precision`, each as its engine when one was built, else its
-    ONNX graph (the Python form: always the graph). A model asked for in `models` that is not there is an
-    error."""
+    ONNX graph (the Python form: always the graph). At int8 a model no loop drives (a store's encoder) is
+    served at FP32, as the runtime runs it (`Artifacts.runs_at`). A model asked for in `models` that is not
+    there is an error."""
     found: dict[str, Artifact] = {}
     folder = Artifacts(artifacts)
     for name, meta in folder.exported().items():
-        if (models is not None and name not in models) or precision not in meta["files"]:
+        own = folder.runs_at(name, precision)
+        if (models is not None and name not in models) or own not in meta["files"]:
             continue
         try:
             path = folder.find(name, precision, "auto" if platform == "production" else "ort")
@@ -82,11 +84,11 @@ def find_artifacts(artifacts: Path, precision: str, models: list[str] | None = N
             continue  # listed in its sidecar, but not there: reported below when asked for
         if path.suffix == ".plan":
             plan_meta = read_plan_sidecar(path)
-            if plan_meta["precision"] != precision:
-                raise ModelFileError(f"{path}: a {plan_meta['precision']} engine, expected {precision}")
-            found[name] = Artifact(name, "tensorrt_plan", path, precision, meta, plan_meta)
+            if plan_meta["precision"] != own:
+                raise ModelFileError(f"{path}: a {plan_meta['precision']} engine, expected {own}")
+            found[name] = Artifact(name, "tensorrt_plan", path, own, meta, plan_meta)
         else:
-            found[name] = Artifact(name, "onnxruntime_onnx", path, precision, meta, None)
+            found[name] = Artifact(name, "onnxruntime_onnx", path, own, meta, None)
     missing = sorted(set(models or ()) - set(found))
     if missing:
         raise ModelFileError(f"no {precision} graph or engine in {artifacts} for {', '.join(missing)} "
