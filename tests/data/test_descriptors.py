@@ -16,15 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rerankrt.core.errors import DescriptorFileError
-from rerankrt.data import (
-    LocalDescriptorFile,
-    read_global,
-    read_gnd,
-    read_nn,
-    write_global,
-    write_local,
-    write_nn,
-)
+from rerankrt.data import LocalDescriptorFile, read_global, read_gnd, read_nn, write_global, write_local, write_nn
 
 
 @pytest.fixture

@@ -170,3 +170,13 @@ def part_files(args: argparse.Namespace, model: str) -> dict:
         takers = [n for n, info in MODELS.items() if unused[0] in info.parts]
         raise ValueError(f"--{unused[0]}: {model} has no {unused[0]} (only {', '.join(takers)} takes one)")
     return {k: v for k, v in given.items() if v}
+
+
+def report_command(sub, name: str, help: str, run: Callable, reads: tuple[str, str] | None = None) -> None:
+    """A command that reports what it finds, as text or (`--json`) JSON: `reads` (positional name, help) is
+    what it reads, where it reads a path."""
+    p = sub.add_parser(name, help=help)
+    if reads is not None:
+        Flags(p).input(reads[0], help=reads[1])
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run)

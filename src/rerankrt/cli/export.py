@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rerankrt.cli.args import OutputArgs, log, part_files
+from rerankrt.cli.args import OutputArgs, log, part_files, report_command
 from rerankrt.cli.paths import Flags
 from rerankrt.core.flags import text_in_flags
 from rerankrt.core.optional import require
@@ -112,11 +112,8 @@ def register(sub) -> None:
     f.input("--timing-cache", help="timing cache file, loaded when present and saved after the build")
     p.set_defaults(run=cmd_build)
 
-    p = sub.add_parser("inspect", help="a TensorRT engine's I/O and layers (TensorRT and the GPU it was built for)")
-    f = Flags(p)
-    f.input("plan", help="NAME.plan with its sidecar NAME.plan.json")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(run=cmd_inspect)
+    report_command(sub, "inspect", "a TensorRT engine's I/O and layers (TensorRT and the GPU it was built for)",
+                   cmd_inspect, ("plan", "NAME.plan with its sidecar NAME.plan.json"))
 
     p = sub.add_parser("validate", help="the validation ladder of an exported graph, or an engine against ORT")
     f = Flags(p)

@@ -7,6 +7,7 @@ import dataclasses
 import json
 from typing import Any
 
+from rerankrt.cli.args import report_command
 from rerankrt.core import environment
 from rerankrt.models import MODELS
 
@@ -55,10 +56,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("info", help="versions, the CPU and its instruction sets, ONNX Runtime providers, the CUDA "
-                                    "device")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(run=cmd_info)
-    p = sub.add_parser("models", help="registered models: parameters, released configuration, checkpoint format")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(run=cmd_models)
+    report_command(sub, "info", "versions, the CPU and its instruction sets, ONNX Runtime providers, the CUDA device",
+                   cmd_info)
+    report_command(sub, "models", "registered models: parameters, released configuration, checkpoint format",
+                   cmd_models)

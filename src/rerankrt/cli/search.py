@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rerankrt.cli.args import BackendArgs, DatasetArgs, KnobArgs, OutputArgs, SettingArgs, log
+from rerankrt.cli.args import BackendArgs, DatasetArgs, KnobArgs, OutputArgs, SettingArgs, log, report_command
 from rerankrt.cli.paths import Flags
 from rerankrt.models import MODELS
 from rerankrt.runtime.loops import LOOPS
@@ -149,11 +149,8 @@ def register(sub) -> None:
                                                          "with its own first stage and store (default 1)")
     OutputArgs("the index folder to write", required=True, force="replace an existing index (or store)").add(q, f)
     q.set_defaults(run=cmd_index)
-    q = index.add_parser("info", help="what an index (or a store) holds, and its measured bytes per image")
-    f = Flags(q)
-    f.input("index", help="the index folder (or an AMES store folder)")
-    q.add_argument("--json", action="store_true", help="print JSON")
-    q.set_defaults(run=cmd_index)
+    report_command(index, "info", "what an index (or a store) holds, and its measured bytes per image", cmd_index,
+                   ("index", "the index folder (or an AMES store folder)"))
 
     p = sub.add_parser("search", help="query images in, ranked gallery images out: extract, first stage, re-rank")
     f = Flags(p)

@@ -474,7 +474,7 @@ def quantize(fp32_graph: str | os.PathLike, data: str | os.PathLike, out: str | 
         onnx.save(final, str(out))
         fused = _fused(model, Path(out), Path(fused_out), scorer, meta, log) if fused_out is not None else None
         maps = _maps(calibration, Path(out), held_out, meta, reference)
-        if fused is not None:
+        if fused is not None and fused_out is not None:
             fused_maps = _maps(calibration, Path(fused_out), held_out, meta, reference)
             fused["agreement"] = {**fused["agreement"], "map_fp32": fused_maps[0], "map_int8": fused_maps[1]}
     work = sum(p.flops_per_row for p in candidates)
