@@ -480,7 +480,7 @@ def test_int8_serves_the_store_encoder_at_fp32(tmp_path):
         export_model(f"ames-{part}", out_dir=art, precision="fp32", **small)
     export_model("ames-scorer", out_dir=art, precision="int8", calibration=data, **small)
     with TorchBackend("ames-encoder", **small) as encoder:
-        store = build_store(encoder, data / "dinov2_gallery_local.hdf5", tmp_path / "store")
+        store = build_store(encoder, data / "dinov2_gallery_local.hdf5", tmp_path / "store", descriptors=10)
     repo = write_repository(art, tmp_path / "repo", precision="int8", stores=[str(store)])
     assert sorted(p.name for p in repo.iterdir()) == [".rerankrt-repository", "ames-encoder", "ames-scorer",
                                                      "ames_rerank"]
