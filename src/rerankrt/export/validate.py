@@ -363,7 +363,7 @@ def _int8_checks(proto, session, fused, fp32, meta: dict, spec: ExportSpec, feed
         ok, detail = compare([ort_runner(session, "int8"), ort_runner(fused, "int8")], feeds, bound,
                              spec.error_stat, spec.rank_outputs)
         report.add("(g) INT8 fused graph vs INT8 graph", ok,
-                   f"{detail}: the INT8 graph's own distance from the FP32 graph" if fp32 is not None else detail)
+                   f"{detail}; atol: the INT8 graph's own distance from the FP32 graph" if fp32 is not None else detail)
     recorded = meta.get("quantization", {}).get("agreement")
     if recorded is None:
         report.add("(g) INT8 ranking agreement", False, "the sidecar records none (export it again)")
