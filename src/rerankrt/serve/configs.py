@@ -126,8 +126,9 @@ def python_config(config: dict) -> dict:
 
 def served_sidecar(meta: dict, precision: str, file: str) -> dict:
     """The export sidecar of the one file a repository serves: its precision alone, under the file's name
-    (so the runtime's backends open it, and `--check` reads its precision from it). A repository serves the
-    standard graph (what Triton's ONNX Runtime and TensorRT both take): no fused form beside it."""
+    (so the runtime's backends open it, and `--check` reads its precision from it). The file is what the
+    runtime runs (`Artifacts.find`: the engine where one was built, else the graph fused for ONNX Runtime
+    where the export wrote one, else the standard graph), served alone: no other form beside it."""
     return {**meta, "files": {precision: file}, "precisions": [precision], "fused": {}}
 
 
