@@ -45,6 +45,10 @@ def test_every_stage_is_built_measured_and_tabled(tmp_path, monkeypatch, capsys)
     out = capsys.readouterr().out.splitlines()
     assert out[:2] == search_scale.table(rows)[:2] and len(out) == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["search_scale.json"]  # the work folder removed
+    with pytest.raises(SystemExit):  # a measured run is replaced only with --force, and refused before any work
+        search_scale.main(["--images", "1500", "--out", str(tmp_path)])
+    assert f"--out: {tmp_path / 'search_scale.json'} exists (pass --force to replace it)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "search_scale.json").read_text()) == rows
 
 
 def test_the_clustered_gallery_holds_the_positives_of_the_queries_it_times(tmp_path):

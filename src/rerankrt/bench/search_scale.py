@@ -1,6 +1,6 @@
 """The first stage at scale: `python -m rerankrt.bench.search_scale [--images 100000,1000000]
 [--generators unclustered,clustered] [--stages exact,graph,ivfpq,hnsw,budget] [--budget-bytes 1024]
-[--target-recall 0.9] [--queries 30] [--out DIR] [--work DIR]`.
+[--target-recall 0.9] [--queries 30] [--out DIR] [--work DIR] [--force]`.
 
 For each generator and size a synthetic gallery is written straight into index form, its AMES store as
 `store_scale` writes one (random sign codes, the released `ames-dist`: 807 B per image), shared by the
@@ -28,7 +28,8 @@ re-ranking those 100 from the store (the query encoded once, the scorer on ONNX 
 gallery, the share of the planted positives in the first stage's top 100 (the mAP of an ideal re-ranker:
 what any re-ranker can make of the shortlist) sits beside the exact top 100's, and the mAP after AMES's
 re-ranking (of random weights here: its fused score orders by the first stage's similarity). Medians are
-reported; a table is printed and `search_scale.json` written (docs' table is rendered from it).
+reported; a table is printed and `search_scale.json` written (docs' table is rendered from it; an earlier run's is
+replaced only with --force).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ import numpy as np
 
 from rerankrt.bench.store_scale import synthesize_store
 from rerankrt.bench.synth import Clustered, low_rank_globals
+from rerankrt.core.atomic import atomic_output, check_outputs
+from rerankrt.core.flags import in_flags
 from rerankrt.runtime.agreement import average_precision
 from rerankrt.search.exact import global_shortlist
 from rerankrt.search.first_stage import GraphFirstStage, ivf_pq
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "';' (default: first_stage_choice.candidates)")
     parser.add_argument("--queries", type=int, default=30, help="timed queries per case")
     parser.add_argument("--out", default=".", help="where search_scale.json goes")
+    parser.add_argument("--force", action="store_true", help="replace the search_scale.json of an earlier run")
     parser.add_argument("--work", help="where the indexes are built (default: a temporary folder; 1M images "
                                        "take ~10 GB)")
     args = parser.parse_args(argv)
@@ -163,13 +167,19 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag}: expected some of {', '.join(known)}, got {unknown}")
     if args.queries < 1:
         parser.error(f"--queries: expected a positive number, got {args.queries}")
+    out = Path(args.out) / "search_scale.json"
+    try:  # before any work (a 1M run takes half an hour): a measured run is not replaced by accident
+        check_outputs([out], force=args.force)
+    except FileExistsError as e:
+        parser.error(in_flags(e, parser))
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         rows = run(Path(tmp), sizes, stages, args.queries, generators, args.budget_bytes, args.target_recall,
                    tuple(args.candidates.split(";")) if args.candidates else None)
     for line in table(rows):
         print(line)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "search_scale.json").write_text(json.dumps(rows, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out) as tmp_out:
+        tmp_out.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 
 
