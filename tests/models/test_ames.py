@@ -10,6 +10,7 @@ from weights import perturb
 
 from rerankrt.core.errors import InputError
 from rerankrt.models import load_model
+from rerankrt.models.fp32 import l2_normalize
 
 
 def ames_keys(dist: bool) -> dict[str, tuple]:
@@ -86,6 +87,24 @@ def test_cpu_chunking_equals_one_batch_to_rounding(rng):
     assert whole.std() > 0.05  # logits that differ between pairs
     ulp = torch.finfo(torch.float32).eps * float(whole.abs().max())
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=16 * ulp)
+
+
+@pytest.mark.parametrize("name", ["ames", "ames-dist"])
+def test_one_query_computes_its_first_layer_rows_once(name, rng):
+    """Against one query (the scorer's call) the first layer's query rows are computed once for every pair
+    (`BlockAttention.one_query`): the logits are those of the query repeated per pair, to float32 rounding,
+    with padding in the query and an all-padding database image among the pairs."""
+    model = randomised(name)
+    q_desc, q_mask, db_desc, db_mask = pairs(rng, 6, 12, 5)
+    q_mask[0, -3:] = True
+    db_mask[2] = True
+    with torch.no_grad():
+        s, t = (model.remap_local(l2_normalize(d)) for d in (q_desc[:1], db_desc))
+        once = model._match(s, q_mask[:1], t, db_mask)
+        repeated = model._match(s.expand(6, -1, -1), q_mask[:1].expand(6, -1), t, db_mask)
+    assert repeated.std() > 0.05
+    ulp = torch.finfo(torch.float32).eps * float(repeated.abs().max())
+    torch.testing.assert_close(once, repeated, rtol=1e-5, atol=16 * ulp)
 
 
 def test_cvnet_dimension(rng):

@@ -173,6 +173,13 @@ def _match_macs(cfg: AmesConfig, query: int, db: int) -> int:
     return macs + e  # + the classifier
 
 
+def _one_query_macs(cfg: AmesConfig, query: int) -> int:
+    """What a scorer of one query computes once for all its pairs (`BlockAttention.one_query`): the first
+    layer's q, k, v projections of `[mtc ; query]`, its query rows' scores and values and output projection."""
+    e = cfg.model_dim
+    return 4 * (1 + query) * e * e - e * e + 2 * e * query * (1 + query)
+
+
 def flops(cfg: AmesConfig, sizes: dict[str, int]) -> int:
     """One call: `pairs` pairs."""
     return sizes["pairs"] * ames_flops(cfg, sizes["query_descriptors"], sizes["db_descriptors"])
@@ -186,10 +193,10 @@ def encoder_flops(cfg: AmesConfig, sizes: dict[str, int]) -> int:
 
 def scorer_flops(cfg: AmesConfig, sizes: dict[str, int]) -> int:
     """One call: the query's and the `pairs` images' tokens from their codes (dist: Linear(e, e)), then
-    the transformer per pair."""
+    the transformer per pair, the query's first-layer rows once."""
     p, q, t = sizes["pairs"], sizes["query_descriptors"], sizes["db_descriptors"]
     tokens = (q + p * t) * cfg.model_dim**2 if cfg.binarized else 0
-    return 2 * (tokens + p * _match_macs(cfg, q, t))
+    return 2 * (tokens + p * _match_macs(cfg, q, t) - (p - 1) * _one_query_macs(cfg, q))
 
 
 def storage(cfg: AmesConfig) -> int:
