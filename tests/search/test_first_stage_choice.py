@@ -16,7 +16,15 @@ from rerankrt.cli.main import main
 from rerankrt.core.errors import InputError, TargetNotMetError
 from rerankrt.search.exact import global_shortlist
 from rerankrt.search.first_stage import RecallProbe, faiss_module, without_polysemous
-from rerankrt.search.first_stage_choice import Selection, candidates, choose, confirm, estimated_bytes, pick
+from rerankrt.search.first_stage_choice import (
+    Selection,
+    candidates,
+    choose,
+    confirm,
+    estimated_bytes,
+    pick,
+    training_rows,
+)
 from rerankrt.search.index import SearchIndex, index_info, write_index
 from rerankrt.search.store import entry_bytes
 
@@ -63,6 +71,32 @@ def test_candidates_divide_their_dimension():
     assert any("Refine(" in c for c in at_768)
     for factory in candidates(N, D):  # every one is a factory faiss accepts at this dimension
         faiss.index_factory(D, factory, faiss.METRIC_INNER_PRODUCT)
+
+
+@pytest.mark.parametrize(("factory", "rows"), [
+    ("IVF32,PQ8", 256), ("IVF32,PQ8x4fs", 32), ("IVF300,PQ8x4fs", 300), ("PCAR48,IVF16,PQ8x4fs", 48),
+    ("OPQ8_32,IVF16,PQ8", 256), ("IVF16,PQ8x4fs,Refine(PQ16)", 256), ("IVF16,PQ8x4fs,Refine(SQ8)", 16),
+    ("PCAR32,IVF16,RQ4x8", 256), ("HNSW16", 1), ("HNSW16_SQ8", 1)])
+def test_training_rows_are_what_faiss_needs(factory, rows, gallery):
+    """The fewest vectors each factory trains on; faiss refuses one fewer where a k-means or PCA needs them."""
+    assert training_rows(factory, D) == rows
+    if rows > 1:
+        index = faiss.index_factory(D, factory, faiss.METRIC_INNER_PRODUCT)
+        with pytest.raises(RuntimeError):
+            index.train(np.ascontiguousarray(gallery[:rows - 1]))
+
+
+def test_a_small_gallery_drops_what_it_cannot_train_before_training(gallery):
+    """A gallery (or a shard) of 120 images: the 8-bit PQ's 256 centroids are not tried, named with the
+    vectors it needs; the 4-bit fast-scan one and HNSW are measured; with nothing trainable, one line."""
+    small = np.ascontiguousarray(gallery[:120])
+    choice = choose(small, 10, None, 0.5, among=("IVF8,PQ8", "IVF8,PQ8x4fs", "HNSW16"))
+    notes = {t["factory"]: t["note"] for t in choice.table()}
+    assert notes["IVF8,PQ8"] == "needs 256 training vectors, the gallery gives 108 (held-out queries aside)"
+    assert {t["factory"] for t in choice.table() if t["recall"] is not None} == {"IVF8,PQ8x4fs", "HNSW16"}
+    assert choice.factory in ("IVF8,PQ8x4fs", "HNSW16")
+    none = choose(small, 10, 200.0, 0.5, among=("IVF8,PQ8", "IVF8,PQ16"))
+    assert (none.factory, none.reason) == ("", "no candidate within 200 B per image trains on 108 vectors")
 
 
 def test_recall_probe_never_counts_an_image_finding_itself(gallery):
@@ -204,3 +238,28 @@ def test_recall_queries_of_the_user_are_the_held_out_set(tmp_path, gallery):
     independent = np.mean([len(np.intersect1d(e, f)) for e, f in zip(exact, found, strict=True)]) / recall["at"]
     assert independent == pytest.approx(recall["value"], rel=1e-9)
     assert faiss_module().downcast_index(index.first_stage.index) is not None
+
+
+def test_a_shard_set_within_a_budget_chooses_per_shard_and_fits_it(tmp_path, capsys):
+    """`index build --shards 2 --budget-bytes B`: each shard (60 of the synthetic set's 120 images) chooses its
+    own first stage, among what trains on its rows, within B; the set fits B per image; a budget in which
+    nothing fits a shard is refused on --budget-bytes (exit 1, after the table) and writes nothing."""
+    from rerankrt.search.shards import shards_info
+
+    data = tmp_path / "synth"
+    assert main(["data", "synth", str(data)]) == 0
+    build = ["index", "build", "--model", "ames-dist", "--backend", "torch", "--data", str(data), "--shards", "2",
+             "--target-recall", "0.9"]
+    out = tmp_path / "set"
+    assert main([*build, "--budget-bytes", "2500", "--out", str(out)]) == 0
+    info = shards_info(out)
+    assert (info["images"], info["shards"]) == (120, 2) and info["bytes_per_image"] <= 2500
+    for shard in ("shard-000", "shard-001"):
+        choice = index_info(out / shard)["choice"]
+        assert choice["budget_bytes"] == 2500 and choice["reaches_target"]
+        assert any(t["note"].startswith("needs 256 training vectors, the gallery gives 54") for t in choice["tried"])
+    capsys.readouterr()
+    assert main([*build, "--budget-bytes", "1500", "--out", str(tmp_path / "small")]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the table of what it tried
+    assert last.startswith("rerankrt index: --budget-bytes: no candidate fits 414 B per image as built; tried: ")
+    assert not (tmp_path / "small").exists()

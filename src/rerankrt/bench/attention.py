@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def shape(pairs: int) -> dict[str, int]:
             "keys": 1 + cfg.query_descriptors, "head_dim": cfg.model_dim // cfg.num_heads}
 
 
-def _session(nodes, inputs: dict[str, tuple[int, ...]]):
+def _session(nodes, inputs: Mapping[str, tuple[int, ...]]):
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

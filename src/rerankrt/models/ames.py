@@ -189,7 +189,8 @@ class AmesWeights(nn.Module):
         q_len = s.shape[1]
         last = len(self.decoder.layers) - 1
         for i, layer in enumerate(self.decoder.layers):
-            attn = layer.self_attn.one_query(xs, t, bias_s, bias_t) if i == 0 and s.shape[0] == 1 else None
+            one = i == 0 and s.shape[0] == 1
+            attn = cast(AmesLayer, layer).self_attn.one_query(xs, t, bias_s, bias_t) if one else None
             x = layer(x, q_len, bias, last=i == last, attn=attn)
         return self.classifier(x[:, 0]).squeeze(-1)
 

@@ -5,7 +5,8 @@ unclustered images. So `choose` measures instead. The candidates (`candidates`) 
 sizes per byte: IVF with 8-bit PQ and 4-bit fast-scan PQ (`PQmx4fs`), a PCA rotation and reduction before
 them, OPQ, an additive quantizer (residual, `RQ`), IVF-PQ refined by a larger code (`Refine(...)`), and
 HNSW. Each is first priced by its code bytes (`estimated_bytes`, from the untrained faiss index) and
-dropped when over the budget, before any training. Those that fit are trained on a sample of the gallery
+dropped when over the budget, before any training, and so is one that needs more training vectors than
+the gallery gives (`training_rows`: a small gallery, a shard). Those that fit are trained on a sample of the gallery
 (`TUNE_SAMPLE`, the plain IVF ones sharing one coarse quantizer), hold the sample, and are searched by
 held-out queries, gallery rows outside the sample (or the user's own queries): faiss's `ParameterSpace`
 explores their search knobs (nprobe, efSearch, the refine k-factor) and keeps the Pareto front of recall@S
@@ -80,6 +81,32 @@ def estimated_bytes(factory: str, dim: int, images: int) -> float:
         base = faiss.downcast_index(inner.base_index)
         return _code_bytes(faiss, base, images) + faiss.downcast_index(inner.refine_index).sa_code_size()
     return _code_bytes(faiss, inner, images)
+
+
+def training_rows(factory: str, dim: int) -> int:
+    """The fewest training vectors faiss trains `factory` on: a k-means needs a vector per centroid (an
+    inverted file's lists, a PQ's or a residual quantizer's 2^bits centroids, the 8-bit PQ that OPQ rotates
+    for) and a PCA one per output dimension. Read from the untrained index, as `estimated_bytes` is."""
+    faiss = faiss_module()
+    root = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    return _training_rows(faiss, root)
+
+
+def _training_rows(faiss, index) -> int:
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        chain = [faiss.downcast_VectorTransform(index.chain.at(i)) for i in range(index.chain.size())]
+        transforms = [256 if isinstance(t, faiss.OPQMatrix) else t.d_out if isinstance(t, faiss.PCAMatrix) else 1
+                      for t in chain]
+        return max(*transforms, _training_rows(faiss, index.index))
+    if isinstance(index, faiss.IndexRefine):
+        return max(_training_rows(faiss, index.base_index), _training_rows(faiss, index.refine_index))
+    need = index.nlist if isinstance(index, faiss.IndexIVF) else 1
+    if (pq := getattr(index, "pq", None)) is not None:
+        need = max(need, pq.ksub)
+    if (rq := getattr(index, "rq", None)) is not None:
+        need = max(need, *(2 ** rq.nbits.at(i) for i in range(rq.nbits.size())))
+    return need
 
 
 def _code_bytes(faiss, index, images: int) -> float:
@@ -199,16 +226,22 @@ def choose(vectors: np.ndarray, at: int, budget: float | None, target: float = T
         return Choice(EXACT, {}, [Trial(EXACT, 4 * dim, 1.0, note="chosen")],
                       f"exact: its {4 * dim} B per image fit the budget", True)
     budget = math.inf if budget is None else budget
+    rows, held = _tuning_rows(images, queries is None)
     trials, fitting = [], []
     for factory in among or candidates(images, dim):
         estimate = estimated_bytes(factory, dim, images)
         if estimate > budget:
             trials.append(Trial(factory, estimate, note=f"over budget before training ({estimate:.0f} B codes)"))
+        elif (need := training_rows(factory, dim)) > len(rows):
+            trials.append(Trial(factory, estimate, note=f"needs {need:,} training vectors, the gallery gives "
+                                                        f"{len(rows):,} (held-out queries aside)"))
         else:
             fitting.append(factory)
     if not fitting:
+        within = f" within {budget:.0f} B per image" if math.isfinite(budget) else ""
+        if any(not t.note.startswith("over budget") for t in trials):
+            return Choice("", {}, trials, f"no candidate{within} trains on {len(rows):,} vectors", False)
         return Choice("", {}, trials, f"no candidate's codes fit {budget:.0f} B per image", False)
-    rows, held = _tuning_rows(images, queries is None)
     tune = np.ascontiguousarray(vectors[rows], np.float32)
     q = np.ascontiguousarray(vectors[held] if queries is None else queries, np.float32)
     truth = global_shortlist(q, tune, min(at, len(tune)))[1]

@@ -348,12 +348,13 @@ def write_index(out: str | os.PathLike, vectors: np.ndarray, make_store: Callabl
             for line in table_lines(choice.table()):
                 log(line)
             log(choice.reason)
-            if not choice.factory or (not choice.reaches and not selection.allow_below_target):
-                raise TargetNotMetError(f"{choice.reason} (`allow_below_target` builds the best "
-                                        f"one); tried: " + "; ".join(
-                                            f"{t['factory']} {t['bytes_per_image']:.0f} B "
-                                            f"{'–' if t['recall'] is None else format(t['recall'], '.3f')}"
-                                            for t in choice.table()), param="target_recall")
+            tried = "; ".join(f"{t['factory']} {t['bytes_per_image']:.0f} B "
+                              f"{'–' if t['recall'] is None else format(t['recall'], '.3f')}" for t in choice.table())
+            if not choice.factory:  # nothing measured: no best one to build below the target
+                raise TargetNotMetError(f"{choice.reason}; tried: {tried}", param="budget_bytes")
+            if not choice.reaches and not selection.allow_below_target:
+                raise TargetNotMetError(f"{choice.reason} (`allow_below_target` builds the best one); tried: {tried}",
+                                        param="target_recall")
             kind = choice.factory
             if kind != EXACT:
                 faiss_build = FaissBuild(kind, images, dim, tuned=choice.params, **faiss_settings)
