@@ -145,6 +145,21 @@ def test_budget_builds_within_it_and_records_the_choice(tmp_path, gallery, capsy
     assert f"choice                   {choice['reason']}" in printed and "ms/query" in printed
 
 
+def test_auto_above_the_exact_size_without_a_budget_is_measured(tmp_path, gallery, monkeypatch):
+    """Above `EXACT_UP_TO` images `auto` measures even without a budget: the fastest candidate reaching the
+    target, any size; the reason names no budget (it said "within inf B per image")."""
+    import rerankrt.search.index as index_module
+
+    monkeypatch.setattr(index_module, "EXACT_UP_TO", N - 1)
+    out = write_index(tmp_path / "index", gallery, None, selection=Selection(None, 0.5, candidates=(
+        "IVF64,PQ8x4fs", "HNSW16")))
+    choice = index_info(out)["choice"]
+    assert choice["budget_bytes"] is None and choice["reaches_target"]
+    assert choice["reason"].startswith(f"{index_info(out)['first_stage']['factory']}: the fastest of ")
+    assert " reaching recall 0.5 (" in choice["reason"] and "B per image" not in choice["reason"]
+    assert {t["factory"] for t in choice["tried"]} == {"IVF64,PQ8x4fs", "HNSW16"}
+
+
 def test_budget_below_the_store_is_refused_before_training(tmp_path, gallery):
     with pytest.raises(InputError) as e:
         write_index(tmp_path / "index", gallery, lambda path: synthesize_store(path, N, "ames-dist"),

@@ -226,6 +226,7 @@ def choose(vectors: np.ndarray, at: int, budget: float | None, target: float = T
         return Choice(EXACT, {}, [Trial(EXACT, 4 * dim, 1.0, note="chosen")],
                       f"exact: its {4 * dim} B per image fit the budget", True)
     budget = math.inf if budget is None else budget
+    within = f" within {budget:.0f} B per image" if math.isfinite(budget) else ""
     rows, held = _tuning_rows(images, queries is None)
     trials, fitting = [], []
     for factory in among or candidates(images, dim):
@@ -238,7 +239,6 @@ def choose(vectors: np.ndarray, at: int, budget: float | None, target: float = T
         else:
             fitting.append(factory)
     if not fitting:
-        within = f" within {budget:.0f} B per image" if math.isfinite(budget) else ""
         if any(not t.note.startswith("over budget") for t in trials):
             return Choice("", {}, trials, f"no candidate{within} trains on {len(rows):,} vectors", False)
         return Choice("", {}, trials, f"no candidate's codes fit {budget:.0f} B per image", False)
@@ -262,11 +262,11 @@ def choose(vectors: np.ndarray, at: int, budget: float | None, target: float = T
     reaching = [t for t in fit if t.note == "reaches"]
     if reaching:
         best = min(reaching, key=lambda t: t.ms_per_query or 0.0)
-        why = (f"{best.factory}: the fastest of {len(reaching)} within {budget:.0f} B per image reaching recall "
+        why = (f"{best.factory}: the fastest of {len(reaching)}{within} reaching recall "
                f"{target} ({best.recall:.3f} at {best.ms_per_query:.2f} ms/query)")
     elif fit:
         best = best_of(fit, lambda t: t.recall or 0.0, lambda t: t.ms_per_query or 0.0, truth.shape[1])
-        why = (f"{best.factory}: none within {budget:.0f} B per image reaches recall {target}; the best keeps "
+        why = (f"{best.factory}: none{within} reaches recall {target}; the best keeps "
                f"{best.recall:.3f} (the fastest within 1/{truth.shape[1]} of the highest)")
     else:
         return Choice("", {}, trials, f"no candidate fits {budget:.0f} B per image as built", False)
