@@ -12,16 +12,14 @@ query block: heads and width from `AmesConfig`, the query's descriptors as rows,
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
 from rerankrt.core import environment
-from rerankrt.core.atomic import atomic_output
+from rerankrt.core.atomic import write_json
 
 
 def shape(pairs: int) -> dict[str, int]:
@@ -125,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         rate = result["gflops_per_s"].get(name)
         print(f"{name:34s} {ms:9.1f} ms" + (f"  {rate:6.1f} GFLOP/s" if rate else ""))
     if args.out:
-        with atomic_output(Path(args.out)) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
     return 0
 
 

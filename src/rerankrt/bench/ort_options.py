@@ -10,15 +10,13 @@ parallel executor, spinning, the memory pattern.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from rerankrt.core import environment
-from rerankrt.core.atomic import atomic_output
+from rerankrt.core.atomic import write_json
 
 
 def variants() -> dict[str, dict]:
@@ -84,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, ms in result["median_ms"].items():
         print(f"{name:34s} {ms:9.1f} ms  {ms / base:5.2f}× rerankrt's")
     if args.out:
-        with atomic_output(Path(args.out)) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
     return 0
 
 

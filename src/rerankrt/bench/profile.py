@@ -41,7 +41,7 @@ from rerankrt.bench.probes import bound, compute_roof, memory_roof
 from rerankrt.bench.report import SCHEMA, add_ratios, write_report
 from rerankrt.bench.timing import summarize
 from rerankrt.core import environment
-from rerankrt.core.atomic import atomic_output
+from rerankrt.core.atomic import write_json
 from rerankrt.core.errors import InputError, ModelFileError, UnavailableError
 from rerankrt.core.optional import require
 from rerankrt.core.progress import progress
@@ -498,8 +498,7 @@ def run_bench(
                "environment": environment.describe(),
                "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "roofs": roofs, "results": rows, "skipped": skipped}
-    with atomic_output(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out / "results.json", results)
     write_report(results, out)
     return results
 

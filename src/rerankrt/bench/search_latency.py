@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerankrt.core.atomic import atomic_output, check_outputs
+from rerankrt.core.atomic import atomic_output, check_outputs, write_json
 from rerankrt.core.errors import InputError
 from rerankrt.core.flags import in_flags
 from rerankrt.data.extraction import extract
@@ -123,8 +122,7 @@ def run_search_bench(indexes: Sequence[str | os.PathLike], queries: Sequence, ba
         for index, rerank, backend in cases]
     results = {"queries": len(queries), "precision": precision, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out / "search.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out / "search.json", results)
     with atomic_output(out / "search.md") as tmp:
         tmp.write_text(markdown(results))
     return results

@@ -35,7 +35,6 @@ replaced only with --force).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -47,7 +46,7 @@ import numpy as np
 
 from rerankrt.bench.store_scale import synthesize_store
 from rerankrt.bench.synth import Clustered, low_rank_globals
-from rerankrt.core.atomic import atomic_output, check_outputs
+from rerankrt.core.atomic import check_outputs, write_json
 from rerankrt.core.flags import in_flags
 from rerankrt.runtime.agreement import average_precision
 from rerankrt.search.exact import global_shortlist
@@ -178,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in table(rows):
         print(line)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out) as tmp_out:
-        tmp_out.write_text(json.dumps(rows, indent=2) + "\n")
+    write_json(out, rows)
     return 0
 
 

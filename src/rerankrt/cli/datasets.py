@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from pathlib import Path
 
 from rerankrt.cli.args import BackendArgs, DatasetArgs, OutputArgs, SettingArgs, in_data, log, part_files
@@ -43,7 +42,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from rerankrt.bench.eval import evaluate, format_comparison, format_table
-    from rerankrt.core.atomic import atomic_output
+    from rerankrt.core.atomic import write_json
 
     precisions = args.compare.split(",") if args.compare else [args.precision]
     if any(p not in PRECISIONS for p in precisions):
@@ -60,8 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         report = {"settings": {k: v for k, v in vars(args).items() if k not in ("run", "paths")},
                   **report, "environment": environment.describe()}
-        with atomic_output(args.out) as tmp:
-            tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_json(args.out, report, default=str)
     return 0
 
 

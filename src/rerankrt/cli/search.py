@@ -62,7 +62,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from rerankrt.core.atomic import atomic_output
+    from rerankrt.core.atomic import write_json
     from rerankrt.search.searcher import Searcher, query_descriptors
 
     if args.out:
@@ -90,8 +90,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         results = searcher.search_many(queries, **settings)
     if args.out:
         report = {"index": str(index) if len(args.index) == 1 else index, "queries": [r.as_dict() for r in results]}
-        with atomic_output(args.out) as tmp:
-            tmp.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out, report)
         log(f"wrote {args.out}: {len(results)} queries, the top {args.top} each")
         return 0
     print("".join(result.table() for result in results), end="")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import re
 import secrets
@@ -131,6 +132,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in `path`'s folder; it replaces `path` only if the block succeeds."""
     with atomic_outputs([path]) as (tmp,):
         yield tmp
+
+
+def write_json(path: str | os.PathLike, value, **dumps) -> None:
+    """`value` as indented JSON with a final newline at `path`, atomically (the reports and measured/ files)."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, **dumps) + "\n")
 
 
 def staging_folder(path: str | os.PathLike) -> Path:
