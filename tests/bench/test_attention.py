@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from rerankrt.bench import attention
 
@@ -50,4 +51,16 @@ def test_main_prints_and_writes_json(tmp_path, capsys):
     out = tmp_path / "attention.json"
     assert attention.main(["--pairs", "2", "--repeat", "1", "--out", str(out)]) == 0
     assert "MultiHeadAttention, padding bias" in capsys.readouterr().out
+    assert json.loads(out.read_text())["shape"] == attention.shape(2)
+
+
+def test_an_earlier_result_is_replaced_only_with_force(tmp_path, capsys):
+    out = tmp_path / "attention.json"
+    out.write_text("earlier")
+    with pytest.raises(SystemExit) as e:
+        attention.main(["--pairs", "2", "--repeat", "1", "--out", str(out)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"error: --out: {out} exists (pass --force to replace it)")
+    assert out.read_text() == "earlier"
+    assert attention.main(["--pairs", "2", "--repeat", "1", "--out", str(out), "--force"]) == 0
     assert json.loads(out.read_text())["shape"] == attention.shape(2)

@@ -2,7 +2,7 @@
 nodes and against eager torch's SDPA, on one query block (the evidence that its 64-wide heads, not a
 missing fusion, hold the fused graphs below the GEMM roof; docs/performance.md).
 
-`python -m rerankrt.bench.attention [--pairs 100] [--repeat 7] [--out FILE.json]` times, interleaved
+`python -m rerankrt.bench.attention [--pairs 100] [--repeat 7] [--out FILE.json [--force]]` times, interleaved
 (A, B, A, B …) after one warm-up each: `MultiHeadAttention` with the padding bias AMES feeds it and without
 a mask (ONNX Runtime's CPU flash path), q·kᵀ, softmax and p·v as three graphs, and torch's SDPA with the
 bias where torch is installed; it prints the medians and GFLOP/s. The shape defaults to AMES's released
@@ -19,7 +19,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from rerankrt.core import environment
-from rerankrt.core.atomic import write_json
+from rerankrt.core.atomic import check_outputs, write_json
+from rerankrt.core.flags import in_flags
 
 
 def shape(pairs: int) -> dict[str, int]:
@@ -117,7 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--out", help="write the medians as JSON")
+    parser.add_argument("--force", action="store_true", help="replace an earlier --out")
     args = parser.parse_args(argv)
+    if args.out:
+        try:  # before any work: a measured file is not replaced by accident
+            check_outputs([args.out], force=args.force)
+        except FileExistsError as e:
+            parser.error(in_flags(e, parser))
     result = measure(shape(args.pairs), args.repeat)
     for name, ms in result["median_ms"].items():
         rate = result["gflops_per_s"].get(name)
